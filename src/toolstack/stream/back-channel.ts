@@ -5,7 +5,7 @@
  * SVM_SUSPENDED, CHECKPOINT_DIRTY_PFN_LIST, SVM_READY, SVM_RESUMED.
  */
 import type {ByteSource} from './byte-source.js'
-import {fail, hex, type ErrorSite} from './errors.js'
+import {StreamError, fail, hex, type ErrorSite} from './errors.js'
 import {readRecordBody, readRecordHeader, type FrameReadOptions} from './framing.js'
 import {LIBXC} from './libxc-format.js'
 import {checkLibxcBody} from './libxc-rules.js'
@@ -38,6 +38,16 @@ export interface BackChannelRecordRead {
   readonly length: number
 }
 
+/** The libxl and libxc record rules name their own format; on the back channel the error is the channel's. */
+function onBackChannel<T>(site: ErrorSite, decode: () => T): T {
+  try {
+    return decode()
+  } catch (e) {
+    if (e instanceof StreamError) throw new StreamError(site.format, e.code, e.offset, e.detail, site.record, e.part)
+    throw e
+  }
+}
+
 export class BackChannelReader {
   #index = 0
   #expect: Expect = 'SVM_READY'
@@ -61,10 +71,12 @@ export class BackChannelReader {
     const site: ErrorSite = {format: 'back-channel', offset: raw.offset, record: {type: raw.type, name: backChannelTypeName(raw.type), index: raw.index}}
     let record: BackChannelRecord
     if (raw.type === LIBXL.CHECKPOINT_STATE) {
-      record = decodeLibxlRecord(raw) as BackChannelRecord
+      record = onBackChannel(site, () => decodeLibxlRecord(raw) as BackChannelRecord)
     } else if (raw.type === LIBXC.CHECKPOINT_DIRTY_PFN_LIST) {
-      checkLibxcBody(raw)
-      record = decodeCheckedBody(raw.type, raw.body) as BackChannelRecord
+      record = onBackChannel(site, () => {
+        checkLibxcBody(raw)
+        return decodeCheckedBody(raw.type, raw.body) as BackChannelRecord
+      })
     } else {
       return fail(site, 'unknown-record', `record type ${hex(raw.type, 8)} does not travel on the back channel`)
     }

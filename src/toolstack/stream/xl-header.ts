@@ -59,7 +59,7 @@ export function decodeXlFixedHeader(b: Buffer, offset = 0): XlFixedHeader {
   const order = b.readUInt32LE(32)
   if (order !== XL_BYTEORDER) fail(site, 'bad-options', `File has wrong byte order (${hex(order, 8)})`)
   const mandatoryFlags = b.readUInt32LE(36)
-  const unknown = mandatoryFlags & ~XL_KNOWN_MANDATORY
+  const unknown = (mandatoryFlags & ~XL_KNOWN_MANDATORY) >>> 0
   if (unknown) fail(site, 'bad-options', `Savefile has mandatory flag(s) ${hex(unknown)} which are not supported; need newer xl`)
   const optionalDataLength = b.readUInt32LE(44)
   if (optionalDataLength > XL_OPTIONAL_DATA_MAX) {
