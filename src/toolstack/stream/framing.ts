@@ -41,8 +41,39 @@ export function frameRecord(type: number, body: readonly Buffer[]): Buffer[] {
     throw new RangeError(`record ${hex(type)} of ${length} bytes exceeds REC_LENGTH_MAX (${REC_LENGTH_MAX})`)
   }
   const pad = paddingOf(length)
-  const out = [encodeRecordHeader(type, length), ...body]
-  if (pad) out.push(ZEROS.subarray(0, pad))
+  const out = new Array<Buffer>(body.length + (pad ? 2 : 1))
+  out[0] = encodeRecordHeader(type, length)
+  for (let i = 0; i < body.length; i++) out[i + 1] = body[i]!
+  if (pad) out[body.length + 1] = ZEROS.subarray(0, pad)
+  return out
+}
+
+/**
+ * Joins neighbouring views of the same memory into one view, so a batch of pages read from one
+ * mapping travels as a few large parts instead of one small part per page.
+ */
+export function coalesceViews(parts: readonly Buffer[]): Buffer[] {
+  const out: Buffer[] = []
+  let first: Buffer | undefined // first part of the current run
+  let runLength = 0
+  let partsInRun = 0
+  const flush = (): void => {
+    if (!first) return
+    out.push(partsInRun === 1 ? first : Buffer.from(first.buffer, first.byteOffset, runLength))
+  }
+  for (const part of parts) {
+    if (part.length === 0) continue
+    if (first && first.buffer === part.buffer && first.byteOffset + runLength === part.byteOffset) {
+      runLength += part.length
+      partsInRun++
+      continue
+    }
+    flush()
+    first = part
+    runLength = part.length
+    partsInRun = 1
+  }
+  flush()
   return out
 }
 

@@ -2,7 +2,7 @@
  * Typed bodies of libxc records and their pure encoders/decoders. Decoders expect a body that passed
  * `checkLibxcBody` (libxc-rules.ts); `decodeLibxcRecord` there runs both.
  */
-import {frameRecord} from './framing.js'
+import {coalesceViews, frameRecord} from './framing.js'
 import {
   CPUID_LEAF_SIZE,
   HVM_PARAM_ENTRY_SIZE,
@@ -81,6 +81,9 @@ export function pageDataBytes(types: readonly number[]): number {
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
+/** Typed-array views read and write the host's byte order; the fast paths below need it little. */
+export const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1
+
 function empty(type: number): Buffer[] {
   return frameRecord(type, [])
 }
@@ -94,7 +97,7 @@ export function writePfnWord(buf: Buffer, offset: number, pfn: number, type: num
   buf.writeUInt32LE(((type << 28) | high) >>> 0, offset + 4)
 }
 
-/** Header and pfn array of a PAGE_DATA record; the page buffers follow as given. */
+/** Header and pfn array of a PAGE_DATA record; the page buffers follow as given (neighbours joined). */
 export function encodePageData(rec: Omit<PageDataRecord, 'kind'>): Buffer[] {
   const count = rec.pfns.length
   if (count === 0) throw new RangeError('PAGE_DATA needs at least one pfn')
@@ -103,11 +106,21 @@ export function encodePageData(rec: Omit<PageDataRecord, 'kind'>): Buffer[] {
   for (const p of rec.pages) given += p.length
   const expected = pageDataBytes(rec.types)
   if (given !== expected) throw new RangeError(`PAGE_DATA carries ${given} bytes of pages, its types need ${expected}`)
-  const head = Buffer.allocUnsafe(8 + 8 * count)
-  head.writeUInt32LE(count, 0)
-  head.writeUInt32LE(0, 4)
-  for (let i = 0; i < count; i++) writePfnWord(head, 8 + 8 * i, rec.pfns[i]!, rec.types[i]!)
-  return frameRecord(LIBXC.PAGE_DATA, [head, ...rec.pages])
+  // A fresh allocation is 8-byte aligned, so the pfn words can be written as 32-bit halves directly.
+  const head = Buffer.alloc(8 + 8 * count)
+  const words = new Uint32Array(head.buffer, head.byteOffset, head.length / 4)
+  words[0] = count
+  for (let i = 0; i < count; i++) {
+    const pfn = rec.pfns[i]!
+    const type = rec.types[i]!
+    if (HOST_IS_LITTLE_ENDIAN && pfn >>> 0 === pfn && (type & 0xf) === type) {
+      words[2 + 2 * i] = pfn
+      words[3 + 2 * i] = type << 28
+    } else {
+      writePfnWord(head, 8 + 8 * i, pfn, type)
+    }
+  }
+  return frameRecord(LIBXC.PAGE_DATA, [head, ...coalesceViews(rec.pages)])
 }
 
 function vcpuBody(vcpuId: number, context: Buffer): Buffer[] {

@@ -16,9 +16,9 @@ import {
   isKnownLibxcType,
   isKnownPageType,
   libxcTypeName,
-  pageTypeHasData,
+  PAGE_TYPE,
 } from './libxc-format.js'
-import {decodeCheckedBody, readPfnWord, type LibxcRecord} from './libxc-records.js'
+import {HOST_IS_LITTLE_ENDIAN, decodeCheckedBody, type LibxcRecord} from './libxc-records.js'
 
 export function libxcSite(raw: RawRecord): ErrorSite {
   return {format: 'libxc', offset: raw.offset, record: {type: raw.type, name: libxcTypeName(raw.type), index: raw.index}}
@@ -43,7 +43,11 @@ function zeroU32(site: ErrorSite, body: Buffer, offset: number, field: string): 
   if (v !== 0) fail(site, 'reserved', `reserved field ${field} is ${hex(v)}, must be zero`)
 }
 
-function checkPageData(site: ErrorSite, body: Buffer): void {
+/**
+ * Checks a PAGE_DATA body and returns its pfns and types: one pass over the pfn words, as 32-bit
+ * halves (low word: pfn bits 0-31; high word: type in bits 28-31, reserved 20-27, pfn bits 32-51).
+ */
+export function checkPageData(site: ErrorSite, body: Buffer): {pfns: number[]; types: number[]} {
   atLeast(site, body, 8)
   const count = body.readUInt32LE(0)
   zeroU32(site, body, 4, '_res1')
@@ -52,17 +56,29 @@ function checkPageData(site: ErrorSite, body: Buffer): void {
   if (body.length < 8 + 8 * count) {
     fail(site, 'bad-length', `length ${body.length} is too short for ${count} pfns (${8 + 8 * count} bytes)`)
   }
+  const words =
+    HOST_IS_LITTLE_ENDIAN && body.byteOffset % 4 === 0
+      ? new Uint32Array(body.buffer, body.byteOffset + 8, 2 * count)
+      : undefined
+  const pfns = new Array<number>(count)
+  const types = new Array<number>(count)
   let withData = 0
   for (let i = 0; i < count; i++) {
-    const w = readPfnWord(body, 8 + 8 * i)
-    if (w.reserved) fail(site, 'reserved', `reserved bits 52-59 set in pfn[${i}] (${hex(w.reserved)})`)
-    if (!isKnownPageType(w.type)) fail(site, 'bad-value', `unknown page type ${hex(w.type)} in pfn[${i}] (pfn ${hex(w.pfn)})`)
-    if (pageTypeHasData(w.type)) withData++
+    const low = words ? words[2 * i]! : body.readUInt32LE(8 + 8 * i)
+    const high = words ? words[2 * i + 1]! : body.readUInt32LE(12 + 8 * i)
+    const type = high >>> 28
+    const pfn = (high & 0xfffff) * 0x100000000 + low
+    if (high & 0x0ff00000) fail(site, 'reserved', `reserved bits 52-59 set in pfn[${i}] (${hex((high >>> 20) & 0xff)})`)
+    if (!isKnownPageType(type)) fail(site, 'bad-value', `unknown page type ${hex(type)} in pfn[${i}] (pfn ${hex(pfn)})`)
+    if (type < PAGE_TYPE.BROKEN) withData++
+    pfns[i] = pfn
+    types[i] = type
   }
   const expected = 8 + 8 * count + PAGE_SIZE * withData
   if (body.length !== expected) {
     fail(site, 'bad-length', `length ${body.length}, expected 8 + ${8 * count} + ${PAGE_SIZE * withData} = ${expected} for ${count} pfns of which ${withData} carry data`)
   }
+  return {pfns, types}
 }
 
 function checkDirtyPfnList(site: ErrorSite, body: Buffer): void {
@@ -85,7 +101,8 @@ export function checkLibxcBody(raw: RawRecord): void {
     case LIBXC.STATIC_DATA_END:
       return exactly(site, body, 0)
     case LIBXC.PAGE_DATA:
-      return checkPageData(site, body)
+      checkPageData(site, body)
+      return
     case LIBXC.X86_PV_INFO: {
       exactly(site, body, 8)
       const width = body.readUInt8(0)
@@ -144,6 +161,12 @@ export function checkLibxcBody(raw: RawRecord): void {
 
 /** Checks a framed record and decodes its body. */
 export function decodeLibxcRecord(raw: RawRecord): LibxcRecord {
+  if (raw.type === LIBXC.PAGE_DATA) {
+    // The hot path: check and decode in one pass over the pfn words.
+    const {pfns, types} = checkPageData(libxcSite(raw), raw.body)
+    const data = raw.body.subarray(8 + 8 * pfns.length)
+    return {kind: 'PAGE_DATA', pfns, types, pages: data.length ? [data] : []}
+  }
   checkLibxcBody(raw)
   return decodeCheckedBody(raw.type, raw.body)
 }
