@@ -1,0 +1,3 @@
+/** Presentation of what the toolstack reads and does: stream listings and summaries. */
+export * from './stream-inspect.js'
+export * from './stream-summary.js'
