@@ -1,0 +1,164 @@
+/**
+ * The Hypervisor port: everything the toolstack and the save/restore engines need from a Xen host,
+ * shaped after what libxl and libxc ask of Xen (domctls, foreign memory, the device model). Two
+ * back ends implement it: `sim` (a simulated host in a state folder) and, later, `xen`.
+ */
+import type {DirtyBitmap} from './dirty-bitmap.js'
+
+export type GuestType = 'hvm' | 'pv' | 'pvh'
+
+/** The guest workload of a simulated domain (ignored by real Xen). */
+export interface WorkloadSpec {
+  /** Pages written per second while the guest runs. */
+  dirtyRate: number
+  /** Size of the region the writes fall in, MiB (at most the guest's memory). */
+  workingSetMiB: number
+  /** PRNG seed: two guests with one seed write the same pages in the same order. */
+  seed: number
+  /** Probability per step of a host-local random event that makes copies diverge (0 = deterministic). */
+  nondeterminism: number
+  /** Network frames emitted per second. */
+  packetRate: number
+}
+
+/** What it takes to build a domain. */
+export interface DomainSpec {
+  name: string
+  uuid?: string
+  type: GuestType
+  maxMemKb: number
+  vcpus: number
+  /** The domain config as libxl JSON, stored with the domain (xl migrate/save send it along). */
+  config: Record<string, unknown>
+  workload?: WorkloadSpec
+}
+
+export interface DomainState {
+  running: boolean
+  blocked: boolean
+  paused: boolean
+  shutdown: boolean
+  /** libxl_shutdown_reason when shut down: 0 poweroff, 1 reboot, 2 suspend, 3 crash, 4 watchdog, 5 soft_reset. */
+  shutdownReason?: number
+  dying: boolean
+}
+
+export interface DomainInfo {
+  domid: number
+  name: string
+  uuid: string
+  type: GuestType
+  maxMemKb: number
+  currentMemKb: number
+  vcpus: number
+  /** Guest pages (the p2m size). */
+  pages: number
+  state: DomainState
+  cpuTimeNs: number
+}
+
+export interface CreateOptions {
+  /** Leave the domain paused (xl create -p). */
+  paused: boolean
+  /** Build an empty domain whose memory and state a restore fills in; it is created paused. */
+  forRestore?: boolean
+}
+
+export interface TscInfo {
+  mode: number
+  khz: number
+  nsec: bigint
+  incarnation: number
+}
+
+export interface HvmParam {
+  index: number
+  value: bigint
+}
+
+export interface CpuidLeaf {
+  leaf: number
+  subleaf: number
+  a: number
+  b: number
+  c: number
+  d: number
+}
+
+export interface MsrEntry {
+  index: number
+  value: bigint
+}
+
+export interface CpuPolicy {
+  cpuid: CpuidLeaf[]
+  msrs: MsrEntry[]
+}
+
+/** Foreign access to a domain's memory, as libxc maps guest frames. */
+export interface GuestMemory {
+  readonly pages: number
+  /** Reads the pages into `into`, one 4096-byte page after another in `pfns` order. */
+  readPages(pfns: readonly number[], into: Buffer): Promise<void>
+  /** Writes the pages from `data`, one 4096-byte page after another in `pfns` order. */
+  writePages(pfns: readonly number[], data: Buffer): Promise<void>
+  close(): Promise<void>
+}
+
+/** Log-dirty mode (XEN_DOMCTL_SHADOW_OP_*). */
+export interface LogDirty {
+  enable(): Promise<void>
+  disable(): Promise<void>
+  /** The pages written since the last clean, without clearing (PEEK). */
+  peek(): Promise<DirtyBitmap>
+  /** The pages written since the last clean, clearing them atomically (CLEAN): no write is lost between two cleans. */
+  clean(): Promise<DirtyBitmap>
+}
+
+export interface Subscription {
+  close(): Promise<void>
+}
+
+export interface Hypervisor {
+  readonly backend: 'sim' | 'xen'
+
+  list(): Promise<DomainInfo[]>
+  info(domid: number): Promise<DomainInfo>
+  /** xl's domain qualifier: a domid or a name. */
+  resolve(qualifier: string): Promise<number>
+  create(spec: DomainSpec, opts: CreateOptions): Promise<number>
+  destroy(domid: number): Promise<void>
+  pause(domid: number): Promise<void>
+  unpause(domid: number): Promise<void>
+  /** Asks the guest to shut down; it goes away once it has. */
+  shutdown(domid: number): Promise<void>
+  rename(domid: number, name: string): Promise<void>
+  /** The config stored at creation (or by the last restore), as libxl JSON. */
+  storedConfig(domid: number): Promise<Record<string, unknown> | undefined>
+
+  /** Suspends the guest for save: it stops, its state is frozen (shutdown reason suspend). */
+  suspend(domid: number): Promise<void>
+  /** Resumes a suspended guest; `cancel` = suspend-cancel (the guest carries on where it was). */
+  resume(domid: number, opts: {cancel: boolean}): Promise<void>
+
+  logDirty(domid: number): LogDirty
+  openMemory(domid: number): Promise<GuestMemory>
+
+  getVcpuContext(domid: number): Promise<Buffer>
+  setVcpuContext(domid: number, context: Buffer): Promise<void>
+  getHvmParams(domid: number): Promise<HvmParam[]>
+  setHvmParams(domid: number, params: readonly HvmParam[]): Promise<void>
+  getTscInfo(domid: number): Promise<TscInfo>
+  setTscInfo(domid: number, tsc: TscInfo): Promise<void>
+  getCpuPolicy(domid: number): Promise<CpuPolicy>
+  setCpuPolicy(domid: number, policy: CpuPolicy): Promise<void>
+  /** The device model's state (EMULATOR_CONTEXT). */
+  saveDeviceState(domid: number): Promise<Buffer>
+  loadDeviceState(domid: number, state: Buffer): Promise<void>
+
+  /** The guest's network output, frame by frame, until closed or the domain goes away. */
+  subscribeFrames(domid: number, onFrame: (frame: Buffer) => void): Promise<Subscription>
+
+  /** Releases the back end's handles (cached connections); domains are not affected. */
+  close?(): void | Promise<void>
+}
