@@ -1,4 +1,6 @@
 #!/usr/bin/env node
-import {execute} from '@oclif/core'
+// xl-ts: xl's global options may come before the command (`xl-ts -v --root DIR list`);
+// src/cli/main.ts moves them after it and runs the command with oclif.
+import {main} from '../dist/cli/main.js'
 
-await execute({dir: import.meta.url})
+await main(process.argv.slice(2), import.meta.url)

@@ -1,0 +1,50 @@
+/**
+ * The program: xl's global options before the command are moved after it (./argv.ts), then oclif
+ * runs the command. Errors that happen before a command runs (an unknown command or global option,
+ * a broken installation) get xl's words and status here; a command's own errors are rendered by
+ * XlCommand.catch. Nothing leaves here as a stack trace.
+ */
+import {Config, Errors, flush, run} from '@oclif/core'
+
+import {UnknownGlobalOption, preprocessArgv, type Preprocessed} from './argv.js'
+import {EXIT_FAILURE, printError, renderError} from './errors.js'
+
+/**
+ * Runs xl-ts with `argv` (without node and script). `root` is the package's bin/run.js URL or
+ * any path inside the package, as oclif's execute takes it.
+ */
+export async function main(argv: readonly string[], root: string): Promise<void> {
+  let command = 'xl-ts'
+  // A reader that goes away (`xl-ts list | head -1`) ends the output, not the program with a trace.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err
+  })
+  try {
+    const config = await Config.load(root)
+    let pre: Preprocessed
+    try {
+      pre = preprocessArgv(argv, words => config.findCommand(words.join(':')) !== undefined)
+    } catch (err) {
+      if (!(err instanceof UnknownGlobalOption)) throw err
+      // xl.c main: fprintf(stderr, "unknown global option\n"); exit(EXIT_FAILURE)
+      process.stderr.write('unknown global option\n')
+      process.exitCode = EXIT_FAILURE
+      return
+    }
+    if (pre.command.length > 0) command = pre.command.join(' ')
+    await run(pre.argv, config)
+  } catch (err) {
+    if (err instanceof Errors.CLIError && /^command .* not found$/.test(err.message)) {
+      // xl.c main: fprintf(stderr, "command not implemented\n"); ret = EXIT_FAILURE
+      process.stderr.write('command not implemented\n')
+      process.exitCode = EXIT_FAILURE
+    } else {
+      const rendered = renderError(err, {command})
+      printError(rendered)
+      process.exitCode = rendered.exitCode
+    }
+  } finally {
+    // As oclif's execute: not awaited, so a stdout that will never drain cannot hold the exit.
+    flush().catch(() => undefined)
+  }
+}
