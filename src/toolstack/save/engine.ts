@@ -1,0 +1,314 @@
+/**
+ * The libxc-level save: what xc_domain_save does (XEN-FACTS §3.6, §6, §7.2), written once against
+ * the Hypervisor port. It writes a libxc v3 stream to a record sink: headers, static data, memory
+ * (live precopy rounds, then the suspended round), the CPU state, then END for a plain stream or a
+ * CHECKPOINT per round for a checkpointed (Remus, COLO) one, asking its caller through callbacks to
+ * suspend, resume and wait exactly where libxc asks libxl.
+ */
+import {DirtyBitmap} from '../hypervisor/dirty-bitmap.js'
+import type {DomainInfo, Hypervisor} from '../hypervisor/port.js'
+import {
+  DOMAIN_TYPE,
+  MAX_BATCH_SIZE,
+  PAGE_SIZE,
+  encodeDomainHeader,
+  encodeImageHeader,
+  encodeLibxcRecord,
+  encodePageData,
+  type LibxcRecord,
+  type StreamType,
+} from '../stream/index.js'
+import {xlPolicy, type PrecopyPolicy, type PrecopyStats} from './policy.js'
+
+/** Where the stream goes: a vectored write of one record's buffers. */
+export interface RecordSink {
+  write(parts: readonly Buffer[]): Promise<void> | void
+}
+
+/**
+ * libxc's save callbacks, answered by the toolstack. Return values as libxc reads them: suspend 0 =
+ * failed; postcopy <= 0 stop; Remus checkpoint <= 0 stop / > 0 take another; COLO checkpoint 0 =
+ * failed; waitCheckpoint <= 0 stop.
+ */
+export interface SaveCallbacks {
+  suspend(): Promise<number>
+  postcopy?(): Promise<number>
+  checkpoint?(): Promise<number>
+  waitCheckpoint?(): Promise<number>
+  /** HVM: switch the device model's dirty log (libxl asks QEMU). */
+  switchQemuLogdirty?(enable: boolean): Promise<number>
+}
+
+export type SaveEvent =
+  | {kind: 'milestone'; what: 'Start of stream' | 'Domain now suspended' | 'End of stream' | 'Complete'}
+  /** Pages sent in the current pass, every 4 MiB and at its end. */
+  | {kind: 'pages'; prefix: string; done: number; total: number}
+  | {kind: 'round'; iteration: number; sent: number; dirty: number; ms: number}
+  /** A checkpoint's pages: the primary's dirty set A, the secondary's B (COLO), and A ∪ B as sent. */
+  | {kind: 'checkpoint'; number: number; primary: number; secondary: number; sent: number}
+
+export interface SaveOptions {
+  hypervisor: Hypervisor
+  domid: number
+  sink: RecordSink
+  live: boolean
+  /** XCFLAGS_DEBUG: re-send all memory after a VERIFY record (plain live streams only). */
+  debug: boolean
+  streamType: Exclude<StreamType, 'unknown'>
+  callbacks: SaveCallbacks
+  policy?: PrecopyPolicy
+  /** COLO: the secondary's dirty pfns of this checkpoint, read from the back channel. */
+  readSecondaryDirty?: () => Promise<readonly number[]>
+  onEvent?: (e: SaveEvent) => void
+  /** The Xen version written in the domain header. */
+  xenVersion?: {major: number; minor: number}
+}
+
+export class SaveError extends Error {
+  override readonly name = 'SaveError'
+  constructor(
+    message: string,
+    /** The guest never answered the suspend request (libxl maps this to ERROR_GUEST_TIMEDOUT). */
+    readonly suspendFailed = false,
+  ) {
+    super(message)
+  }
+}
+
+/** Progress is reported every 4 MiB of pages, as libxc does. */
+const PROGRESS_PAGES = (4 * 1024 * 1024) / PAGE_SIZE
+const SHUTDOWN_SUSPEND = 2
+
+export async function saveDomain(opts: SaveOptions): Promise<void> {
+  const run = new SaveRun(opts)
+  try {
+    await run.save()
+  } finally {
+    await run.close()
+  }
+}
+
+class SaveRun {
+  readonly #o: SaveOptions
+  readonly #hv: Hypervisor
+  #info!: DomainInfo
+  #memory?: Awaited<ReturnType<Hypervisor['openMemory']>>
+  #batch!: Buffer
+  #live: boolean
+  #logDirtyOn = false
+  #checkpoints = 0
+
+  constructor(opts: SaveOptions) {
+    this.#o = opts
+    this.#hv = opts.hypervisor
+    this.#live = opts.live
+  }
+
+  #emit(e: SaveEvent): void {
+    this.#o.onEvent?.(e)
+  }
+
+  async #write(rec: LibxcRecord): Promise<void> {
+    await this.#o.sink.write(encodeLibxcRecord(rec))
+  }
+
+  async save(): Promise<void> {
+    const {streamType, domid} = this.#o
+    this.#info = await this.#hv.info(domid)
+    if (this.#info.type === 'pv') throw new SaveError(`domain ${domid} is a PV guest: only HVM and PVH guests can be saved here`)
+    if (streamType !== 'plain') this.#needCallbacks(streamType)
+    this.#memory = await this.#hv.openMemory(domid)
+    this.#batch = Buffer.allocUnsafe(MAX_BATCH_SIZE * PAGE_SIZE)
+
+    this.#emit({kind: 'milestone', what: 'Start of stream'})
+    const version = this.#o.xenVersion ?? {major: 4, minor: 17}
+    await this.#o.sink.write([
+      encodeImageHeader(),
+      encodeDomainHeader({type: DOMAIN_TYPE.X86_HVM, pageShift: 12, xenMajor: version.major, xenMinor: version.minor}),
+    ])
+    await this.#staticData()
+    await this.#write({kind: 'STATIC_DATA_END'})
+
+    for (;;) {
+      if (this.#live) await this.#memoryLive()
+      else if (streamType !== 'plain') await this.#suspendAndSendDirty()
+      else await this.#memoryNonLive()
+
+      const now = await this.#hv.info(domid)
+      if (!now.state.shutdown || now.state.shutdownReason !== SHUTDOWN_SUSPEND) throw new SaveError('Domain has not been suspended')
+      await this.#endOfCheckpoint()
+      if (streamType === 'plain') break
+
+      // Checkpointed: from now on every round is suspend-and-send.
+      this.#live = false
+      await this.#write({kind: 'CHECKPOINT'})
+      const cb = this.#o.callbacks
+      if (streamType === 'colo' && (await cb.checkpoint!()) === 0) throw new SaveError('checkpoint callback failed')
+      if ((await cb.postcopy!()) <= 0) return this.#stopped('postcopy')
+      if (streamType === 'colo') {
+        if ((await cb.waitCheckpoint!()) <= 0) return this.#stopped('wait_checkpoint')
+      } else if ((await cb.checkpoint!()) <= 0) return this.#stopped('checkpoint')
+    }
+
+    this.#emit({kind: 'milestone', what: 'End of stream'})
+    await this.#write({kind: 'END'})
+    this.#emit({kind: 'milestone', what: 'Complete'})
+  }
+
+  /**
+   * A checkpointed save ends when a callback says stop (the secondary went away, replication was
+   * stopped): libxc reports it as a failure and libxl decides what it means.
+   */
+  #stopped(callback: string): never {
+    throw new SaveError(`checkpointed save stopped by the ${callback} callback`)
+  }
+
+  #needCallbacks(streamType: 'remus' | 'colo'): void {
+    const cb = this.#o.callbacks
+    const missing = ['postcopy', 'checkpoint', ...(streamType === 'colo' ? ['waitCheckpoint'] : [])].filter(
+      (k) => typeof cb[k as keyof SaveCallbacks] !== 'function',
+    )
+    if (missing.length) throw new Error(`a ${streamType} save needs the callbacks ${missing.join(', ')}`)
+    if (streamType === 'colo' && !this.#o.readSecondaryDirty) throw new Error('a COLO save needs the back channel')
+  }
+
+  async #staticData(): Promise<void> {
+    const policy = await this.#hv.getCpuPolicy(this.#o.domid)
+    if (policy.cpuid.length) await this.#write({kind: 'X86_CPUID_POLICY', leaves: policy.cpuid})
+    if (policy.msrs.length) {
+      await this.#write({kind: 'X86_MSR_POLICY', msrs: policy.msrs.map((m) => ({index: m.index, flags: 0, value: m.value}))})
+    }
+  }
+
+  async #endOfCheckpoint(): Promise<void> {
+    const {domid} = this.#o
+    const tsc = await this.#hv.getTscInfo(domid)
+    await this.#write({kind: 'X86_TSC_INFO', ...tsc})
+    await this.#write({kind: 'HVM_CONTEXT', context: await this.#hv.getVcpuContext(domid)})
+    const params = (await this.#hv.getHvmParams(domid)).filter((p) => p.value !== 0n)
+    if (params.length) {
+      await this.#write({kind: 'HVM_PARAMS', params: params.map((p) => ({index: BigInt(p.index), value: p.value}))})
+    }
+  }
+
+  async #suspend(): Promise<void> {
+    if ((await this.#o.callbacks.suspend()) === 0) throw new SaveError('save callback suspend() failed', true)
+    const info = await this.#hv.info(this.#o.domid)
+    if (!info.state.shutdown || info.state.shutdownReason !== SHUTDOWN_SUSPEND) {
+      throw new SaveError(`Domain has not been suspended: shutdown ${Number(info.state.shutdown)}, reason ${info.state.shutdownReason ?? 0}`, true)
+    }
+    this.#emit({kind: 'milestone', what: 'Domain now suspended'})
+  }
+
+  async #enableLogDirty(): Promise<void> {
+    const log = this.#hv.logDirty(this.#o.domid)
+    await log.enable()
+    this.#logDirtyOn = true
+    const cb = this.#o.callbacks.switchQemuLogdirty
+    if (cb && (await cb(true)) === 0) throw new SaveError('switching the device model to log-dirty mode failed')
+  }
+
+  async #memoryNonLive(): Promise<void> {
+    await this.#suspend()
+    await this.#sendPages(DirtyBitmap.all(this.#info.pages), 'Frames')
+  }
+
+  async #memoryLive(): Promise<void> {
+    await this.#enableLogDirty()
+    await this.#precopy()
+    await this.#suspendAndSendDirty()
+    if (this.#o.debug && this.#o.streamType === 'plain') {
+      await this.#write({kind: 'VERIFY'})
+      await this.#sendPages(DirtyBitmap.all(this.#info.pages), 'Frames verify')
+    }
+  }
+
+  /** libxc's send_memory_live: the policy is asked before each round and again after it. */
+  async #precopy(): Promise<void> {
+    const policy = this.#o.policy ?? xlPolicy
+    const log = this.#hv.logDirty(this.#o.domid)
+    const pages = this.#info.pages
+    let dirty = DirtyBitmap.all(pages)
+    let stats: PrecopyStats = {iteration: 0, totalWritten: 0, dirtyCount: pages, sendRate: 0, dirtyRate: 0}
+    let round = 0
+    for (;;) {
+      let decision = policy(stats)
+      round++
+      const started = performance.now()
+      let sent = 0
+      if (stats.dirtyCount > 0 && decision !== 'abort') sent = await this.#sendPages(dirty, `Frames iteration ${round}`)
+      const ms = performance.now() - started
+      if (decision !== 'continue') return this.#policyEnd(decision)
+      stats = {
+        iteration: round,
+        totalWritten: stats.totalWritten + Math.max(stats.dirtyCount, 0),
+        dirtyCount: -1,
+        sendRate: ms > 0 ? (sent * 1000) / ms : 0,
+        dirtyRate: stats.dirtyRate,
+      }
+      decision = policy(stats)
+      if (decision !== 'continue') return this.#policyEnd(decision)
+      dirty = await log.clean()
+      const count = dirty.count()
+      this.#emit({kind: 'round', iteration: round, sent, dirty: count, ms})
+      stats = {...stats, dirtyCount: count, dirtyRate: ms > 0 ? (count * 1000) / ms : 0}
+    }
+  }
+
+  #policyEnd(decision: 'abort' | 'stop'): void {
+    if (decision === 'abort') throw new SaveError('Abort precopy loop')
+  }
+
+  /** The last round of a live migration and the heart of every checkpoint. */
+  async #suspendAndSendDirty(): Promise<void> {
+    await this.#suspend()
+    const dirty = await this.#hv.logDirty(this.#o.domid).clean()
+    const primaryPages = dirty.count()
+    let secondaryPages = 0
+    if (!this.#live && this.#o.streamType === 'colo') {
+      const pfns = await this.#o.readSecondaryDirty!()
+      secondaryPages = pfns.length
+      for (const pfn of pfns) {
+        if (!(pfn >= 0 && pfn < this.#info.pages)) throw new SaveError(`Invalid pfn 0x${pfn.toString(16)} in the secondary's dirty list`)
+        dirty.set(pfn)
+      }
+    }
+    const sent = await this.#sendPages(dirty, this.#live ? 'Frames final' : 'Checkpointed save')
+    if (this.#o.streamType !== 'plain') {
+      this.#checkpoints++
+      this.#emit({kind: 'checkpoint', number: this.#checkpoints, primary: primaryPages, secondary: secondaryPages, sent})
+    }
+  }
+
+  /** Sends the pages of a bitmap in PAGE_DATA records of up to 1024 pages; returns how many. */
+  async #sendPages(set: DirtyBitmap, prefix: string): Promise<number> {
+    const total = set.count()
+    const memory = this.#memory!
+    let pfns: number[] = []
+    let done = 0
+    const flush = async (): Promise<void> => {
+      if (!pfns.length) return
+      const data = this.#batch.subarray(0, pfns.length * PAGE_SIZE)
+      await memory.readPages(pfns, data)
+      await this.#o.sink.write(encodePageData({pfns, types: new Array<number>(pfns.length).fill(0), pages: [data]}))
+      pfns = []
+    }
+    for (const pfn of set.pfns()) {
+      if (done % PROGRESS_PAGES === 0) this.#emit({kind: 'pages', prefix, done, total})
+      pfns.push(pfn)
+      done++
+      if (pfns.length === MAX_BATCH_SIZE) await flush()
+    }
+    await flush()
+    this.#emit({kind: 'pages', prefix, done: total, total})
+    return total
+  }
+
+  async close(): Promise<void> {
+    await this.#memory?.close().catch(() => {})
+    if (this.#logDirtyOn) {
+      await this.#hv.logDirty(this.#o.domid).disable().catch(() => {})
+      await this.#o.callbacks.switchQemuLogdirty?.(false).catch(() => 0)
+    }
+  }
+}

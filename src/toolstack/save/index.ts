@@ -1,0 +1,3 @@
+/** The libxc-level save engine and its precopy policies. */
+export {saveDomain, SaveError, type RecordSink, type SaveCallbacks, type SaveEvent, type SaveOptions} from './engine.js'
+export {thresholdPolicy, xlPolicy, XL_DIRTY_THRESHOLD, XL_MAX_ITERATIONS, type PolicyDecision, type PrecopyPolicy, type PrecopyStats} from './policy.js'
