@@ -1,13 +1,14 @@
 /**
  * Xen's own tools from Debian's xen-utils-4.17, unpacked (not installed) by scripts/fetch-xen-utils:
- * `verify-stream-v2` (pure Python) and `libxl-save-helper`.
+ * `verify-stream-v2` (pure Python) and `libxl-save-helper` (with the shared libraries it needs,
+ * unpacked into the same root from Debian's libxenmisc4.17, libxentoollog1, ...).
  *
  * Where: `XEN_UTILS_ROOT` if set (the folder `dpkg -x` unpacked into), else
  * `$XEN_UTILS_CACHE/root` (default `<repo>/.cache/xen-utils/root`). When it is not there this runs
  * scripts/fetch-xen-utils; when that fails it throws, so the tests that need Xen's tools fail with the
  * reason. They never skip: a missing verifier must not look like a passing interop test.
  */
-import {existsSync} from 'node:fs'
+import {existsSync, readFileSync} from 'node:fs'
 import {mkdtemp, rm, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
@@ -141,4 +142,64 @@ export async function verifyStreamV2(
     throw new Error(`could not run ${utils.python} ${args.join(' ')}: ${run.shortMessage}`)
   }
   return {exitCode: run.exitCode, stdout: String(run.stdout), stderr: String(run.stderr)}
+}
+
+export interface XenSaveHelper {
+  /** `<root>/usr/lib/xen-4.17/bin/libxl-save-helper` */
+  readonly path: string
+  /** LD_LIBRARY_PATH that finds its libraries inside the unpacked root. */
+  readonly libraryPath: string
+  /** process.env plus that LD_LIBRARY_PATH: the environment to run it in. */
+  readonly env: NodeJS.ProcessEnv
+  /** The Debian packages its libraries came from (as fetch-xen-utils recorded them). */
+  readonly packages: readonly string[]
+}
+
+const LIBS_STAMP = '.xl-ts-libs'
+const LIBS_MISSING = '.xl-ts-libs-missing'
+
+function helperAt(root: string): XenSaveHelper | undefined {
+  const stamp = path.join(root, LIBS_STAMP)
+  const helper = path.join(root, XEN_LIB, 'bin/libxl-save-helper')
+  if (!existsSync(stamp) || !existsSync(helper)) return undefined
+  const lines = readFileSync(stamp, 'utf8').split('\n')
+  const libdirs = lines.filter((l) => l.startsWith('libdir ')).map((l) => path.join(root, l.slice('libdir '.length)))
+  const packages = lines.filter((l) => l.startsWith('package ')).map((l) => l.slice('package '.length))
+  const libraryPath = libdirs.join(':')
+  return {path: helper, libraryPath, env: {...process.env, LD_LIBRARY_PATH: libraryPath}, packages}
+}
+
+let locatedHelper: Promise<XenSaveHelper> | undefined
+
+/**
+ * Finds Xen's libxl-save-helper and its libraries (running scripts/fetch-xen-utils when they are
+ * not unpacked yet); rejects with the reason when they cannot be had.
+ */
+export function locateXenSaveHelper(): Promise<XenSaveHelper> {
+  locatedHelper ??= locateHelper()
+  return locatedHelper
+}
+
+async function locateHelper(): Promise<XenSaveHelper> {
+  const explicit = process.env.XEN_UTILS_ROOT
+  const root = explicit ? path.resolve(explicit) : defaultRoot()
+  const found = helperAt(root)
+  if (found) return found
+  if (explicit) {
+    throw new Error(`XEN_UTILS_ROOT=${explicit} has no ${LIBS_STAMP} (libxl-save-helper's libraries); unset it to use the cache`)
+  }
+  const script = path.join(REPO_ROOT, 'scripts/fetch-xen-utils')
+  const run = await execa('bash', [script], {reject: false, stdin: 'ignore', all: false})
+  const printed = String(run.stdout).trim().split('\n').pop() ?? ''
+  const after = printed ? helperAt(printed) : undefined
+  if (after) return after
+  const missing = path.join(printed || root, LIBS_MISSING)
+  const reason = existsSync(missing) ? readFileSync(missing, 'utf8').trim() : String(run.stderr || run.shortMessage).trim()
+  throw new Error(
+    [
+      `Xen's libxl-save-helper cannot run here: its shared libraries are not unpacked (exit ${run.exitCode ?? run.signal ?? '?'}).`,
+      `Reason: ${reason}`,
+      'Run `bash scripts/setup` (as root, with Debian apt access) or set XEN_UTILS_ROOT.',
+    ].join('\n'),
+  )
 }
