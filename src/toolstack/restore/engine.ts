@@ -56,6 +56,8 @@ export interface RestoreOptions {
   consoleEvtchn: number
   /** COLO: sends the secondary's dirty pfns to the primary (CHECKPOINT_DIRTY_PFN_LIST). */
   sendDirtyList?: (pfns: readonly number[]) => Promise<void>
+  /** Called with a PAGE_DATA record's page memory once it is in the guest (lets a source recycle it). */
+  releasePages?: (pages: Buffer) => void
   onEvent?: (e: RestoreEvent) => void
 }
 
@@ -196,8 +198,10 @@ class RestoreRun {
     })
     if (!pfns.length) return
     const data = rec.pages.length === 1 ? rec.pages[0]! : Buffer.concat(rec.pages)
-    if (this.#verify) return this.#verifyPages(pfns, data)
-    await this.#memory!.writePages(pfns, data)
+    if (this.#verify) await this.#verifyPages(pfns, data)
+    else await this.#memory!.writePages(pfns, data)
+    for (const p of rec.pages) this.#o.releasePages?.(p)
+    if (this.#verify) return
     this.#pagesApplied += pfns.length
     this.#o.onEvent?.({kind: 'pages', done: this.#pagesApplied})
   }

@@ -1,0 +1,166 @@
+/**
+ * xl-ts-save-helper: our libxl-save-helper. Same argv (`--save-domain io_fd recv_fd domid xcflags
+ * cbflags stream_type`, `--restore-domain io_fd send_back_fd domid store_evtchn store_domid
+ * console_evtchn console_domid cbflags stream_type`), same callback protocol on stdin/stdout, so the
+ * toolstack drives it or Xen's own binary alike. It runs the libxc-level engines against the
+ * Hypervisor of the host named by the inherited XL_TS_BACKEND / XL_TS_ROOT.
+ *
+ * Exit status as libxl-save-helper's: 0 after `complete` was answered (success or failure is in
+ * complete's retval), 255 when it cannot start (bad argv, no hypervisor), 254 when the toolstack
+ * closes the channel under it.
+ */
+import {constants as osConstants} from 'node:os'
+
+import {SyncFdSource, writeAllSync} from '../fd/index.js'
+import {createHypervisor, type Hypervisor} from '../hypervisor/index.js'
+import {restoreDomain, type RestoreCallbacks} from '../restore/index.js'
+import {saveDomain, type SaveCallbacks, type SaveEvent} from '../save/index.js'
+import {
+  LIBXC,
+  encodeLibxcRecord,
+  readRecordBody,
+  readRecordHeader,
+  libxcTypeName,
+  checkLibxcBody,
+  decodeCheckedBody,
+  type StreamType,
+} from '../stream/index.js'
+import {XCFLAGS, parseHelperArgv, streamTypeName, type RestoreHelperArgs, type SaveHelperArgs} from './argv.js'
+import {HelperSide} from './helper-side.js'
+import {CBFLAGS, XTL} from './protocol.js'
+
+const EXIT_CANNOT_START = 255
+
+function errnoOf(err: unknown): number {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code
+  const n = code ? (osConstants.errno as Record<string, number>)[code] : undefined
+  return n ?? 0
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}
+
+function streamTypeOf(n: number): Exclude<StreamType, 'unknown'> {
+  const name = streamTypeName(n)
+  return name === 'REMUS' ? 'remus' : name === 'COLO' ? 'colo' : 'plain'
+}
+
+/** A callback the toolstack announced in cbflags, or undefined. */
+function announced<T>(cbflags: number, bit: number, fn: T): T | undefined {
+  return cbflags & bit ? fn : undefined
+}
+
+async function save(side: HelperSide, hv: Hypervisor, a: SaveHelperArgs): Promise<void> {
+  const streamType = streamTypeOf(a.streamType)
+  const callbacks: SaveCallbacks = {suspend: () => side.call({type: 'suspend'})}
+  const optional: Partial<SaveCallbacks> = {
+    postcopy: announced(a.cbflags, CBFLAGS.postcopy, () => side.call({type: 'postcopy'})),
+    checkpoint: announced(a.cbflags, CBFLAGS.checkpoint, () => side.call({type: 'checkpoint'})),
+    waitCheckpoint: announced(a.cbflags, CBFLAGS.wait_checkpoint, () => side.call({type: 'wait_checkpoint'})),
+    switchQemuLogdirty: announced(a.cbflags, CBFLAGS.switch_qemu_logdirty, (enable: boolean) =>
+      side.call({type: 'switch_qemu_logdirty', domid: a.domid, enable: enable ? 1 : 0}),
+    ),
+  }
+  for (const [k, v] of Object.entries(optional)) if (v) (callbacks as unknown as Record<string, unknown>)[k] = v
+
+  const back = a.recvFd >= 0 ? new SyncFdSource(a.recvFd, {what: 'the back channel'}) : undefined
+  let index = 0
+  const readSecondaryDirty = async (): Promise<number[]> => {
+    const frame = {format: 'back-channel' as const, index: index++, nameOf: libxcTypeName}
+    const header = (await readRecordHeader(back!, frame))!
+    if (header.type !== LIBXC.CHECKPOINT_DIRTY_PFN_LIST) throw new Error(`Expect dirty bitmap record, but received ${header.type}`)
+    const raw = await readRecordBody(back!, header, frame)
+    checkLibxcBody(raw)
+    const rec = decodeCheckedBody(raw.type, raw.body)
+    return rec.kind === 'CHECKPOINT_DIRTY_PFN_LIST' ? rec.pfns : []
+  }
+
+  const onEvent = (e: SaveEvent): void => {
+    if (e.kind === 'pages') side.progress(`${e.prefix}: `, e.done, e.total)
+    else if (e.kind === 'milestone') side.progress(e.what, 0, 0)
+    else if (e.kind === 'round') side.log(XTL.DETAIL, `precopy round ${e.iteration}: ${e.sent} pages sent in ${e.ms.toFixed(0)} ms, ${e.dirty} dirty`)
+    else side.log(XTL.DETAIL, `checkpoint ${e.number}: ${e.primary} pages dirty here, ${e.secondary} on the secondary, ${e.sent} sent`)
+  }
+
+  await saveDomain({
+    hypervisor: hv,
+    domid: a.domid,
+    sink: {write: (parts) => void writeAllSync(a.ioFd, parts, {what: 'the migration stream'})},
+    live: (a.xcflags & XCFLAGS.LIVE) !== 0,
+    debug: (a.xcflags & XCFLAGS.DEBUG) !== 0,
+    streamType,
+    callbacks,
+    ...(back ? {readSecondaryDirty} : {}),
+    onEvent,
+  })
+}
+
+/** Restores; resolves the store and console gfns, which the helper reports whatever the outcome. */
+async function restore(side: HelperSide, hv: Hypervisor, a: RestoreHelperArgs): Promise<{storeGfn: bigint; consoleGfn: bigint}> {
+  const streamType = streamTypeOf(a.streamType)
+  const source = new SyncFdSource(a.ioFd, {what: 'the migration stream'})
+  const callbacks: RestoreCallbacks = {}
+  if (a.cbflags & CBFLAGS.static_data_done) callbacks.staticDataDone = (missing) => side.call({type: 'static_data_done', missing})
+  if (a.cbflags & CBFLAGS.checkpoint) callbacks.checkpoint = () => side.call({type: 'checkpoint'})
+  if (a.cbflags & CBFLAGS.postcopy) callbacks.postcopy = () => side.call({type: 'postcopy'})
+  if (a.cbflags & CBFLAGS.wait_checkpoint) callbacks.waitCheckpoint = () => side.call({type: 'wait_checkpoint'})
+  if (a.cbflags & CBFLAGS.suspend) callbacks.suspend = () => side.call({type: 'suspend'})
+  callbacks.restoreResults = async (storeGfn, consoleGfn) => side.send({type: 'restore_results', storeGfn, consoleGfn})
+
+  const result = await restoreDomain({
+    hypervisor: hv,
+    domid: a.domid,
+    source,
+    streamType,
+    callbacks,
+    storeEvtchn: a.storeEvtchn,
+    consoleEvtchn: a.consoleEvtchn,
+    releasePages: (pages) => source.release(pages),
+    ...(a.sendBackFd >= 0
+      ? {sendDirtyList: async (pfns) => void writeAllSync(a.sendBackFd, encodeLibxcRecord({kind: 'CHECKPOINT_DIRTY_PFN_LIST', pfns: [...pfns]}), {what: 'the back channel'})}
+      : {}),
+    onEvent: (e) => {
+      if (e.kind === 'failover') side.log(XTL.INFO, `${streamType === 'colo' ? 'COLO' : 'Remus'} failover after ${e.checkpoints} checkpoints: ${e.reason}`)
+      else if (e.kind === 'verify-mismatch') side.error(`verify pfn 0x${e.pfn.toString(16)} failed`)
+    },
+  })
+  return result
+}
+
+async function main(): Promise<number> {
+  const side = new HelperSide()
+  let args
+  try {
+    args = parseHelperArgv(process.argv.slice(2))
+  } catch (err) {
+    side.error(`bad arguments: ${message(err)}`)
+    return EXIT_CANNOT_START
+  }
+  side.log(XTL.DEBUG, `starting ${args.mode} of domain ${args.domid}`)
+  let hv: Hypervisor
+  try {
+    hv = createHypervisor()
+  } catch (err) {
+    side.error(`cannot reach the hypervisor: ${message(err)}`, errnoOf(err))
+    return EXIT_CANNOT_START
+  }
+
+  let retval = 0
+  let errnoval = 0
+  let gfns = {storeGfn: 0n, consoleGfn: 0n}
+  try {
+    if (args.mode === 'save') await save(side, hv, args)
+    else gfns = await restore(side, hv, args)
+  } catch (err) {
+    retval = -1
+    errnoval = errnoOf(err)
+    side.error(`${args.mode === 'save' ? 'Save' : 'Restore'} failed: ${message(err)}`, errnoval)
+  }
+  // As libxl-save-helper: a restore always reports its results before completing.
+  if (args.mode === 'restore') side.send({type: 'restore_results', ...gfns})
+  await side.call({type: 'complete', retval, errnoval: retval ? errnoval : 0})
+  return 0
+}
+
+process.exitCode = await main()
