@@ -11,10 +11,10 @@
  */
 import {constants as osConstants} from 'node:os'
 
-import {SyncFdSource, writeAllSync} from '../fd/index.js'
+import {SyncFdSource, sleepSync, writeAllSync} from '../fd/index.js'
 import {createHypervisor, type Hypervisor} from '../hypervisor/index.js'
 import {restoreDomain, type RestoreCallbacks} from '../restore/index.js'
-import {saveDomain, type SaveCallbacks, type SaveEvent} from '../save/index.js'
+import {PRECOPY_ENV, parseTuning, policyFor, saveDomain, type PrecopyTuning, type SaveCallbacks, type SaveEvent} from '../save/index.js'
 import {
   LIBXC,
   encodeLibxcRecord,
@@ -83,10 +83,18 @@ async function save(side: HelperSide, hv: Hypervisor, a: SaveHelperArgs): Promis
     else side.log(XTL.DETAIL, `checkpoint ${e.number}: ${e.primary} pages dirty here, ${e.secondary} on the secondary, ${e.sent} sent`)
   }
 
+  const tuning: PrecopyTuning = process.env[PRECOPY_ENV] ? parseTuning(process.env[PRECOPY_ENV]) : {}
+  const throttle = tuning.bandwidthMiBps ? new Throttle(tuning.bandwidthMiBps * 1024 * 1024) : undefined
   await saveDomain({
     hypervisor: hv,
     domid: a.domid,
-    sink: {write: (parts) => void writeAllSync(a.ioFd, parts, {what: 'the migration stream'})},
+    sink: {
+      write: (parts) => {
+        const n = writeAllSync(a.ioFd, parts, {what: 'the migration stream'})
+        throttle?.sent(n)
+      },
+    },
+    policy: policyFor(tuning),
     live: (a.xcflags & XCFLAGS.LIVE) !== 0,
     debug: (a.xcflags & XCFLAGS.DEBUG) !== 0,
     streamType,
@@ -97,6 +105,20 @@ async function save(side: HelperSide, hv: Hypervisor, a: SaveHelperArgs): Promis
 }
 
 /** Restores; resolves the store and console gfns, which the helper reports whatever the outcome. */
+/** Keeps a stream under a byte rate: after each write, sleeps until the bytes sent fit the rate. */
+class Throttle {
+  readonly #start = performance.now()
+  #bytes = 0
+  constructor(private readonly bytesPerSecond: number) {}
+
+  sent(n: number): void {
+    this.#bytes += n
+    const dueMs = (this.#bytes / this.bytesPerSecond) * 1000
+    const ahead = dueMs - (performance.now() - this.#start)
+    if (ahead > 1) sleepSync(ahead)
+  }
+}
+
 async function restore(side: HelperSide, hv: Hypervisor, a: RestoreHelperArgs): Promise<{storeGfn: bigint; consoleGfn: bigint}> {
   const streamType = streamTypeOf(a.streamType)
   const source = new SyncFdSource(a.ioFd, {what: 'the migration stream'})

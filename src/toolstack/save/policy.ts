@@ -28,3 +28,47 @@ export function thresholdPolicy(maxIterations = XL_MAX_ITERATIONS, dirtyThreshol
 }
 
 export const xlPolicy: PrecopyPolicy = thresholdPolicy()
+
+/**
+ * Stops when the pages still dirty could be sent within `maxDowntimeMs` at the rate the last round
+ * achieved (the predicted stop-and-copy time), as QEMU's downtime limit does; gives up converging
+ * after `maxIterations` rounds and stops anyway.
+ */
+export function downtimePolicy(maxDowntimeMs: number, maxIterations = 30): PrecopyPolicy {
+  return (s) => {
+    if (s.iteration >= maxIterations) return 'stop'
+    if (s.dirtyCount < 0 || s.sendRate <= 0) return 'continue'
+    const predictedMs = (s.dirtyCount / s.sendRate) * 1000
+    return predictedMs <= maxDowntimeMs ? 'stop' : 'continue'
+  }
+}
+
+/** Tuning a sender may pass to our helper (xl has none; Xen's helper ignores it). */
+export interface PrecopyTuning {
+  maxIterations?: number
+  dirtyThreshold?: number
+  maxDowntimeMs?: number
+  /** Stream bandwidth cap, MiB/s. */
+  bandwidthMiBps?: number
+}
+
+/** The environment variable carrying PrecopyTuning as JSON from the toolstack to our helper. */
+export const PRECOPY_ENV = 'XL_TS_PRECOPY'
+
+export function policyFor(t: PrecopyTuning): PrecopyPolicy {
+  if (t.maxDowntimeMs !== undefined) return downtimePolicy(t.maxDowntimeMs, t.maxIterations ?? 30)
+  return thresholdPolicy(t.maxIterations ?? XL_MAX_ITERATIONS, t.dirtyThreshold ?? XL_DIRTY_THRESHOLD)
+}
+
+/** Reads PrecopyTuning from its JSON form; throws on anything malformed. */
+export function parseTuning(json: string): PrecopyTuning {
+  const v = JSON.parse(json) as Record<string, unknown>
+  const out: PrecopyTuning = {}
+  for (const key of ['maxIterations', 'dirtyThreshold', 'maxDowntimeMs', 'bandwidthMiBps'] as const) {
+    const x = v[key]
+    if (x === undefined) continue
+    if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0) throw new Error(`${PRECOPY_ENV}: ${key} must be a positive number`)
+    out[key] = x
+  }
+  return out
+}
