@@ -103,7 +103,7 @@ export function pageTypeHasData(type: number): boolean {
   return type < PAGE_TYPE.BROKEN
 }
 
-/** HVM_PARAM indexes that libxc writes (xg_sr_save_x86_hvm.c). */
+/** HVM_PARAM indexes (Xen's public/hvm/params.h): those libxc writes (xg_sr_save_x86_hvm.c) and a few more. */
 export const HVM_PARAM = {
   STORE_PFN: 1,
   STORE_EVTCHN: 2,
@@ -111,10 +111,12 @@ export const HVM_PARAM = {
   IOREQ_PFN: 5,
   BUFIOREQ_PFN: 6,
   VIRIDIAN: 9,
+  TIMER_MODE: 10,
   IDENT_PT: 12,
   CONSOLE_PFN: 17,
   CONSOLE_EVTCHN: 18,
   ACPI_IOPORTS_LOCATION: 19,
+  NESTEDHVM: 24,
   PAGING_RING_PFN: 27,
   MONITOR_RING_PFN: 28,
   SHARING_RING_PFN: 29,

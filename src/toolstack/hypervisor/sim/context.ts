@@ -37,6 +37,7 @@ import {HypervisorError} from '../errors.js'
 import type {CpuPolicy, HvmParam, TscInfo, WorkloadSpec} from '../port.js'
 import {SPECIAL_PAGES} from './page.js'
 import {mix32, seedState, type PrngState} from './prng.js'
+import {HVM_PARAM} from '../../stream/index.js'
 
 export const HVM_FILE_MAGIC = 0x54381286
 export const HVM_FILE_VERSION = 1
@@ -299,20 +300,8 @@ export function decodeDeviceState(blob: Buffer, domid?: number): DeviceState {
   return {txFrames: readU64(blob, 16), txBytes: readU64(blob, 24), rxFrames: readU64(blob, 32), mac: Buffer.from(blob.subarray(40, 46))}
 }
 
-/** HVM params (public/hvm/params.h indices) a new HVM/PVH domain gets; the pfns are its special pages. */
-export const HVM_PARAM = {
-  STORE_PFN: 1,
-  STORE_EVTCHN: 2,
-  PAE_ENABLED: 4,
-  IOREQ_PFN: 5,
-  BUFIOREQ_PFN: 6,
-  TIMER_MODE: 10,
-  IDENT_PT: 12,
-  CONSOLE_PFN: 17,
-  CONSOLE_EVTCHN: 18,
-  NESTEDHVM: 24,
-  X87_FIP_WIDTH: 36,
-} as const
+/** HVM param indexes: one table for the whole toolstack (Xen's public/hvm/params.h). */
+export {HVM_PARAM}
 
 export function defaultHvmParams(pages: number, type: string): HvmParam[] {
   if (type === 'pv') return []
