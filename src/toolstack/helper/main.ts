@@ -11,7 +11,7 @@
  */
 import {constants as osConstants} from 'node:os'
 
-import {SyncFdSource, sleepSync, writeAllSync} from '../fd/index.js'
+import {SyncFdSource, fdPosition, sleepSync, writeAllSync} from '../fd/index.js'
 import {createHypervisor, type Hypervisor} from '../hypervisor/index.js'
 import {restoreDomain, type RestoreCallbacks} from '../restore/index.js'
 import {PRECOPY_ENV, parseTuning, policyFor, saveDomain, type PrecopyTuning, type SaveCallbacks, type SaveEvent} from '../save/index.js'
@@ -121,7 +121,8 @@ class Throttle {
 
 async function restore(side: HelperSide, hv: Hypervisor, a: RestoreHelperArgs): Promise<{storeGfn: bigint; consoleGfn: bigint}> {
   const streamType = streamTypeOf(a.streamType)
-  const source = new SyncFdSource(a.ioFd, {what: 'the migration stream'})
+  // In a file the libxc stream starts where the toolstack stopped: keep offsets file offsets.
+  const source = new SyncFdSource(a.ioFd, {what: 'the migration stream', offset: fdPosition(a.ioFd) ?? 0})
   const callbacks: RestoreCallbacks = {}
   if (a.cbflags & CBFLAGS.static_data_done) callbacks.staticDataDone = (missing) => side.call({type: 'static_data_done', missing})
   if (a.cbflags & CBFLAGS.checkpoint) callbacks.checkpoint = () => side.call({type: 'checkpoint'})
