@@ -7,15 +7,14 @@ import {strerror} from '../cli/errno.js'
 import {LIBXL, UsageError, XlExit} from '../cli/errors.js'
 import {libxlJson} from '../cli/libxl-json.js'
 import {
+  domainSpec,
   formatWarning,
   parseOverrides,
   parseXlConfig,
   toDomainConfig,
   type ConfigWarning,
-  type DomainConfig,
 } from '../toolstack/config/index.js'
 import {HypervisorError} from '../toolstack/hypervisor/errors.js'
-import type {DomainSpec, WorkloadSpec} from '../toolstack/hypervisor/port.js'
 
 /** How often -F looks whether the domain is still there. */
 const MONITOR_POLL_MS = 200
@@ -168,35 +167,4 @@ function firstUserArg(argv: readonly string[]): string | undefined {
     else if (!/^--(root|backend)=|^--global-/.test(a)) return a
   }
   return undefined
-}
-
-/** What the hypervisor needs from the domain config. */
-function domainSpec(config: DomainConfig, backend: 'sim' | 'xen'): DomainSpec {
-  const spec: DomainSpec = {
-    name: config.c_info.name,
-    uuid: config.c_info.uuid,
-    type: config.c_info.type,
-    maxMemKb: config.b_info.max_memkb,
-    vcpus: config.b_info.avail_vcpus.length,
-    config: config as unknown as Record<string, unknown>,
-  }
-  if (backend === 'sim') {
-    const workload = simWorkload(config)
-    if (workload) spec.workload = workload
-  }
-  return spec
-}
-
-/** The guest workload from the config's sim_* settings; undefined when there are none. */
-function simWorkload(config: DomainConfig): WorkloadSpec | undefined {
-  const sim = config.sim
-  if (Object.keys(sim).length === 0) return undefined
-  const memMiB = Math.floor(config.b_info.target_memkb / 1024)
-  return {
-    dirtyRate: sim.sim_dirty_rate ?? 0,
-    workingSetMiB: Math.min(sim.sim_working_set ?? memMiB, memMiB),
-    seed: sim.sim_seed ?? 0,
-    nondeterminism: sim.sim_nondeterminism ?? 0,
-    packetRate: sim.sim_packet_rate ?? 0,
-  }
 }

@@ -57,3 +57,4 @@ export {
   type ShutdownAction,
   type SimSettings,
 } from './domain.js'
+export {domainConfigFromJson, domainSpec, simWorkload} from './domain-spec.js'

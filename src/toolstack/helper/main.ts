@@ -11,10 +11,11 @@
  */
 import {constants as osConstants} from 'node:os'
 
-import {SyncFdSource, fdPosition, sleepSync, writeAllSync} from '../fd/index.js'
+import {SyncFdSource, fdPosition, isSeekable, sleepSync, writeAllSync} from '../fd/index.js'
 import {createHypervisor, type Hypervisor} from '../hypervisor/index.js'
-import {restoreDomain, type RestoreCallbacks} from '../restore/index.js'
-import {PRECOPY_ENV, parseTuning, policyFor, saveDomain, type PrecopyTuning, type SaveCallbacks, type SaveEvent} from '../save/index.js'
+import type {RestoreCallbacks} from '../restore/index.js'
+import {PRECOPY_ENV, parseTuning, policyFor, type PrecopyTuning} from '../save/policy.js'
+import type {SaveCallbacks, SaveEvent} from '../save/engine.js'
 import {
   LIBXC,
   encodeLibxcRecord,
@@ -30,6 +31,8 @@ import {HelperSide} from './helper-side.js'
 import {CBFLAGS, XTL} from './protocol.js'
 
 const EXIT_CANNOT_START = 255
+/** The stream offset where the helper's part of a pipe starts, set by the toolstack. */
+const STREAM_OFFSET_ENV = 'XL_TS_STREAM_OFFSET'
 
 function errnoOf(err: unknown): number {
   const code = (err as NodeJS.ErrnoException | undefined)?.code
@@ -77,7 +80,7 @@ async function save(side: HelperSide, hv: Hypervisor, a: SaveHelperArgs): Promis
   }
 
   const onEvent = (e: SaveEvent): void => {
-    if (e.kind === 'pages') side.progress(`${e.prefix}: `, e.done, e.total)
+    if (e.kind === 'pages') side.progress(e.prefix, e.done, e.total)
     else if (e.kind === 'milestone') side.progress(e.what, 0, 0)
     else if (e.kind === 'round') side.log(XTL.DETAIL, `precopy round ${e.iteration}: ${e.sent} pages sent in ${e.ms.toFixed(0)} ms, ${e.dirty} dirty`)
     else side.log(XTL.DETAIL, `checkpoint ${e.number}: ${e.primary} pages dirty here, ${e.secondary} on the secondary, ${e.sent} sent`)
@@ -85,12 +88,15 @@ async function save(side: HelperSide, hv: Hypervisor, a: SaveHelperArgs): Promis
 
   const tuning: PrecopyTuning = process.env[PRECOPY_ENV] ? parseTuning(process.env[PRECOPY_ENV]) : {}
   const throttle = tuning.bandwidthMiBps ? new Throttle(tuning.bandwidthMiBps * 1024 * 1024) : undefined
+  // Small writes keep a pipe's reader streaming; a file takes a whole record in one call.
+  const chunkSize = isSeekable(a.ioFd) ? 8 * 1024 * 1024 : undefined
+  const {saveDomain} = await import('../save/engine.js')
   await saveDomain({
     hypervisor: hv,
     domid: a.domid,
     sink: {
       write: (parts) => {
-        const n = writeAllSync(a.ioFd, parts, {what: 'the migration stream'})
+        const n = writeAllSync(a.ioFd, parts, {what: 'the migration stream', ...(chunkSize ? {chunkSize} : {})})
         throttle?.sent(n)
       },
     },
@@ -121,8 +127,12 @@ class Throttle {
 
 async function restore(side: HelperSide, hv: Hypervisor, a: RestoreHelperArgs): Promise<{storeGfn: bigint; consoleGfn: bigint}> {
   const streamType = streamTypeOf(a.streamType)
-  // In a file the libxc stream starts where the toolstack stopped: keep offsets file offsets.
-  const source = new SyncFdSource(a.ioFd, {what: 'the migration stream', offset: fdPosition(a.ioFd) ?? 0})
+  // The libxc stream starts where the toolstack stopped: in a file its position says where; on a
+  // pipe the toolstack tells us (XL_TS_STREAM_OFFSET), so records are named by their stream offsets.
+  const told = Number(process.env[STREAM_OFFSET_ENV] ?? '0')
+  const offset = fdPosition(a.ioFd) ?? (Number.isSafeInteger(told) && told >= 0 ? told : 0)
+  const source = new SyncFdSource(a.ioFd, {what: 'the migration stream', offset})
+  const {restoreDomain} = await import('../restore/engine.js')
   const callbacks: RestoreCallbacks = {}
   if (a.cbflags & CBFLAGS.static_data_done) callbacks.staticDataDone = (missing) => side.call({type: 'static_data_done', missing})
   if (a.cbflags & CBFLAGS.checkpoint) callbacks.checkpoint = () => side.call({type: 'checkpoint'})

@@ -1,0 +1,241 @@
+/**
+ * The libxl-level receiver: what libxl__stream_read does for a plain stream (XEN-FACTS §2.5). It
+ * reads the libxl header and records from the fd with exact reads, up to LIBXC_CONTEXT; hands the
+ * fd to the restore helper, which reads the libxc stream from the same position up to its END; then
+ * reads the libxl records that follow (EMULATOR_XENSTORE_DATA kept, EMULATOR_CONTEXT loaded into
+ * the device model, END).
+ *
+ * Offsets. Before the hand-off they are counted from `offset` (default: the file position, so a
+ * savefile's offsets are file offsets). After it, on a file, the shared file position says where the
+ * helper stopped, and the count goes on from there. On a pipe nobody can say how many bytes the
+ * helper consumed: errors then name the record and count from the end of the libxc stream, and say
+ * that the offset is unknown rather than print a wrong one.
+ *
+ * The domain must have been built for restore; it is never destroyed or unpaused here: the caller
+ * does that (and destroys it when this fails).
+ *
+ * Checkpointed streams (Remus, COLO) come later: their libxl records (CHECKPOINT_END,
+ * CHECKPOINT_STATE) arrive between libxc checkpoints and are refused here as out of place in a
+ * plain stream; the helper's checkpoint callback will read them (buffering phase) in `#afterLibxc`.
+ */
+import {FdByteSource, FdError} from '../fd/index.js'
+import {STREAM_TYPE, type HelperCommand, type HelperOutcome, type RestoreResults} from '../helper/index.js'
+import type {Hypervisor} from '../hypervisor/index.js'
+import {
+  StreamError,
+  decodeLibxlRecord,
+  fail,
+  libxlSite,
+  libxlTypeName,
+  readLibxlHeader,
+  readRecordBody,
+  readRecordHeader,
+  type LibxlRecord,
+  type RawRecord,
+} from '../stream/index.js'
+import {MigrateError, fromRelativeStreamError, fromStreamError, type MigrateStep} from './errors.js'
+import type {MigrateEventHandler} from './events.js'
+import {fdPosition} from '../fd/index.js'
+import {helperFailure, runStreamHelper} from './helper-run.js'
+import {STREAM_OFFSET_ENV, helperEnv} from './host-env.js'
+
+export interface ReceiveDomainOptions {
+  readonly hypervisor: Hypervisor
+  /** The domain built for restore (Hypervisor.create with forRestore). */
+  readonly domid: number
+  /** The stream fd, positioned at the libxl header. Never closed here. */
+  readonly fd: number
+  readonly streamType: 'plain'
+  /** The helper's environment; default: ours with XL_TS_BACKEND/XL_TS_ROOT of `hypervisor`. */
+  readonly env?: NodeJS.ProcessEnv
+  readonly onEvent?: MigrateEventHandler
+  readonly signal?: AbortSignal
+  readonly helperCommand?: HelperCommand
+  /** Stream offset of the fd's position now (default: the file position of a file, else 0). */
+  readonly offset?: number
+  /** Event channels for the xenstore and console rings (libxl allocates them; the sim has none). */
+  readonly storeEvtchn?: number
+  readonly consoleEvtchn?: number
+}
+
+export interface ReceiveResult {
+  readonly restoreResults: RestoreResults
+  /** EMULATOR_XENSTORE_DATA entries (relative to the device model's xenstore path). */
+  readonly xenstoreData: readonly (readonly [string, string])[]
+  /** Bytes of device model state loaded (0: none in the stream). */
+  readonly deviceStateBytes: number
+  readonly helper: HelperOutcome
+  readonly helperMs: number
+  /** Stream offset just past END; null when it cannot be known (a pipe). */
+  readonly endOffset: number | null
+}
+
+interface ReadRecord {
+  readonly raw: RawRecord
+  readonly record: LibxlRecord
+}
+
+export async function receiveDomain(opts: ReceiveDomainOptions): Promise<ReceiveResult> {
+  return new Receiver(opts).run()
+}
+
+class Receiver {
+  readonly #o: ReceiveDomainOptions
+  #source: FdByteSource
+  /** True after the hand-off on a pipe: offsets count from the end of the libxc stream. */
+  #relative = false
+  #index = 0
+  #step: MigrateStep = 'libxl header'
+  readonly #startPosition: number | undefined
+  readonly #base: number
+
+  constructor(opts: ReceiveDomainOptions) {
+    this.#o = opts
+    this.#startPosition = fdPosition(opts.fd)
+    this.#base = opts.offset ?? this.#startPosition ?? 0
+    this.#source = new FdByteSource(opts.fd, {offset: this.#base})
+  }
+
+  #emit: MigrateEventHandler = (e) => this.#o.onEvent?.(e)
+
+  async run(): Promise<ReceiveResult> {
+    const {hypervisor: hv, domid} = this.#o
+    let hvm: boolean
+    try {
+      hvm = (await hv.info(domid)).type === 'hvm'
+    } catch (err) {
+      throw new MigrateError('hypervisor', 'libxl header', `domain ${domid}: ${(err as Error).message}`, {cause: err})
+    }
+    const headerOffset = this.#source.offset
+    await this.#guard(() => readLibxlHeader(this.#source))
+    this.#emit({kind: 'libxl-header', offset: headerOffset})
+
+    // Up to the hand-off: only LIBXC_CONTEXT may come (libxl writes nothing before it).
+    this.#step = 'libxl records'
+    for (;;) {
+      const {raw, record} = await this.#next()
+      if (record.kind === 'LIBXC_CONTEXT') break
+      await this.#guard(async () => {
+        if (record.kind === 'END') fail(libxlSite(raw), 'bad-order', 'END before the libxc stream (no LIBXC_CONTEXT)')
+        return fail(libxlSite(raw), 'bad-order', `${record.kind} before the libxc stream`)
+      })
+    }
+
+    const libxcStart = this.#source.offset
+    const helper = await this.#libxc(libxcStart)
+
+    // After the libxc stream: emulator records, then END.
+    this.#step = 'libxl records'
+    const xenstoreData: [string, string][] = []
+    let deviceStateBytes = 0
+    for (;;) {
+      const {raw, record} = await this.#next()
+      switch (record.kind) {
+        case 'EMULATOR_XENSTORE_DATA':
+        case 'EMULATOR_CONTEXT':
+          if (!hvm) await this.#guard(async () => fail(libxlSite(raw), 'bad-order', `${record.kind} in the stream of a guest that is not HVM`))
+          if (record.kind === 'EMULATOR_XENSTORE_DATA') {
+            xenstoreData.push(...record.entries)
+            this.#emit({kind: 'xenstore-data', entries: record.entries.length})
+          } else {
+            this.#step = 'emulator context'
+            try {
+              await hv.loadDeviceState(domid, record.blob)
+            } catch (err) {
+              throw new MigrateError('hypervisor', 'emulator context', `domain ${domid}: cannot load the device model state: ${(err as Error).message}`, {cause: err})
+            }
+            deviceStateBytes += record.blob.length
+            this.#emit({kind: 'device-state', direction: 'loaded', bytes: record.blob.length})
+            this.#step = 'libxl records'
+          }
+          continue
+        case 'END': {
+          const end = this.#relative ? null : this.#source.offset
+          this.#emit({kind: 'stream-end', offset: end})
+          return {restoreResults: helper.results, xenstoreData, deviceStateBytes, helper: helper.outcome, helperMs: helper.ms, endOffset: end}
+        }
+        case 'LIBXC_CONTEXT':
+          await this.#guard(async () => fail(libxlSite(raw), 'bad-order', 'a second LIBXC_CONTEXT'))
+          continue
+        default:
+          await this.#guard(async () => fail(libxlSite(raw), 'bad-order', `${record.kind} in a plain (not checkpointed) stream`))
+      }
+    }
+  }
+
+  /** The hand-off: the restore helper reads the libxc stream from the shared fd. */
+  async #libxc(libxcStart: number): Promise<{outcome: HelperOutcome; results: RestoreResults; ms: number}> {
+    const {hypervisor: hv, domid, fd} = this.#o
+    this.#step = 'libxc stream'
+    let results: RestoreResults | undefined
+    let run
+    try {
+      run = await runStreamHelper({
+        params: {
+          mode: 'restore',
+          ioFd: fd,
+          domid,
+          storeEvtchn: this.#o.storeEvtchn ?? 1,
+          storeDomid: 0,
+          consoleEvtchn: this.#o.consoleEvtchn ?? 2,
+          consoleDomid: 0,
+          streamType: STREAM_TYPE.PLAIN,
+        },
+        callbacks: {
+          // libxl applies a legacy CPU policy when the stream has none; ours always has one.
+          staticDataDone: async () => 0,
+          restoreResults: (storeGfn, consoleGfn) => {
+            results = {storeGfn, consoleGfn}
+          },
+        },
+        // Tells our helper where its part starts, so its errors name offsets in the whole stream.
+        env: {...(this.#o.env ?? helperEnv(hv)), [STREAM_OFFSET_ENV]: String(libxcStart)},
+        ...(this.#o.onEvent ? {onEvent: this.#o.onEvent} : {}),
+        ...(this.#o.signal ? {signal: this.#o.signal} : {}),
+        ...(this.#o.helperCommand ? {command: this.#o.helperCommand} : {}),
+      })
+    } catch (err) {
+      const e = helperFailure(err, 'restore')
+      throw new MigrateError(e.code, e.step, `${e.message} (the libxc stream starts at offset ${libxcStart})`, {...e.info, cause: e.info.cause ?? err})
+    }
+    // Where the libxl layer goes on.
+    const now = fdPosition(fd)
+    let bytes: number | undefined
+    if (this.#startPosition !== undefined && now !== undefined) {
+      const offset = this.#base + (now - this.#startPosition)
+      bytes = offset - libxcStart
+      this.#source = new FdByteSource(fd, {offset})
+    } else {
+      this.#relative = true
+      this.#source = new FdByteSource(fd, {offset: 0})
+    }
+    this.#emit({kind: 'helper-done', mode: 'restore', ms: run.ms, ...(bytes !== undefined ? {bytes} : {})})
+    return {outcome: run.outcome, results: results ?? run.outcome.restoreResults ?? {storeGfn: 0n, consoleGfn: 0n}, ms: run.ms}
+  }
+
+  async #next(): Promise<ReadRecord> {
+    return this.#guard(async () => {
+      const frame = {format: 'libxl' as const, index: this.#index, nameOf: libxlTypeName}
+      const header = (await readRecordHeader(this.#source, frame))!
+      const raw = await readRecordBody(this.#source, header, frame)
+      const record = decodeLibxlRecord(raw)
+      this.#index++
+      this.#emit({kind: 'libxl-record', record: record.kind, index: raw.index, offset: this.#relative ? null : raw.offset, length: raw.body.length})
+      return {raw, record}
+    })
+  }
+
+  /** Runs a read; turns stream and fd faults into MigrateErrors with the right offset (or none). */
+  async #guard<T>(f: () => Promise<T>): Promise<T> {
+    try {
+      return await f()
+    } catch (err) {
+      if (err instanceof StreamError) throw this.#relative ? fromRelativeStreamError(err, this.#step) : fromStreamError(err, this.#step)
+      if (err instanceof FdError || (err as NodeJS.ErrnoException)?.code) {
+        const why = err instanceof FdError ? err.detail : (err as Error).message
+        throw new MigrateError('io', this.#step, `cannot read the migration stream (fd ${this.#o.fd}): ${why}`, {cause: err})
+      }
+      throw err
+    }
+  }
+}
