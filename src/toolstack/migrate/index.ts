@@ -23,3 +23,8 @@ export {
   type SaveToFileResult,
 } from './save-file.js'
 export {EventLines, infoText, type EventLine, type EventLinesOptions, type LineLevel} from './lines.js'
+export * from './migration-events.js'
+export * from './migration-sender.js'
+export * from './migration-receiver.js'
+export * from './rune.js'
+export * from './handshake.js'

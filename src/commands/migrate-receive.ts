@@ -1,0 +1,99 @@
+import * as fs from 'node:fs'
+
+import {Flags} from '@oclif/core'
+
+import {XlCommand} from '../cli/base-command.js'
+import {XlExit} from '../cli/errors.js'
+import {libxlJson} from '../cli/libxl-json.js'
+import type {LogLevel} from '../cli/log.js'
+import type {DomainConfig} from '../toolstack/config/index.js'
+import {EventLines, type MigrateEvent} from '../toolstack/migrate/index.js'
+import type {MigrationEvent} from '../toolstack/migrate/migration-events.js'
+import {receiveMigration} from '../toolstack/migrate/migration-receiver.js'
+
+/** xl's help text for migrate-receive (xl_cmdtable.c): it has no options of its own to show. */
+const USAGE = 'Usage: xl-ts migrate-receive  - for internal use only\n\nRestore a domain from a saved state.\n'
+
+export default class MigrateReceive extends XlCommand {
+  static override summary = 'Receive a migrating domain (run by "xl-ts migrate" on the target host).'
+
+  static override description = `As "xl migrate-receive", for internal use: the sender runs it on the target host (over ssh). Its stdin is the migration stream and its stdout the way back to the sender: both are used as raw file descriptors, and nothing else is ever written to stdout; every message goes to stderr.
+
+It writes the banner, reads the xl header and the domain config, builds the domain as <name>--incoming (paused), reads the libxl stream while the restore helper reads the memory, says "ready", waits for GO, renames the domain to <name> and unpauses it (unless -p), and reports. On any failure before GO it destroys its copy; if the start fails after GO it destroys its copy and gives the sender permission to resume. A guardian process finishes the job if this one is killed: the copy is destroyed before GO and started after it.
+
+-r (Remus) and --colo (COLO) are accepted and refused for now: those streams come with the Remus and COLO commands.
+
+Exit status: 0 when the handshake completed (the domain runs here, or the sender was told to resume); 1 otherwise.`
+
+  static override strict = false
+
+  static override flags = {
+    foreground: Flags.boolean({char: 'F', summary: 'Do not daemonize.'}),
+    'no-daemonize': Flags.boolean({char: 'e', summary: 'Do not wait in the background for the death of the domain.'}),
+    debug: Flags.boolean({char: 'd', summary: 'Debug.'}),
+    remus: Flags.boolean({char: 'r', summary: 'The stream is a Remus checkpoint stream.'}),
+    paused: Flags.boolean({char: 'p', summary: 'Leave the domain paused after the migration.'}),
+    colo: Flags.boolean({summary: 'The stream is a COLO checkpoint stream.'}),
+    'coloft-script': Flags.string({summary: 'The COLO proxy script.', helpValue: 'S'}),
+    'userspace-colo-proxy': Flags.boolean({summary: 'Use the userspace COLO proxy.'}),
+  }
+
+  async run(): Promise<void> {
+    // Whoever reads our stderr may go away (a closed terminal, `| head`): the migration must not.
+    process.stderr.on('error', () => {})
+    const {flags, argv} = await this.parseXl(MigrateReceive)
+    if ((argv as string[]).length > 0) {
+      // main_migrate_receive: help("migrate-receive"); return EXIT_FAILURE.
+      process.stderr.write(USAGE)
+      throw new XlExit('', 1)
+    }
+    if (flags.remus || flags.colo) {
+      throw new XlExit(`xl-ts: migrate-receive: ${flags.colo ? 'COLO (--colo)' : 'Remus (-r)'} streams are not supported yet`)
+    }
+    for (const fd of [0, 1]) {
+      try {
+        fs.fstatSync(fd)
+      } catch {
+        throw new XlExit(`xl-ts: migrate-receive: fd ${fd} (${fd === 0 ? 'the stream' : 'the way back'}) is not open`)
+      }
+    }
+    const hv = await this.hypervisor()
+    const eventLines = new EventLines()
+    const printLine = (level: LogLevel | 'plain', text: string): void => {
+      if (level === 'plain') this.logger.plain(text)
+      else this.logger.log(level, text)
+    }
+    const onEvent = (e: MigrationEvent): void => {
+      if (e.kind === 'line') printLine('plain', e.text)
+      else if (e.kind === 'log') printLine(e.level, e.text)
+    }
+    const onStreamEvent = (e: MigrateEvent): void => {
+      // The helper's logs come worded as libxl's logger words them (`context: level: message`).
+      const worded = e.kind === 'helper-log' || e.kind === 'helper-progress'
+      for (const l of eventLines.lines(e)) {
+        if (worded && l.level !== 'plain' && !this.logger.enabled(logLevel(l.level))) continue
+        printLine(l.level === 'plain' || worded ? 'plain' : logLevel(l.level), l.text)
+      }
+    }
+    let result
+    try {
+      result = await receiveMigration({
+        hypervisor: hv,
+        inFd: 0,
+        outFd: 1,
+        paused: flags.paused,
+        onEvent,
+        onStreamEvent,
+        // create_domain with debug: the config as libxl JSON, on stderr.
+        ...(flags.debug ? {onConfig: (config: DomainConfig) => process.stderr.write(libxlJson(config))} : {}),
+      })
+    } finally {
+      setTimeout(() => process.exit(), 3000).unref()
+    }
+    if (result.exitCode !== 0) throw new XlExit('', result.exitCode)
+  }
+}
+
+function logLevel(level: string): LogLevel {
+  return (['debug', 'verbose', 'detail', 'progress', 'info', 'notice', 'warning', 'error', 'critical'] as const).find((l) => l === level) ?? 'info'
+}

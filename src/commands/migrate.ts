@@ -1,0 +1,202 @@
+import {readFile} from 'node:fs/promises'
+
+import {Args, Flags} from '@oclif/core'
+
+import {XlCommand} from '../cli/base-command.js'
+import {strerror} from '../cli/errno.js'
+import {UsageError, XlExit} from '../cli/errors.js'
+import {libxlJson} from '../cli/libxl-json.js'
+import type {LogLevel} from '../cli/log.js'
+import {MigrationProgress, type ProgressMode} from '../render/index.js'
+import {parseXlConfig, toDomainConfig} from '../toolstack/config/index.js'
+import {EventLines, type MigrateEvent} from '../toolstack/migrate/index.js'
+import type {MigrationEvent} from '../toolstack/migrate/migration-events.js'
+import {migrateDomain} from '../toolstack/migrate/migration-sender.js'
+import {RuneError, buildMigrateRune} from '../toolstack/migrate/rune.js'
+import type {PrecopyTuning} from '../toolstack/save/index.js'
+
+export default class Migrate extends XlCommand {
+  static override summary = 'Migrate a domain to another host.'
+
+  static override description = `As "xl migrate": moves a running domain to HOST with a live migration. The receiving side is started with "ssh HOST xl-ts migrate-receive" (the command run by "sh -c": exec <ssh> <host> xl-ts [-t] [-T] [-v...] migrate-receive [-e] [-d] [-p]); -s replaces "ssh" with any command, and -s "" runs HOST itself as the whole command (to reach a receiver without ssh). The host is quoted: it can never become shell.
+
+The stream is xl's: the receiver's banner, the xl header with the domain config, the libxl stream with the libxc precopy inside, then the ready/GO/report handshake. The domain is renamed <name>--migratedaway before GO and destroyed here once the target reports it running. On any failure before GO it runs here again; after GO without a report the state is undefined, as xl says, and the copy here is kept suspended as <name>--migratedaway.
+
+Precopy: by default xl's policy (at most 5 rounds, stop below 50 dirty pages). --max-downtime predicts the stop-and-copy time from the measured bandwidth and the dirty pages and stops when it fits; --bandwidth caps the stream; --max-iters and --dirty-threshold change xl's limits; --timeout gives up (and resumes here) if GO has not been sent after that many seconds.
+
+Progress: a bar on stderr when it is a terminal (or with -t), one line per precopy round otherwise; --json prints NDJSON on stdout (schema version 1: {"v":1,"event":"phase"|"iteration"|"result",...}, see README).
+
+Exit status: 0 when the domain runs at the target; 1 when the migration failed (see the lines before for where the domain is); 2 on bad usage.`
+
+  static override examples = [
+    {description: 'Migrate vm1 to host2 over ssh:', command: '<%= config.bin %> <%= command.id %> vm1 host2'},
+    {description: 'With a given ssh command and a downtime goal of 50 ms:', command: '<%= config.bin %> <%= command.id %> -s "ssh -p 2222" --max-downtime 50 vm1 host2'},
+    {
+      description: 'To a second simulated host on this machine (the host string is the command):',
+      command: `<%= config.bin %> --root ./host-a <%= command.id %> -s '' vm1 'XL_TS_ROOT=./host-b <%= config.bin %> migrate-receive'`,
+    },
+    {description: 'NDJSON progress for a script, giving up after 60 s:', command: '<%= config.bin %> <%= command.id %> --json --timeout 60 vm1 host2 > progress.ndjson'},
+  ]
+
+  static override args = {
+    domain: Args.string({description: 'domain name or id', required: true, ignoreStdin: true}),
+    host: Args.string({description: 'the host to migrate to (with -s "": the command to run)', required: true, ignoreStdin: true}),
+  }
+
+  static override flags = {
+    'ssh-command': Flags.string({char: 's', summary: 'Use this command instead of ssh; "" runs <host> as the whole command.', helpValue: 'SSHCMD'}),
+    'no-daemonize': Flags.boolean({char: 'e', summary: 'Do not wait in the background on the receiver for the death of the domain (passes -e).'}),
+    config: Flags.string({char: 'C', summary: 'Send this config file instead of the one stored at creation.', helpValue: 'CONFIG'}),
+    debug: Flags.boolean({summary: 'Verbose debug: the libxc stream re-sends memory for verification (passes -d).'}),
+    paused: Flags.boolean({char: 'p', summary: 'Do not unpause the domain after migrating it (passes -p).'}),
+    'preserve-domid': Flags.boolean({char: 'D', summary: 'Preserve the domain id (in the config sent).'}),
+    foreground: Flags.boolean({char: 'F', summary: 'Run the receiver in the foreground (passes -e, as xl).'}),
+    live: Flags.boolean({summary: 'Ignored (xm compatibility).', hidden: true}),
+    'max-downtime': Flags.integer({summary: 'Stop precopy when the predicted stop-and-copy time is at most MS.', helpValue: 'MS', min: 1}),
+    bandwidth: Flags.string({summary: 'Cap the migration stream at MiB/s.', helpValue: 'MiB/s'}),
+    timeout: Flags.string({summary: 'Give up (and resume here) when GO has not been sent after S seconds.', helpValue: 'S'}),
+    'max-iters': Flags.integer({summary: 'At most N precopy rounds (xl: 5).', helpValue: 'N', min: 1}),
+    'dirty-threshold': Flags.integer({summary: 'Stop precopy below N dirty pages (xl: 50).', helpValue: 'N', min: 1}),
+    json: Flags.boolean({summary: 'NDJSON progress and result on stdout (schema v1).'}),
+  }
+
+  async run(): Promise<void> {
+    // Whoever reads our stderr may go away (a closed terminal, `| head`): the migration must not.
+    process.stderr.on('error', () => {})
+    const {args, flags} = await this.parseXl(Migrate)
+    const tuning = precopyTuning(flags)
+    const timeoutMs = flags.timeout === undefined ? undefined : positive(flags.timeout, '--timeout') * 1000
+
+    const dom = await this.findDomain(args.domain)
+    if (dom.domid === 0) throw new XlExit('xl-ts: migrate: domain 0 cannot be migrated')
+    const hv = await this.hypervisor()
+
+    // save_domain_core_begin: the config to send.
+    let configJson: string
+    if (flags.config !== undefined) {
+      let text: string
+      try {
+        text = await readFile(flags.config, 'utf8')
+      } catch (err) {
+        throw new XlExit(`unable to read overridden config file: ${flags.config}: ${strerror(err)}`)
+      }
+      configJson = libxlJson(toDomainConfig(parseXlConfig(text, {file: flags.config})))
+    } else {
+      const stored = await hv.storedConfig(dom.domid)
+      if (!stored) throw new XlExit('No config file stored for running domain and none supplied - cannot migrate.')
+      // libxl_retrieve_domain_configuration: the stored config with the domain's name as it is now
+      // (a migrated domain was built as <name>--incoming and renamed since).
+      const cInfo = typeof stored.c_info === 'object' && stored.c_info !== null ? (stored.c_info as Record<string, unknown>) : undefined
+      configJson = libxlJson(cInfo ? {...stored, c_info: {...cInfo, name: dom.name, domid: flags['preserve-domid'] ? dom.domid : 0}} : stored)
+    }
+
+    let rune: string
+    try {
+      rune = buildMigrateRune({
+        sshCommand: flags['ssh-command'] ?? 'ssh',
+        host: args.host,
+        progressCr: this.globals.progressCr || process.stderr.isTTY === true,
+        timestamps: this.globals.timestamps,
+        verbosity: this.globals.verbosity,
+        noDaemonize: flags['no-daemonize'] || flags.foreground,
+        debug: flags.debug,
+        paused: flags.paused,
+      })
+    } catch (err) {
+      if (err instanceof RuneError) throw new XlExit(`xl-ts: migrate: ${err.message}`)
+      throw err
+    }
+    this.logger.debug(`rune: ${rune}`)
+
+    const mode: ProgressMode = flags.json ? 'json' : this.globals.progressCr || process.stderr.isTTY ? 'tty' : 'plain'
+    const progress = new MigrationProgress({
+      mode,
+      err: (t) => process.stderr.write(t),
+      out: (t) => process.stdout.write(t),
+      columns: process.stderr.columns ?? 100,
+    })
+    const eventLines = new EventLines()
+    const printLine = (level: LogLevel | 'plain', text: string): void => {
+      if (level !== 'plain' && !this.logger.enabled(level)) return
+      progress.beforeLine()
+      if (level === 'plain') this.logger.plain(text)
+      else this.logger.log(level, text)
+    }
+    const onEvent = (e: MigrationEvent): void => {
+      if (e.kind === 'line') printLine('plain', e.text)
+      else if (e.kind === 'log') printLine(e.level, e.text)
+      else progress.handle(e)
+    }
+    const onStreamEvent = (e: MigrateEvent): void => {
+      // Our bar replaces the helper's progress lines (xl hides them during migration too).
+      if (e.kind === 'helper-progress') return
+      // The helper's logs come worded as libxl's logger words them (`context: level: message`).
+      const worded = e.kind === 'helper-log'
+      for (const l of eventLines.lines(e)) {
+        if (worded && l.level !== 'plain' && !this.logger.enabled(logLevel(l.level))) continue
+        printLine(l.level === 'plain' || worded ? 'plain' : logLevel(l.level), l.text)
+      }
+    }
+
+    // An interrupt before GO aborts and resumes here; after GO the handshake is finished first.
+    const interrupt = new AbortController()
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (!interrupt.signal.aborted) {
+        progress.beforeLine()
+        this.logger.plain(`migration sender: ${signal}: aborting the migration unless GO has been sent`)
+      }
+      interrupt.abort()
+    }
+    const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
+    for (const s of signals) process.on(s, onSignal)
+    let result
+    try {
+      result = await migrateDomain({
+        hypervisor: hv,
+        domid: dom.domid,
+        name: dom.name,
+        configJson,
+        rune,
+        debug: flags.debug,
+        tuning,
+        ...(timeoutMs !== undefined ? {timeoutMs} : {}),
+        signal: interrupt.signal,
+        onEvent,
+        onStreamEvent,
+      })
+    } finally {
+      for (const s of signals) process.off(s, onSignal)
+      progress.finish()
+      exitSoon()
+    }
+    if (result.exitCode !== 0) throw new XlExit('', result.exitCode)
+  }
+}
+
+function positive(text: string, flag: string): number {
+  const n = Number(text)
+  if (!/^\s*[0-9.eE+]+\s*$/.test(text) || !Number.isFinite(n) || n <= 0) throw new UsageError(`xl-ts: migrate: ${flag} must be a positive number, not "${text}"`)
+  return n
+}
+
+function precopyTuning(flags: {'max-downtime'?: number; bandwidth?: string; 'max-iters'?: number; 'dirty-threshold'?: number}): PrecopyTuning {
+  const t: PrecopyTuning = {}
+  if (flags['max-downtime'] !== undefined) t.maxDowntimeMs = flags['max-downtime']
+  if (flags.bandwidth !== undefined) t.bandwidthMiBps = positive(flags.bandwidth, '--bandwidth')
+  if (flags['max-iters'] !== undefined) t.maxIterations = flags['max-iters']
+  if (flags['dirty-threshold'] !== undefined) t.dirtyThreshold = flags['dirty-threshold']
+  return t
+}
+
+/** The logger's level for a line level of the libxl layer. */
+function logLevel(level: string): LogLevel {
+  return (['debug', 'verbose', 'detail', 'progress', 'info', 'notice', 'warning', 'error', 'critical'] as const).find((l) => l === level) ?? 'info'
+}
+
+/**
+ * A read that can never finish (a transport that left a grandchild holding its pipe) must not keep
+ * the process alive once the work is done: an unref'd timer only fires if something else does.
+ */
+function exitSoon(ms = 3000): void {
+  setTimeout(() => process.exit(), ms).unref()
+}

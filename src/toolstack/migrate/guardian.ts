@@ -1,0 +1,87 @@
+/**
+ * The guarded side's end of its guardian (guardian-main.ts): starts it in its own session and tells
+ * it, line by line, how far the migration has come. Every message is in the kernel's pipe buffer
+ * before the promise resolves, so a process killed right after still has it delivered.
+ */
+import {spawn, type ChildProcess} from 'node:child_process'
+import {fileURLToPath} from 'node:url'
+
+export type GuardianRole =
+  | {readonly role: 'receiver'; readonly incomingName: string; readonly finalName: string; readonly leavePaused: boolean}
+  | {readonly role: 'sender'; readonly domid: number; readonly name: string; readonly awayName: string}
+
+export function guardianScript(): string {
+  return fileURLToPath(new URL('./guardian-main.js', import.meta.url))
+}
+
+function argv(r: GuardianRole): string[] {
+  return r.role === 'receiver'
+    ? ['receiver', r.incomingName, r.finalName, r.leavePaused ? '1' : '0']
+    : ['sender', String(r.domid), r.name, r.awayName]
+}
+
+export class Guardian {
+  readonly #child: ChildProcess
+  #closed = false
+
+  private constructor(child: ChildProcess) {
+    this.#child = child
+  }
+
+  /**
+   * Starts the guardian with the environment that names the host (XL_TS_BACKEND, XL_TS_ROOT);
+   * undefined (and `onError` told) when it cannot run.
+   */
+  static start(role: GuardianRole, env: NodeJS.ProcessEnv, onError: (why: string) => void): Guardian | undefined {
+    let child: ChildProcess
+    try {
+      child = spawn(process.execPath, [guardianScript(), ...argv(role)], {detached: true, stdio: ['pipe', 'ignore', 'inherit'], env})
+    } catch (err) {
+      onError(err instanceof Error ? err.message : String(err))
+      return undefined
+    }
+    child.on('error', (err) => onError(err.message))
+    child.stdin?.on('error', () => {})
+    // It must never keep us alive: it lives on only to finish what we leave.
+    child.unref()
+    ;(child.stdin as unknown as {unref?: () => void} | null)?.unref?.()
+    return new Guardian(child)
+  }
+
+  get pid(): number | undefined {
+    return this.#child.pid
+  }
+
+  #send(line: string): Promise<void> {
+    const stdin = this.#child.stdin
+    if (this.#closed || !stdin || stdin.destroyed) return Promise.resolve()
+    return new Promise((resolve) => stdin.write(`${line}\n`, () => resolve()))
+  }
+
+  /** Receiver: the domain is built. */
+  created(domid: number): Promise<void> {
+    return this.#send(`C ${domid}`)
+  }
+
+  /** Sender: the save helper's pid. */
+  helper(pid: number): Promise<void> {
+    return this.#send(`H ${pid}`)
+  }
+
+  /** GO received (receiver: start the domain if I die) / about to be sent (sender: leave it be). */
+  go(): Promise<void> {
+    return this.#send('G')
+  }
+
+  /** Back to before GO: the receiver's start failed; the sender's GO never left. */
+  abandon(): Promise<void> {
+    return this.#send('A')
+  }
+
+  /** Nothing is left to finish: the guardian exits. */
+  async done(): Promise<void> {
+    await this.#send('D')
+    this.#closed = true
+    this.#child.stdin?.end()
+  }
+}

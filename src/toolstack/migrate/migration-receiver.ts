@@ -1,0 +1,332 @@
+/**
+ * The xl-level receiver of a live migration: what xl's migrate_receive and create_domain do for an
+ * incoming stream (XEN-FACTS §1.4, §1.7, §1.9), on top of the libxl layer (receiver.ts:
+ * receiveDomain) and the xl header (savefile.ts).
+ *
+ *   banner (54) on outFd; xl header + config from inFd; the domain built as `<name>--incoming`,
+ *   paused; the libxl stream and the restore helper on inFd; ready (34) on outFd; GO (44) from
+ *   inFd; rename to `<name>`, unpause unless -p; report (39) + status byte on outFd; on failure
+ *   destroy our copy, then GO (44) back: the sender may resume.
+ *
+ * inFd and outFd are raw fds (our stdin and stdout): never a Node stream over them, and nothing
+ * but the protocol on outFd (every human line is an event for stderr).
+ *
+ * Failures, all in `#fail` / the report path:
+ *   - anything before `ready` is written, and `ready` itself: our copy is destroyed (xl leaves it
+ *     when the ack stream is dead; "never a half-built domain on the receiver" wins), exit 1;
+ *   - GO not received (rc 1, status byte 0xff as xl), rename or unpause failed: report the
+ *     failure, destroy our copy, grant the sender permission to resume (GO back), exit 0 as xl;
+ *     if the ack stream is dead meanwhile, our copy is still destroyed, exit 1.
+ *   - our own death (SIGKILL, hangup) at any point: the guardian (guardian-main.ts) destroys the
+ *     `--incoming` domain before GO, and starts it after GO, as we would have.
+ */
+import {domainConfigFromJson, domainSpec, type DomainConfig} from '../config/index.js'
+import {FdByteSource} from '../fd/index.js'
+import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
+import {StreamError} from '../stream/index.js'
+import {MigrateError} from './errors.js'
+import type {MigrateEvent, MigrateEventHandler} from './events.js'
+import {FaultHooks} from './fault-points.js'
+import {Guardian} from './guardian.js'
+import {
+  ACK_STREAM,
+  HandshakeError,
+  MIGRATE_PERMISSION_TO_GO,
+  MIGRATE_RECEIVER_BANNER,
+  MIGRATE_RECEIVER_READY,
+  MIGRATE_REPORT,
+  encodeStatus,
+  readFixedMessage,
+  writeMessage,
+} from './handshake.js'
+import {helperEnv} from './host-env.js'
+import type {MigrationEventHandler} from './migration-events.js'
+import {receiveDomain} from './receiver.js'
+import {readSavefileHeader} from './savefile.js'
+
+const ERROR_FAIL = -3
+const ERROR_INVAL = -6
+
+/** xl's name for the stream in create_domain's messages. */
+export const INCOMING_SOURCE = '<incoming migration stream>'
+
+export interface MigrationReceiverOptions {
+  readonly hypervisor: Hypervisor
+  /** The stream (default 0, our stdin). */
+  readonly inFd?: number
+  /** The way back (default 1, our stdout). */
+  readonly outFd?: number
+  /** -p: leave the domain paused after the migration. */
+  readonly paused?: boolean
+  /** The helper's and guardian's environment (default process.env). */
+  readonly env?: NodeJS.ProcessEnv
+  /** xl's lines and log lines, for stderr. */
+  readonly onEvent: MigrationEventHandler
+  /** The libxl layer's events (for -v lines). */
+  readonly onStreamEvent?: MigrateEventHandler
+  /** The domain config as it will be built (`<name>--incoming`): xl -d prints it. */
+  readonly onConfig?: (config: DomainConfig) => void
+}
+
+export type ReceiveOutcome =
+  /** The domain runs here (or is paused here with -p). */
+  | 'started'
+  /** Nothing runs here; the sender was told (or could not be). */
+  | 'failed'
+
+export interface ReceiveMigrationResult {
+  readonly outcome: ReceiveOutcome
+  readonly exitCode: number
+  readonly domid?: number
+  readonly name?: string
+}
+
+class CreateFailure extends Error {
+  constructor(
+    readonly rc: number,
+    readonly lines: readonly string[],
+  ) {
+    super(lines.join(' '))
+  }
+}
+
+export async function receiveMigration(opts: MigrationReceiverOptions): Promise<ReceiveMigrationResult> {
+  return new MigrationReceiver(opts).run()
+}
+
+class MigrationReceiver {
+  readonly #o: MigrationReceiverOptions
+  readonly #hv: Hypervisor
+  readonly #in: number
+  readonly #out: number
+  readonly #hooks = new FaultHooks('receiver')
+  #guardian: Guardian | undefined
+  #domid: number | undefined
+  #name: string | undefined
+  /** The domain was renamed and unpaused: it is the one running copy now. */
+  #started = false
+
+  constructor(opts: MigrationReceiverOptions) {
+    this.#o = opts
+    this.#hv = opts.hypervisor
+    this.#in = opts.inFd ?? 0
+    this.#out = opts.outFd ?? 1
+  }
+
+  #line(text: string): void {
+    this.#o.onEvent({kind: 'line', text})
+  }
+
+  #log(level: 'error' | 'warning' | 'info' | 'detail' | 'verbose' | 'debug', text: string): void {
+    this.#o.onEvent({kind: 'log', level, text})
+  }
+
+  async run(): Promise<ReceiveMigrationResult> {
+    try {
+      return await this.#receive()
+    } catch (err) {
+      // Anything unforeseen: a domain that was not started must not stay.
+      this.#line(`xl-ts: error: ${err instanceof Error ? err.message : String(err)}`)
+      if (!this.#started) await this.#destroyOurCopy(true)
+      return {outcome: this.#started ? 'started' : 'failed', exitCode: 1}
+    } finally {
+      // Whatever happened, the guardian has nothing left to do unless we die before this.
+      await this.#guardian?.done()
+    }
+  }
+
+  async #receive(): Promise<ReceiveMigrationResult> {
+    this.#line('migration target: Ready to receive domain.')
+    this.#hooks.at('receiver:banner')
+    try {
+      await writeMessage(this.#out, MIGRATE_RECEIVER_BANNER, 'banner', ACK_STREAM)
+    } catch (err) {
+      for (const l of lines(err)) this.#line(l)
+      return {outcome: 'failed', exitCode: 1}
+    }
+
+    // create_domain: the header, the config, the domain, the stream.
+    let domid: number
+    try {
+      domid = await this.#createDomain()
+    } catch (err) {
+      const f = err instanceof CreateFailure ? err : new CreateFailure(ERROR_FAIL, [`xl-ts: error: ${(err as Error).message}`])
+      for (const l of f.lines) this.#line(l)
+      await this.#destroyOurCopy(false)
+      this.#line(`migration target: Domain creation failed (code ${f.rc}).`)
+      return {outcome: 'failed', exitCode: 1}
+    }
+
+    this.#hooks.at('receiver:before-ready')
+    this.#line('migration target: Transfer complete, requesting permission to start domain.')
+    try {
+      await writeMessage(this.#out, MIGRATE_RECEIVER_READY, 'ready message', ACK_STREAM)
+    } catch (err) {
+      // xl exits here and leaves its copy; the sender cannot have sent GO: ours must go.
+      for (const l of lines(err)) this.#line(l)
+      await this.#destroyOurCopy(true)
+      return {outcome: 'failed', exitCode: 1}
+    }
+    this.#hooks.at('receiver:after-ready')
+
+    let rc = 0
+    try {
+      await readFixedMessage(this.#in, MIGRATE_PERMISSION_TO_GO, 'GO message')
+    } catch (err) {
+      for (const l of lines(err)) this.#line(l)
+      rc = 1
+    }
+    if (rc === 0) {
+      // From here the domain is ours whatever happens to this process.
+      await this.#guardian?.go()
+      this.#hooks.at('receiver:after-go')
+      this.#line('migration target: Got permission, starting domain.')
+      rc = await this.#start(domid)
+      this.#started = rc === 0
+      if (rc === 0) {
+        this.#line('migration target: Domain started successsfully.')
+        await this.#guardian?.done()
+      } else {
+        await this.#guardian?.abandon()
+      }
+    }
+
+    // perhaps_destroy_notify_rc
+    try {
+      await writeMessage(this.#out, Buffer.concat([MIGRATE_REPORT, encodeStatus(rc)]), 'success/failure report', ACK_STREAM)
+    } catch (err) {
+      for (const l of lines(err)) this.#line(l)
+      if (rc !== 0) await this.#destroyOurCopy(true)
+      return {outcome: rc === 0 ? 'started' : 'failed', exitCode: 1, ...(rc === 0 ? {domid, name: this.#name!} : {})}
+    }
+    if (rc === 0) return {outcome: 'started', exitCode: 0, domid, name: this.#name!}
+
+    this.#line('migration target: Failure, destroying our copy.')
+    const destroyed = await this.#destroyOurCopy(false)
+    if (destroyed !== 0) {
+      this.#line(`migration target: Failed to destroy our copy (code ${destroyed}).`)
+      return {outcome: 'failed', exitCode: 1}
+    }
+    this.#line('migration target: Cleanup OK, granting sender permission to resume.')
+    try {
+      await writeMessage(this.#out, MIGRATE_PERMISSION_TO_GO, 'permission to sender to have domain back', ACK_STREAM)
+    } catch (err) {
+      for (const l of lines(err)) this.#line(l)
+      return {outcome: 'failed', exitCode: 1}
+    }
+    return {outcome: 'failed', exitCode: 0}
+  }
+
+  /** create_domain for an incoming stream; returns the domid of `<name>--incoming`, paused. */
+  async #createDomain(): Promise<number> {
+    const hv = this.#hv
+    const source = new FdByteSource(this.#in)
+    let header
+    try {
+      header = await readSavefileHeader(source, {source: INCOMING_SOURCE, onEvent: (e) => this.#streamEvent(e)})
+    } catch (err) {
+      // xl's words for the header (`File has wrong magic number - ...`), without our position
+      // prefix: the header is the first 48 bytes.
+      const cause = (err as Error).cause
+      throw new CreateFailure(ERROR_INVAL, [cause instanceof StreamError ? cause.detail : (err as Error).message])
+    }
+    if (header.config === undefined) throw new CreateFailure(ERROR_INVAL, ['Config file not specified and none in save file'])
+    this.#line('Parsing config from <saved>')
+    let config: DomainConfig
+    try {
+      if (!header.json) throw new Error('the config in the stream is not JSON (xl.cfg text from an old xl is not supported)')
+      config = domainConfigFromJson(JSON.parse(header.config) as unknown)
+    } catch (err) {
+      throw new CreateFailure(ERROR_INVAL, [`xl-ts: error: cannot use the config from the stream: ${(err as Error).message}`])
+    }
+    this.#hooks.at('receiver:header')
+
+    const name = config.c_info.name
+    const incoming = `${name}--incoming`
+    this.#name = name
+    this.#o.onConfig?.({...config, c_info: {...config.c_info, name: incoming}})
+    const env = helperEnv(hv, this.#o.env ?? process.env)
+    this.#guardian = Guardian.start({role: 'receiver', incomingName: incoming, finalName: name, leavePaused: this.#o.paused ?? false}, env, (why) =>
+      this.#log('warning', `cannot start the guardian of ${incoming}: ${why}`),
+    )
+    this.#hooks.note('guardian', this.#guardian?.pid)
+
+    const spec = domainSpec({...config, c_info: {...config.c_info, name: incoming}}, hv.backend)
+    let domid: number
+    try {
+      domid = await hv.create(spec, {paused: true, forRestore: true})
+    } catch (err) {
+      if (err instanceof HypervisorError && err.code === 'name-in-use') throw new CreateFailure(ERROR_FAIL, [`Domain with name "${incoming}" already exists.`])
+      throw new CreateFailure(ERROR_FAIL, [`xl-ts: error: cannot create domain ${incoming}: ${(err as Error).message}`])
+    }
+    this.#domid = domid
+    await this.#guardian?.created(domid)
+    this.#log('detail', `created domain ${incoming} (domid ${domid}) for the incoming stream`)
+
+    try {
+      await receiveDomain({
+        hypervisor: hv,
+        domid,
+        fd: this.#in,
+        streamType: 'plain',
+        env,
+        offset: header.length,
+        onEvent: (e) => this.#streamEvent(e),
+      })
+    } catch (err) {
+      const why = err instanceof MigrateError || err instanceof Error ? err.message : String(err)
+      throw new CreateFailure(ERROR_FAIL, [`xl-ts: error: ${why}`])
+    }
+    return domid
+  }
+
+  /** Rename to the final name and unpause (unless -p): 0, or libxl's rc for what failed. */
+  async #start(domid: number): Promise<number> {
+    const name = this.#name!
+    try {
+      await this.#hv.rename(domid, name)
+    } catch (err) {
+      const exists = err instanceof HypervisorError && err.code === 'name-in-use'
+      this.#line(exists ? `Domain with name "${name}" already exists.` : `xl-ts: error: cannot rename domain ${domid} to ${name}: ${(err as Error).message}`)
+      return exists ? ERROR_INVAL : ERROR_FAIL
+    }
+    if (!this.#o.paused) {
+      try {
+        await this.#hv.unpause(domid)
+      } catch (err) {
+        this.#line(`xl-ts: error: cannot unpause domain ${domid}: ${(err as Error).message}`)
+        return ERROR_FAIL
+      }
+    }
+    return 0
+  }
+
+  /** Destroys the domain we built (if any): 0, or libxl's rc. */
+  async #destroyOurCopy(say: boolean): Promise<number> {
+    const domid = this.#domid
+    if (domid === undefined) return 0
+    try {
+      await this.#hv.destroy(domid)
+      this.#domid = undefined
+      if (say) this.#log('info', `migration target: destroyed our copy (domid ${domid})`)
+      return 0
+    } catch (err) {
+      if (err instanceof HypervisorError && err.code === 'no-such-domain') {
+        this.#domid = undefined
+        return 0
+      }
+      this.#log('error', `cannot destroy domain ${domid}: ${(err as Error).message}`)
+      return ERROR_FAIL
+    }
+  }
+
+  #streamEvent(e: MigrateEvent): void {
+    if (e.kind === 'helper-started') this.#hooks.note('helper', e.pid)
+    this.#o.onStreamEvent?.(e)
+  }
+}
+
+function lines(err: unknown): readonly string[] {
+  if (err instanceof HandshakeError) return err.lines
+  return [`xl-ts: error: ${err instanceof Error ? err.message : String(err)}`]
+}

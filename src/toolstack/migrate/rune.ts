@@ -1,0 +1,81 @@
+/**
+ * The command the sender runs to reach the receiver (XEN-FACTS §1.6): xl's "rune", run by `sh -c`.
+ *
+ *     exec <ssh> <host> xl-ts[ -t][ -T][ -v...] migrate-receive[ -e][ -d][ -p]
+ *
+ * `<ssh>` is the `-s` value as it is (a shell command by design: `ssh -p 2222 -i key`). Unlike xl,
+ * everything else that goes in is single-quoted, so that a host name can never become shell:
+ * `exec ssh 'host$(x)' ...` hands ssh the literal name. ssh joins the remote words with spaces and
+ * the remote shell parses them again, so the remote words are quoted twice: once for our `sh -c`
+ * and once for the remote shell (they are fixed option words today; the quoting keeps it safe if a
+ * value ever goes along). A host that starts with `-` would be read by ssh as an option
+ * (`-oProxyCommand=...`): it is refused. The domain name never goes into the rune.
+ *
+ * With `-s ''` the rune is `<host>` itself, run by `sh -c` (xl's way to reach a receiver without
+ * ssh; tests use it to run `migrate-receive` on a second simulated host or in a network namespace):
+ * there the host string is a shell command by the operator's choice and is not quoted.
+ */
+
+/** The receiving program's name on the remote host (xl uses `xl`). */
+export const RECEIVER_PROGRAM = 'xl-ts'
+
+/** xl's minmsglevel_default is XTL_PROGRESS (4): at most four -v mean anything. */
+const MAX_VERBOSITY = 4
+
+export class RuneError extends Error {
+  override readonly name = 'RuneError'
+}
+
+/** POSIX shell single-quoting: `it's` -> `'it'\''s'`. Safe for any string, including empty. */
+export function shellQuote(word: string): string {
+  if (word.includes('\0')) throw new RuneError('a NUL byte cannot be passed through a shell')
+  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word)) return word
+  return `'${word.replaceAll("'", `'\\''`)}'`
+}
+
+export interface MigrateRuneOptions {
+  /** The `-s` value: `ssh` by default; empty runs `host` as the whole command. */
+  readonly sshCommand: string
+  readonly host: string
+  /** `-t` is passed when progress uses CR (xl -t) or stderr is a terminal. */
+  readonly progressCr: boolean
+  /** xl -T */
+  readonly timestamps: boolean
+  /** Number of global -v. */
+  readonly verbosity: number
+  /** ` -e` when the receiver must not daemonize (sender given -e or -F). */
+  readonly noDaemonize: boolean
+  /** ` -d` (--debug) */
+  readonly debug: boolean
+  /** ` -p`: leave the domain paused at the target. */
+  readonly paused: boolean
+  /** The remote program (default `xl-ts`). */
+  readonly program?: string
+}
+
+/** The receiver's argv as the remote shell should see it: `xl-ts -t migrate-receive -e`. */
+export function receiverWords(o: Omit<MigrateRuneOptions, 'sshCommand' | 'host'>): string[] {
+  const words = [o.program ?? RECEIVER_PROGRAM]
+  if (o.progressCr) words.push('-t')
+  if (o.timestamps) words.push('-T')
+  const v = Math.min(MAX_VERBOSITY, Math.max(0, Math.floor(o.verbosity)))
+  if (v > 0) words.push(`-${'v'.repeat(v)}`)
+  words.push('migrate-receive')
+  if (o.noDaemonize) words.push('-e')
+  if (o.debug) words.push('-d')
+  if (o.paused) words.push('-p')
+  return words
+}
+
+/** The rune for `sh -c`. Throws RuneError for a host ssh would take as an option. */
+export function buildMigrateRune(o: MigrateRuneOptions): string {
+  if (o.sshCommand === '') {
+    if (o.host.trim() === '') throw new RuneError('with -s "" the host is the command to run, and it is empty')
+    return o.host
+  }
+  if (o.host === '') throw new RuneError('the host is empty')
+  if (o.host.startsWith('-')) throw new RuneError(`host "${o.host}" starts with "-": ssh would take it as an option`)
+  // Quoted for the remote shell, then the whole word quoted again for ours.
+  const remote = receiverWords(o).map((w) => shellQuote(shellQuote(w)))
+  return ['exec', o.sshCommand, shellQuote(o.host), ...remote].join(' ')
+}
