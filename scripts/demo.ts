@@ -1,39 +1,45 @@
 /**
- * The main job, as far as xl-ts goes today: the migration stream of a synthetic 64 MiB HVM guest,
- * written by our codecs as xl would write a savefile, listed by `xl-ts stream inspect`, then checked
- * by Xen's own verify-stream-v2; and a three-checkpoint COLO stream, which only we can read.
- * Run: npm run demo (after bash scripts/setup). Live migration and COLO on the simulated host replace
- * this as they land.
+ * The main job on the simulated host: two hosts (two state folders), a running 256 MiB guest on
+ * the first, a live migration to the second with xl's messages and a progress bar, then the page
+ * integrity check on the target. Then a COLO main stream written by our codecs, listed by
+ * `xl-ts stream inspect` (COLO sessions themselves arrive with issue 7).
+ * Run: npm run demo (after bash scripts/setup).
  */
 import {execa} from 'execa'
 import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
-import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
-import {checkpointedStream, xlFile} from '../test/support/synthetic-guest.js'
+import {checkpointedStream} from '../test/support/synthetic-guest.js'
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
-const dir = mkdtempSync(path.join(tmpdir(), 'xl-ts-demo-'))
+const cli = path.join(repo, 'bin/run.js')
+const dir = mkdtempSync('/tmp/xl-ts-demo-')
+const hostA = path.join(dir, 'a')
+const hostB = path.join(dir, 'b')
 const say = (s: string): void => console.log(`\n=== ${s}`)
+const xl = (root: string, ...args: string[]) => execa('node', [cli, '--root', root, ...args], {stdio: 'inherit'})
 
 try {
-  const savefile = path.join(dir, 'guest.save')
-  writeFileSync(savefile, xlFile({pages: 16384}))
-  say(`xl-ts stream inspect ${savefile}   (a 64 MiB HVM guest, as xl save writes it)`)
-  await execa('node', [path.join(repo, 'bin/run.js'), 'stream', 'inspect', savefile], {stdio: 'inherit'})
+  const cfg = path.join(dir, 'vm1.cfg')
+  writeFileSync(cfg, ['name = "vm1"', 'type = "hvm"', 'memory = 256', 'vcpus = 1', 'sim_dirty_rate = 4000', 'sim_working_set = 64', 'sim_seed = 7', 'sim_packet_rate = 100', ''].join('\n'))
+  say('host a: xl-ts create vm1.cfg  (a 256 MiB guest dirtying 4000 pages/s)')
+  await xl(hostA, 'create', cfg)
+  await xl(hostA, 'list')
 
-  const {stdout: root} = await execa('bash', [path.join(repo, 'scripts/fetch-xen-utils')])
-  const xen = path.join(root, 'usr/lib/xen-4.17')
-  say("Xen 4.17's own verify-stream-v2 -f xl on the same file")
-  await execa('python3', [path.join(xen, 'bin/verify-stream-v2'), '-v', '-f', 'xl', '-i', savefile], {
-    stdio: 'inherit',
-    env: {PYTHONPATH: path.join(xen, 'lib/python')},
-  })
+  say('xl-ts migrate -s "" vm1 "xl-ts --root b migrate-receive"   (two simulated hosts on one machine)')
+  await xl(hostA, 'migrate', '-t', '-s', '', 'vm1', `node ${cli} --root ${hostB} migrate-receive`)
+
+  say('after the migration: host a has no vm1, host b runs it')
+  await xl(hostA, 'list')
+  await xl(hostB, 'list')
+  say('page integrity of vm1 on host b (every page consistent, like QEMU\'s migration test)')
+  await xl(hostB, 'sim', 'checksum', '--verify', 'vm1')
 
   const colo = path.join(dir, 'colo.stream')
   writeFileSync(colo, checkpointedStream({pages: 4096}, 'colo', 3))
-  say(`xl-ts stream inspect ${colo}   (a COLO main stream of 3 checkpoints; verify-stream-v2 cannot read these)`)
-  await execa('node', [path.join(repo, 'bin/run.js'), 'stream', 'inspect', colo], {stdio: 'inherit'})
+  say('xl-ts stream inspect colo.stream   (a COLO main stream of 3 checkpoints; Xen\'s verifier cannot read these)')
+  await execa('node', [cli, 'stream', 'inspect', colo], {stdio: 'inherit'})
 } finally {
+  for (const root of [hostA, hostB]) await execa('node', [cli, '--root', root, 'destroy', 'vm1'], {reject: false})
   rmSync(dir, {recursive: true, force: true})
 }
