@@ -17,8 +17,12 @@ const roots: string[] = []
 const files: string[] = []
 beforeAll(ensureBuilt, 120_000)
 afterEach(async () => {
-  for (const f of files.splice(0)) fs.rmSync(f, {force: true, recursive: true})
-  for (const r of roots.splice(0)) await wipeRoot(r)
+  // Hosts first: a failing file removal must never leave domain processes behind.
+  try {
+    for (const r of roots.splice(0)) await wipeRoot(r)
+  } finally {
+    for (const f of files.splice(0)) fs.rmSync(f, {force: true, recursive: true})
+  }
 })
 
 function host(): {hv: SimHypervisor; env: NodeJS.ProcessEnv} {
