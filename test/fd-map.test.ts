@@ -19,26 +19,11 @@ import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {buildFdMap, fdFlags, openFdPair, readExact, writeAllSync, type FdPair} from '../src/toolstack/fd/index.js'
+import {ensureBuilt} from './support/build.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const DIST_FD = path.join(ROOT, 'dist/toolstack/fd/index.js')
 
-function newest(dir: string): number {
-  let t = 0
-  for (const e of fs.readdirSync(dir, {withFileTypes: true})) {
-    const p = path.join(dir, e.name)
-    t = Math.max(t, e.isDirectory() ? newest(p) : fs.statSync(p).mtimeMs)
-  }
-  return t
-}
-
-/** The parent runs the compiled fd layer: build it unless dist/ is newer than the sources. */
-async function ensureBuilt(): Promise<void> {
-  const src = Math.max(newest(path.join(ROOT, 'src/toolstack/fd')), newest(path.join(ROOT, 'src/toolstack/helper')))
-  if (fs.existsSync(DIST_FD) && newest(path.join(ROOT, 'dist/toolstack/fd')) >= src) return
-  await execa('npx', ['tsc', '-p', 'tsconfig.json'], {cwd: ROOT, reject: false})
-  if (!fs.existsSync(DIST_FD)) throw new Error('build failed: no dist/toolstack/fd/index.js')
-}
 
 /** The child: list our fds as the kernel gave them at exec, then echo tokens in Node. */
 const CHILD_SH = `

@@ -26,6 +26,7 @@ import * as path from 'node:path'
 import {fileURLToPath, pathToFileURL} from 'node:url'
 import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {ensureBuilt} from './support/build.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const DIST_FD = path.join(ROOT, 'dist/toolstack/fd/index.js')
@@ -33,20 +34,6 @@ const TOTAL_MIB = Number(process.env.XL_TS_FD_BENCH_MIB ?? 512)
 const GUEST_MIB = 64
 const RECORD = 16 + 8 * 1024 + 4096 * 1024
 
-function newest(dir: string): number {
-  let t = 0
-  for (const e of fs.readdirSync(dir, {withFileTypes: true})) {
-    const p = path.join(dir, e.name)
-    t = Math.max(t, e.isDirectory() ? newest(p) : fs.statSync(p).mtimeMs)
-  }
-  return t
-}
-
-async function ensureBuilt(): Promise<void> {
-  if (fs.existsSync(DIST_FD) && newest(path.join(ROOT, 'dist/toolstack/fd')) >= newest(path.join(ROOT, 'src/toolstack/fd'))) return
-  await execa('npx', ['tsc', '-p', 'tsconfig.json'], {cwd: ROOT, reject: false})
-  if (!fs.existsSync(DIST_FD)) throw new Error('build failed: no dist/toolstack/fd/index.js')
-}
 
 /** Writes TOTAL bytes of PAGE_DATA-shaped records (from a guest file) into a FIFO. */
 const WRITER = (dist: string) => `

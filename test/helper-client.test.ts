@@ -29,24 +29,11 @@ import {
   type HelperParams,
   type StartHelperOptions,
 } from '../src/toolstack/helper/index.js'
+import {ensureBuilt} from './support/build.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const DIST_PROTOCOL = path.join(ROOT, 'dist/toolstack/helper/protocol.js')
 
-function newest(dir: string): number {
-  let t = 0
-  for (const e of fs.readdirSync(dir, {withFileTypes: true})) {
-    const p = path.join(dir, e.name)
-    t = Math.max(t, e.isDirectory() ? newest(p) : fs.statSync(p).mtimeMs)
-  }
-  return t
-}
-
-async function ensureBuilt(): Promise<void> {
-  if (fs.existsSync(DIST_PROTOCOL) && newest(path.join(ROOT, 'dist/toolstack/helper')) >= newest(path.join(ROOT, 'src/toolstack/helper'))) return
-  await execa('npx', ['tsc', '-p', 'tsconfig.json'], {cwd: ROOT, reject: false})
-  if (!fs.existsSync(DIST_PROTOCOL)) throw new Error('build failed: no dist/toolstack/helper/protocol.js')
-}
 
 type Step =
   | {send: HelperMessage; noWait?: boolean}

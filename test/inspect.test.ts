@@ -19,6 +19,7 @@ import {
   xlFile,
   type SyntheticGuest,
 } from './support/synthetic-guest.js'
+import {ensureBuilt} from './support/build.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const BIN = path.join(ROOT, 'bin', 'run.js')
@@ -33,21 +34,6 @@ const CHECKPOINTED_PFNS =
 let dir: string
 const files: Record<string, string> = {}
 
-function newestMtime(p: string): number {
-  const st = fs.statSync(p)
-  if (!st.isDirectory()) return st.mtimeMs
-  let newest = 0
-  for (const e of fs.readdirSync(p)) newest = Math.max(newest, newestMtime(path.join(p, e)))
-  return newest
-}
-
-/** Builds dist/ unless it is newer than every source file (`npm test` has built it already). */
-async function ensureBuilt(): Promise<void> {
-  const built = path.join(ROOT, 'dist', 'commands', 'stream', 'inspect.js')
-  if (fs.existsSync(built) && newestMtime(path.join(ROOT, 'dist')) >= newestMtime(path.join(ROOT, 'src'))) return
-  const r = await execa('npx', ['tsc', '-p', 'tsconfig.json'], {cwd: ROOT, reject: false})
-  if (!fs.existsSync(built)) throw new Error(`build failed:\n${r.stdout}\n${r.stderr}`)
-}
 
 function write(name: string, data: Buffer): string {
   const p = path.join(dir, name)

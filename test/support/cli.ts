@@ -13,53 +13,7 @@ import {expect} from 'vitest'
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const BIN = path.join(ROOT, 'bin', 'run.js')
 
-function newestMtime(p: string): number {
-  const st = fs.statSync(p)
-  if (!st.isDirectory()) return st.mtimeMs
-  let newest = 0
-  for (const e of fs.readdirSync(p)) newest = Math.max(newest, newestMtime(path.join(p, e)))
-  return newest
-}
-
-function isBuilt(): boolean {
-  const built = path.join(ROOT, 'dist', 'cli', 'main.js')
-  return fs.existsSync(built) && newestMtime(path.join(ROOT, 'dist')) >= newestMtime(path.join(ROOT, 'src'))
-}
-
-/**
- * Builds dist/ unless it is newer than every source file (`npm test` has built it already). Test
- * files run in parallel: a lock folder keeps two of them from running tsc at once.
- */
-export async function ensureBuilt(): Promise<void> {
-  if (isBuilt()) return
-  const lock = path.join(os.tmpdir(), `xl-ts-build-${Buffer.from(ROOT).toString('hex').slice(-24)}.lock`)
-  const until = Date.now() + 180_000
-  for (;;) {
-    try {
-      fs.mkdirSync(lock)
-      break
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      // A lock older than the longest build is left over from a killed run.
-      try {
-        if (Date.now() - fs.statSync(lock).mtimeMs > 180_000) fs.rmSync(lock, {recursive: true, force: true})
-      } catch {
-        // gone meanwhile
-      }
-      if (Date.now() > until) throw new Error(`waited too long for ${lock}`)
-      await new Promise(resolve => setTimeout(resolve, 250))
-    }
-  }
-  try {
-    if (isBuilt()) return
-    const r = await execa('npx', ['tsc', '-p', 'tsconfig.json'], {cwd: ROOT, reject: false})
-    if (r.exitCode !== 0 || !fs.existsSync(path.join(ROOT, 'dist', 'cli', 'main.js'))) {
-      throw new Error(`build failed:\n${r.stdout}\n${r.stderr}`)
-    }
-  } finally {
-    fs.rmSync(lock, {recursive: true, force: true})
-  }
-}
+export {ensureBuilt} from './build.js'
 
 export interface Run {
   exitCode: number

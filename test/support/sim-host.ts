@@ -15,53 +15,9 @@ export const DIST_INDEX = path.join(REPO, 'dist', 'toolstack', 'hypervisor', 'in
 export const DOMAIN_PROGRAM = path.join(REPO, 'dist', 'toolstack', 'hypervisor', 'sim', 'domain-main.js')
 const BUILD_LOCK = path.join(REPO, 'dist', '.sim-build.lock')
 
-function newestMtime(p: string): number {
-  const st = fs.statSync(p)
-  if (!st.isDirectory()) return st.mtimeMs
-  let newest = 0
-  for (const e of fs.readdirSync(p)) newest = Math.max(newest, newestMtime(path.join(p, e)))
-  return newest
-}
-
-function upToDate(): boolean {
-  const built = path.join(REPO, 'dist', 'toolstack', 'hypervisor')
-  if (!fs.existsSync(DOMAIN_PROGRAM) || !fs.existsSync(DIST_INDEX)) return false
-  return newestMtime(built) >= newestMtime(path.join(REPO, 'src', 'toolstack', 'hypervisor'))
-}
+export {ensureBuilt} from './build.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-
-/**
- * Builds dist/ unless the hypervisor's part of it is newer than its sources (`npm test` builds
- * first). Test files run in parallel: one builds, the others wait for it.
- */
-export async function ensureBuilt(): Promise<void> {
-  if (upToDate()) return
-  fs.mkdirSync(path.dirname(BUILD_LOCK), {recursive: true})
-  for (let i = 0; ; i++) {
-    try {
-      fs.mkdirSync(BUILD_LOCK)
-      break
-    } catch {
-      if (upToDate()) return
-      let age = 0
-      try {
-        age = Date.now() - fs.statSync(BUILD_LOCK).mtimeMs
-      } catch {
-        continue
-      }
-      if (age > 120_000) fs.rmSync(BUILD_LOCK, {recursive: true, force: true})
-      await sleep(200)
-    }
-  }
-  try {
-    if (upToDate()) return
-    const r = await execa('npx', ['tsc', '-p', 'tsconfig.json'], {cwd: REPO, reject: false})
-    if (!upToDate()) throw new Error(`build failed:\n${r.stdout}\n${r.stderr}`)
-  } finally {
-    fs.rmSync(BUILD_LOCK, {recursive: true, force: true})
-  }
-}
 
 /** A fresh, short state folder (control socket paths must stay under 108 bytes). */
 export function tempRoot(tag = 'h'): string {
