@@ -84,10 +84,9 @@ Exit status: 0 when the domain runs at the target; 1 when the migration failed (
     } else {
       const stored = await hv.storedConfig(dom.domid)
       if (!stored) throw new XlExit('No config file stored for running domain and none supplied - cannot migrate.')
-      // libxl_retrieve_domain_configuration: the stored config with the domain's name as it is now
-      // (a migrated domain was built as <name>--incoming and renamed since).
+      // The stored config carries the domain's current name; xl sets c_info.domid (-D or 0).
       const cInfo = typeof stored.c_info === 'object' && stored.c_info !== null ? (stored.c_info as Record<string, unknown>) : undefined
-      configJson = libxlJson(cInfo ? {...stored, c_info: {...cInfo, name: dom.name, domid: flags['preserve-domid'] ? dom.domid : 0}} : stored)
+      configJson = libxlJson(cInfo ? {...stored, c_info: {...cInfo, domid: flags['preserve-domid'] ? dom.domid : 0}} : stored)
     }
 
     let rune: string

@@ -601,9 +601,13 @@ export class SimHypervisor implements Hypervisor {
     await this.request(domid, rec, 'rename', {name}).catch(() => undefined)
   }
 
+  /** The stored config with the domain's name as it is now, as libxl_retrieve_domain_configuration gives it. */
   async storedConfig(domid: number): Promise<Record<string, unknown> | undefined> {
     if (domid === 0) return undefined
-    return this.access(domid).config
+    const rec = this.access(domid)
+    const cInfo = rec.config.c_info
+    if (typeof cInfo !== 'object' || cInfo === null) return rec.config
+    return {...rec.config, c_info: {...(cInfo as Record<string, unknown>), name: rec.name}}
   }
 
   async suspend(domid: number): Promise<void> {
