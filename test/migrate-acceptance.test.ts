@@ -12,6 +12,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {addNetns, netnsOf, type Netns} from './support/sim-netns.js'
 import {
+  markedEnv,
   BIN_ARGS,
   checkContinuity,
   cleanupHost,
@@ -53,7 +54,7 @@ function host(tag: string): string {
 function runEnv(tag: string): {env: Record<string, string>; marker: string; tmp: string} {
   const tmp = scratchDir(tag)
   dirs.push(tmp)
-  return {env: {XL_TS_TEST_HOOK_DIR: tmp, TMPDIR: tmp}, marker: `XL_TS_TEST_HOOK_DIR=${tmp}`, tmp}
+  return markedEnv(tmp)
 }
 
 /** Nothing left: no marked process, nothing in the sender's TMPDIR but the hook files. */

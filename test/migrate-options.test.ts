@@ -10,6 +10,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {BIN, writeConfig} from './support/cli.js'
 import {
+  markedEnv,
   cleanupHost,
   createGuest,
   ensureBuilt,
@@ -50,7 +51,7 @@ function host(tag: string): string {
 function marked(tag: string): {env: Record<string, string>; marker: string; tmp: string} {
   const tmp = scratchDir(tag)
   dirs.push(tmp)
-  return {env: {XL_TS_TEST_HOOK_DIR: tmp, TMPDIR: tmp}, marker: `XL_TS_TEST_HOOK_DIR=${tmp}`, tmp}
+  return markedEnv(tmp)
 }
 
 async function pair(tag: string, g: GuestSpec): Promise<[string, string]> {

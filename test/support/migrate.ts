@@ -231,6 +231,14 @@ export function scratchDir(tag: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `xlts-${tag}-`))
 }
 
+/**
+ * The env of one migration run: fault hooks and temp files go to `tmp`, and `marker` (in every
+ * process's environment) is what the leftover checks look for.
+ */
+export function markedEnv(tmp: string): {env: Record<string, string>; marker: string; tmp: string} {
+  return {env: {XL_TS_TEST_HOOK_DIR: tmp, TMPDIR: tmp}, marker: `XL_TS_TEST_HOOK_DIR=${tmp}`, tmp}
+}
+
 export {cleanupHost, newHost}
 
 /** argv that runs the CLI: node bin/run.js */
