@@ -3,9 +3,16 @@
  * `migrate` or `migrate-receive` if that dies (SIGKILL, a hangup taking its process group) and
  * finishes what it left, so that the domain keeps running on exactly one host:
  *
- *   receiver <incoming name> <final name> <leave paused: 0|1>
- *     C <domid>   the domain is built                 -> if I die: destroy it
- *     G           GO received: the domain is ours     -> if I die: rename it to its name, unpause
+ *   receiver <incoming name> <final name> <leave paused: 0|1>   (fds 3, 4: the stream, the way back)
+ *     C <domid>   the domain is built                 -> if I die: close 3 and 4 (the sender sees the
+ *                                                        end at once), destroy it
+ *     R           `ready` is written                  -> if I die: read the GO from fd 3 myself; if it
+ *                                                        comes, as after G; if not, report the
+ *                                                        failure on fd 4, destroy it, and write
+ *                                                        the GO back (the sender may resume)
+ *     G           GO received: the domain is ours     -> if I die: rename it to its name, unpause,
+ *                                                        write the report on fd 4 (as the receiver
+ *                                                        would have: the sender then finishes)
  *     A           the start failed, I destroy it      -> if I die: destroy it
  *
  *   sender <domid> <name> <away name>
@@ -21,7 +28,11 @@
  * died. The host is the one XL_TS_BACKEND / XL_TS_ROOT name, as for the helper. What it does is said
  * on stderr.
  */
+import * as fs from 'node:fs'
+
+import {readExact, writeAll} from '../fd/index.js'
 import {createHypervisor, HypervisorError, type Hypervisor} from '../hypervisor/index.js'
+import {MIGRATE_PERMISSION_TO_GO, MIGRATE_REPORT, encodeStatus} from './handshake.js'
 
 const SHUTDOWN_SUSPEND = 2
 
@@ -29,7 +40,8 @@ const [role = '', ...args] = process.argv.slice(2)
 
 let domid: number | undefined
 let helperPid: number | undefined
-let go = false
+type Phase = 'building' | 'ready' | 'go'
+let phase: Phase = 'building'
 let done = false
 let buffered = ''
 
@@ -45,8 +57,9 @@ function take(line: string): void {
   const [cmd, arg] = line.trim().split(/\s+/)
   if (cmd === 'C' && arg !== undefined) domid = Number(arg)
   else if (cmd === 'H' && arg !== undefined) helperPid = Number(arg)
-  else if (cmd === 'G') go = true
-  else if (cmd === 'A') go = false
+  else if (cmd === 'R') phase = 'ready'
+  else if (cmd === 'G') phase = 'go'
+  else if (cmd === 'A') phase = 'building'
   else if (cmd === 'D') done = true
 }
 
@@ -59,34 +72,117 @@ async function infoOrUndefined(hv: Hypervisor, id: number) {
   }
 }
 
-/** The receiver died: destroy the half-received domain, or start it if GO had come. */
+/** The receiver's stream (fd 3) and way back (fd 4), when it gave them to us. */
+const STREAM_IN = 3
+const STREAM_OUT = 4
+
+function haveStream(): boolean {
+  try {
+    fs.fstatSync(STREAM_IN)
+    fs.fstatSync(STREAM_OUT)
+    return true
+  } catch {
+    return false
+  }
+}
+
+function closeStream(): void {
+  for (const fd of [STREAM_IN, STREAM_OUT]) {
+    try {
+      fs.closeSync(fd)
+    } catch {
+      // not ours, or closed already
+    }
+  }
+}
+
+/** The sender's GO, if it comes on the stream (the receiver died before reading it). */
+async function takeGo(): Promise<boolean> {
+  try {
+    const got = await readExact(STREAM_IN, MIGRATE_PERMISSION_TO_GO.length, {what: 'GO message'})
+    if (got.equals(MIGRATE_PERMISSION_TO_GO)) return true
+    say(got.length < MIGRATE_PERMISSION_TO_GO.length ? 'the stream ended before the GO' : 'the stream carried something else than the GO')
+    return false
+  } catch (err) {
+    say(`cannot read the GO: ${err instanceof Error ? err.message : String(err)}`)
+    return false
+  }
+}
+
+/** Writes on the way back; false when nobody is there any more. */
+async function tell(bytes: Buffer): Promise<boolean> {
+  try {
+    await writeAll(STREAM_OUT, [bytes])
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Rename to the final name and unpause (unless -p): 0, or libxl's rc for what failed. */
+async function start(hv: Hypervisor, id: number, name: string, finalName: string, leavePaused: boolean): Promise<number> {
+  try {
+    if (name !== finalName) await hv.rename(id, finalName)
+    const info = await hv.info(id)
+    if (!leavePaused && info.state.paused) await hv.unpause(id)
+    return 0
+  } catch (err) {
+    say(`cannot start domain ${finalName} (domid ${id}): ${err instanceof Error ? err.message : String(err)}`)
+    return err instanceof HypervisorError && err.code === 'name-in-use' ? -6 : -3
+  }
+}
+
+/**
+ * The receiver died. Before `ready`: destroy the half-received domain. After `ready`: the GO may be
+ * on its way (or read already, after G): take it and finish as the receiver would have, report
+ * included, so that the sender ends with one running copy, at the target. If the stream ends
+ * without a GO, do what the receiver does then: report the failure, destroy our copy, and give
+ * the sender permission to resume (so it never has to guess).
+ */
 async function finishReceiver(hv: Hypervisor): Promise<void> {
   const [incoming = '', finalName = '', pausedArg = '0'] = args
+  const stream = haveStream()
+  const afterReady = phase === 'ready'
+  if (afterReady) {
+    phase = stream && (await takeGo()) ? 'go' : 'building'
+    if (phase === 'go') say('the receiver died after ready; took the GO from the stream')
+  }
+  // Before `ready` the sender must see the end at once; after it, it waits for our report.
+  if (phase !== 'go' && !afterReady) closeStream()
+
   let id = domid
   if (id === undefined) {
     try {
       id = await hv.resolve(incoming)
     } catch {
+      closeStream()
       return
     }
   }
   const info = await infoOrUndefined(hv, id)
   // A domid reused since, or a domain renamed by someone else: not ours.
-  if (!info || (info.name !== incoming && !(go && info.name === finalName))) return
-  if (go) {
-    if (info.name === incoming) await hv.rename(id, finalName)
-    if (pausedArg !== '1' && info.state.paused) await hv.unpause(id)
-    say(`the receiver died after GO; started domain ${finalName} (domid ${id})${pausedArg === '1' ? ', left paused' : ''}`)
-  } else {
-    await hv.destroy(id)
-    say(`the receiver died before GO; destroyed domain ${incoming} (domid ${id})`)
+  if (!info || (info.name !== incoming && !(phase === 'go' && info.name === finalName))) {
+    closeStream()
+    return
   }
+
+  // GO not received: rc 1 (status byte 0xff), as the receiver reports it.
+  const rc = phase === 'go' ? await start(hv, id, info.name, finalName, pausedArg === '1') : 1
+  if (rc === 0) say(`the receiver died after GO; started domain ${finalName} (domid ${id})${pausedArg === '1' ? ', left paused' : ''}`)
+  const reported = stream && (phase === 'go' || afterReady) && (await tell(Buffer.concat([MIGRATE_REPORT, encodeStatus(rc)])))
+  if (rc !== 0) {
+    await hv.destroy(id).catch(() => undefined)
+    say(`the receiver died before GO; destroyed domain ${incoming} (domid ${id})`)
+    // As the receiver: our copy is gone, the sender may have the domain back.
+    if (reported) await tell(MIGRATE_PERMISSION_TO_GO)
+  }
+  closeStream()
 }
 
 /** The sender died before GO: the domain must run here again. */
 async function finishSender(hv: Hypervisor): Promise<void> {
   const [domidArg = '', name = '', away = ''] = args
-  if (go) return
+  if (phase === 'go') return
   if (helperPid !== undefined) {
     try {
       process.kill(helperPid, 'SIGKILL')

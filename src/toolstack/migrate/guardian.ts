@@ -7,7 +7,17 @@ import {spawn, type ChildProcess} from 'node:child_process'
 import {fileURLToPath} from 'node:url'
 
 export type GuardianRole =
-  | {readonly role: 'receiver'; readonly incomingName: string; readonly finalName: string; readonly leavePaused: boolean}
+  | {
+      readonly role: 'receiver'
+      readonly incomingName: string
+      readonly finalName: string
+      readonly leavePaused: boolean
+      /**
+       * The stream (our stdin) and the way back (our stdout): the guardian holds them as its fds 3
+       * and 4, so that if we die after `ready` it can take the GO and send the report itself.
+       */
+      readonly stream?: {readonly inFd: number; readonly outFd: number}
+    }
   | {readonly role: 'sender'; readonly domid: number; readonly name: string; readonly awayName: string}
 
 export function guardianScript(): string {
@@ -35,7 +45,8 @@ export class Guardian {
   static start(role: GuardianRole, env: NodeJS.ProcessEnv, onError: (why: string) => void): Guardian | undefined {
     let child: ChildProcess
     try {
-      child = spawn(process.execPath, [guardianScript(), ...argv(role)], {detached: true, stdio: ['pipe', 'ignore', 'inherit'], env})
+      const stream = role.role === 'receiver' && role.stream ? [role.stream.inFd, role.stream.outFd] : []
+      child = spawn(process.execPath, [guardianScript(), ...argv(role)], {detached: true, stdio: ['pipe', 'ignore', 'inherit', ...stream], env})
     } catch (err) {
       onError(err instanceof Error ? err.message : String(err))
       return undefined
@@ -66,6 +77,11 @@ export class Guardian {
   /** Sender: the save helper's pid. */
   helper(pid: number): Promise<void> {
     return this.#send(`H ${pid}`)
+  }
+
+  /** Receiver: `ready` is written (if I die: take the GO from the stream yourself). */
+  ready(): Promise<void> {
+    return this.#send('R')
   }
 
   /** GO received (receiver: start the domain if I die) / about to be sent (sender: leave it be). */

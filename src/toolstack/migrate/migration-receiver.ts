@@ -18,7 +18,9 @@
  *     failure, destroy our copy, grant the sender permission to resume (GO back), exit 0 as xl;
  *     if the ack stream is dead meanwhile, our copy is still destroyed, exit 1.
  *   - our own death (SIGKILL, hangup) at any point: the guardian (guardian-main.ts) destroys the
- *     `--incoming` domain before GO, and starts it after GO, as we would have.
+ *     `--incoming` domain before `ready`; after `ready` it takes the GO from the stream itself (it
+ *     holds our stdin and stdout), starts the domain and writes the report, as we would have; so
+ *     even a GO in flight when we die ends with one running copy (xl's undefined window).
  */
 import {domainConfigFromJson, domainSpec, type DomainConfig} from '../config/index.js'
 import {FdByteSource} from '../fd/index.js'
@@ -167,6 +169,8 @@ class MigrationReceiver {
       await this.#destroyOurCopy(true)
       return {outcome: 'failed', exitCode: 1}
     }
+    // From here the GO may be on its way: if we die, the guardian takes it from the stream.
+    await this.#guardian?.ready()
     this.#hooks.at('receiver:after-ready')
 
     let rc = 0
@@ -183,17 +187,15 @@ class MigrationReceiver {
       this.#line('migration target: Got permission, starting domain.')
       rc = await this.#start(domid)
       this.#started = rc === 0
-      if (rc === 0) {
-        this.#line('migration target: Domain started successsfully.')
-        await this.#guardian?.done()
-      } else {
-        await this.#guardian?.abandon()
-      }
+      if (rc === 0) this.#line('migration target: Domain started successsfully.')
+      else await this.#guardian?.abandon()
     }
 
-    // perhaps_destroy_notify_rc
+    // perhaps_destroy_notify_rc: the report and its status byte in one write (the bytes xl sends
+    // in two), so that a guardian finishing for us never follows half a report.
     try {
       await writeMessage(this.#out, Buffer.concat([MIGRATE_REPORT, encodeStatus(rc)]), 'success/failure report', ACK_STREAM)
+      if (rc === 0) await this.#guardian?.done()
     } catch (err) {
       for (const l of lines(err)) this.#line(l)
       if (rc !== 0) await this.#destroyOurCopy(true)
@@ -246,7 +248,8 @@ class MigrationReceiver {
     this.#name = name
     this.#o.onConfig?.({...config, c_info: {...config.c_info, name: incoming}})
     const env = helperEnv(hv, this.#o.env ?? process.env)
-    this.#guardian = Guardian.start({role: 'receiver', incomingName: incoming, finalName: name, leavePaused: this.#o.paused ?? false}, env, (why) =>
+    const role = {role: 'receiver', incomingName: incoming, finalName: name, leavePaused: this.#o.paused ?? false, stream: {inFd: this.#in, outFd: this.#out}} as const
+    this.#guardian = Guardian.start(role, env, (why) =>
       this.#log('warning', `cannot start the guardian of ${incoming}: ${why}`),
     )
     this.#hooks.note('guardian', this.#guardian?.pid)
