@@ -21,7 +21,7 @@ export default class MigrateReceive extends XlCommand {
 
 It writes the banner, reads the xl header and the domain config, builds the domain as <name>--incoming (paused), reads the libxl stream while the restore helper reads the memory, says "ready", waits for GO, renames the domain to <name> and unpauses it (unless -p), and reports. On any failure before GO it destroys its copy; if the start fails after GO it destroys its copy and gives the sender permission to resume. A guardian process finishes the job if this one is killed: the copy is destroyed before GO and started after it.
 
--r (Remus) and --colo (COLO) are accepted and refused for now: those streams come with the Remus and COLO commands.
+With -r the stream is a Remus stream ("xl-ts remus" runs it): there is no ready/GO/report; the domain stays <name>--incoming, paused, taking each checkpoint whole (and acknowledging it on stdout), until the stream breaks: then it fails over to the last whole checkpoint ("migration target: Remus Failover for domain N"), is renamed and unpaused, exit 0. A primary that stops replication on purpose ends the stream cleanly, and the copy here is destroyed instead. --colo (COLO) is accepted and refused for now.
 
 Exit status: 0 when the handshake completed (the domain runs here, or the sender was told to resume); 1 otherwise.`
 
@@ -47,9 +47,7 @@ Exit status: 0 when the handshake completed (the domain runs here, or the sender
       process.stderr.write(USAGE)
       throw new XlExit('', 1)
     }
-    if (flags.remus || flags.colo) {
-      throw new XlExit(`xl-ts: migrate-receive: ${flags.colo ? 'COLO (--colo)' : 'Remus (-r)'} streams are not supported yet`)
-    }
+    if (flags.colo) throw new XlExit('xl-ts: migrate-receive: COLO (--colo) streams are not supported yet')
     for (const fd of [0, 1]) {
       try {
         fs.fstatSync(fd)
@@ -82,6 +80,7 @@ Exit status: 0 when the handshake completed (the domain runs here, or the sender
         inFd: 0,
         outFd: 1,
         paused: flags.paused,
+        ...(flags.remus ? {checkpointed: 'remus' as const} : {}),
         onEvent,
         onStreamEvent,
         // create_domain with debug: the config as libxl JSON, on stderr.

@@ -85,6 +85,11 @@ export interface SpawnWithFdsOptions extends FdMapSpec {
   readonly cwd?: string
   /** argv[0] as the child sees it (default: `file`). */
   readonly argv0?: string
+  /**
+   * Start the child in a session of its own (setsid), so that signals for our process group (a
+   * terminal's Ctrl-C) do not reach it; it then has no controlling terminal either.
+   */
+  readonly ownSession?: boolean
 }
 
 export interface SpawnedWithFds {
@@ -109,6 +114,7 @@ export function spawnWithFds(
     ...(opts.env ? {env: opts.env} : {}),
     ...(opts.cwd ? {cwd: opts.cwd} : {}),
     ...(opts.argv0 ? {argv0: opts.argv0} : {}),
+    ...(opts.ownSession ? {detached: true} : {}),
   })
   return {child, childFds: map.childFds, strays: map.strays}
 }

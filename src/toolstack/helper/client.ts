@@ -161,6 +161,8 @@ export interface StartHelperOptions {
   readonly what?: string
   /** Aborting it aborts the helper (SIGTERM). */
   readonly signal?: AbortSignal
+  /** Run the helper in a session of its own: a terminal's Ctrl-C for us does not reach it. */
+  readonly ownSession?: boolean
   /** How many recent log events results and errors keep (default 20). */
   readonly keepLogs?: number
   /**
@@ -441,6 +443,7 @@ class Session {
         stderr: opts.stderr ?? 'inherit',
         pass,
         ...(opts.env ? {env: opts.env} : {}),
+        ...(opts.ownSession ? {ownSession: true} : {}),
       })
     } finally {
       // The child has its own copies now.

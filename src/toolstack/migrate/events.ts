@@ -42,5 +42,13 @@ export type MigrateEvent =
   | {readonly kind: 'save-failed'; readonly domid: number; readonly reason: string; readonly suspended: boolean}
   /** After a save: what became of the source domain. `error` when that step failed. */
   | {readonly kind: 'source-domain'; readonly domid: number; readonly action: 'resumed' | 'paused' | 'destroyed'; readonly error?: string}
+  /** Remus primary: checkpoint n is on the stream (CHECKPOINT_END written). */
+  | {readonly kind: 'checkpoint-sent'; readonly number: number}
+  /** Remus primary: checkpoint n could not be completed (the callback answers failure). */
+  | {readonly kind: 'checkpoint-failed'; readonly number: number; readonly reason: string}
+  /** Remus secondary: checkpoint n is here whole (through CHECKPOINT_END) and will be applied. */
+  | {readonly kind: 'checkpoint-received'; readonly number: number; readonly records: number}
+  /** Remus secondary: the stream broke; the domain holds the last complete checkpoint. */
+  | {readonly kind: 'failover'; readonly checkpoints: number; readonly reason: string}
 
 export type MigrateEventHandler = (e: MigrateEvent) => void

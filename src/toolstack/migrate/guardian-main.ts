@@ -3,7 +3,8 @@
  * `migrate` or `migrate-receive` if that dies (SIGKILL, a hangup taking its process group) and
  * finishes what it left, so that the domain keeps running on exactly one host:
  *
- *   receiver <incoming name> <final name> <leave paused: 0|1>   (fds 3, 4: the stream, the way back)
+ *   receiver <incoming name> <final name> <leave paused: 0|1> <plain|checkpointed>
+ *                                     (fds 3, 4: the stream, the way back; plain streams only)
  *     C <domid>   the domain is built                 -> if I die: close 3 and 4 (the sender sees the
  *                                                        end at once), destroy it
  *     R           `ready` is written                  -> if I die: read the GO from fd 3 myself; if it
@@ -12,7 +13,8 @@
  *                                                        the GO back (the sender may resume)
  *     G           GO received: the domain is ours     -> if I die: rename it to its name, unpause,
  *                                                        write the report on fd 4 (as the receiver
- *                                                        would have: the sender then finishes)
+ *                                                        would have: the sender then finishes);
+ *                 (checkpointed: the failover began)     rename, unpause, no report
  *     A           the start failed, I destroy it      -> if I die: destroy it
  *
  *   sender <domid> <name> <away name>
@@ -140,8 +142,9 @@ async function start(hv: Hypervisor, id: number, name: string, finalName: string
  * the sender permission to resume (so it never has to guess).
  */
 async function finishReceiver(hv: Hypervisor): Promise<void> {
-  const [incoming = '', finalName = '', pausedArg = '0'] = args
-  const stream = haveStream()
+  const [incoming = '', finalName = '', pausedArg = '0', kind = 'plain'] = args
+  // A checkpointed (Remus) stream has no handshake: nothing is read or written on it here.
+  const stream = kind === 'plain' && haveStream()
   const afterReady = phase === 'ready'
   if (afterReady) {
     phase = stream && (await takeGo()) ? 'go' : 'building'
@@ -170,7 +173,8 @@ async function finishReceiver(hv: Hypervisor): Promise<void> {
   const rc = phase === 'go' ? await start(hv, id, info.name, finalName, pausedArg === '1') : 1
   if (rc === 0) say(`the receiver died after GO; started domain ${finalName} (domid ${id})${pausedArg === '1' ? ', left paused' : ''}`)
   const reported = stream && (phase === 'go' || afterReady) && (await tell(Buffer.concat([MIGRATE_REPORT, encodeStatus(rc)])))
-  if (rc !== 0) {
+  // A Remus failover keeps the copy whatever happens (xl leaves it for the administrator).
+  if (rc !== 0 && kind === 'plain') {
     await hv.destroy(id).catch(() => undefined)
     say(`the receiver died before GO; destroyed domain ${incoming} (domid ${id})`)
     // As the receiver: our copy is gone, the sender may have the domain back.

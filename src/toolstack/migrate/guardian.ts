@@ -17,6 +17,8 @@ export type GuardianRole =
        * and 4, so that if we die after `ready` it can take the GO and send the report itself.
        */
       readonly stream?: {readonly inFd: number; readonly outFd: number}
+      /** A Remus stream: there is no GO or report; G means the failover has begun. */
+      readonly checkpointed?: boolean
     }
   | {readonly role: 'sender'; readonly domid: number; readonly name: string; readonly awayName: string}
 
@@ -26,7 +28,7 @@ export function guardianScript(): string {
 
 function argv(r: GuardianRole): string[] {
   return r.role === 'receiver'
-    ? ['receiver', r.incomingName, r.finalName, r.leavePaused ? '1' : '0']
+    ? ['receiver', r.incomingName, r.finalName, r.leavePaused ? '1' : '0', r.checkpointed ? 'checkpointed' : 'plain']
     : ['sender', String(r.domid), r.name, r.awayName]
 }
 

@@ -23,6 +23,8 @@ export interface RunHelperOptions {
   readonly onEvent?: MigrateEventHandler
   readonly signal?: AbortSignal
   readonly command?: HelperCommand
+  /** Run the helper in a session of its own (Remus: a Ctrl-C for us must not kill it). */
+  readonly ownSession?: boolean
 }
 
 export interface HelperRunResult {
@@ -49,6 +51,7 @@ export async function runStreamHelper(opts: RunHelperOptions): Promise<HelperRun
       what: `domain ${opts.params.domid} ${mode} helper`,
       ...(opts.signal ? {signal: opts.signal} : {}),
       ...(opts.command ? {command: opts.command} : {}),
+      ...(opts.ownSession ? {ownSession: true} : {}),
     })
   } catch (err) {
     throw helperFailure(err, mode)

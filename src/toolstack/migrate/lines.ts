@@ -104,6 +104,14 @@ export class EventLines {
         return e.error === undefined
           ? [{level: 'detail', text: `domain ${e.domid} ${e.action}`}]
           : [{level: 'error', text: `domain ${e.domid} could not be ${e.action}: ${e.error}`}]
+      case 'checkpoint-sent':
+        return [{level: 'debug', text: `checkpoint ${e.number} sent`}]
+      case 'checkpoint-failed':
+        return [{level: 'error', text: `checkpoint ${e.number} failed: ${e.reason}`}]
+      case 'checkpoint-received':
+        return [{level: 'debug', text: `checkpoint ${e.number} received (${e.records} libxl records)`}]
+      case 'failover':
+        return [{level: 'info', text: `the stream broke after ${e.checkpoints} checkpoints: ${e.reason}`}]
     }
   }
 

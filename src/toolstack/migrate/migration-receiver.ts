@@ -23,7 +23,7 @@
  *     even a GO in flight when we die ends with one running copy (xl's undefined window).
  */
 import {domainConfigFromJson, domainSpec, type DomainConfig} from '../config/index.js'
-import {FdByteSource} from '../fd/index.js'
+import {FdByteSource, writeAll} from '../fd/index.js'
 import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
 import {StreamError} from '../stream/index.js'
 import {MigrateError} from './errors.js'
@@ -43,8 +43,9 @@ import {
 } from './handshake.js'
 import {helperEnv} from './host-env.js'
 import type {MigrationEventHandler} from './migration-events.js'
-import {receiveDomain} from './receiver.js'
+import {receiveDomain, type ReceiveResult} from './receiver.js'
 import {readSavefileHeader} from './savefile.js'
+import {REMUS_ACK} from './remus-ack.js'
 
 const ERROR_FAIL = -3
 const ERROR_INVAL = -6
@@ -60,6 +61,12 @@ export interface MigrationReceiverOptions {
   readonly outFd?: number
   /** -p: leave the domain paused after the migration. */
   readonly paused?: boolean
+  /**
+   * -r: the stream is a Remus stream. The domain stays `<name>--incoming`, paused, and takes each
+   * checkpoint whole (acknowledged to the primary on the way back); when the stream breaks it fails
+   * over: renamed, unpaused, exit 0 (XEN-FACTS §1.8). No ready/GO/report.
+   */
+  readonly checkpointed?: 'remus'
   /** The helper's and guardian's environment (default process.env). */
   readonly env?: NodeJS.ProcessEnv
   /** xl's lines and log lines, for stderr. */
@@ -107,6 +114,8 @@ class MigrationReceiver {
   #name: string | undefined
   /** The domain was renamed and unpaused: it is the one running copy now. */
   #started = false
+  /** Remus: the way back refused an ack; no more are tried. */
+  #ackBroken = false
 
   constructor(opts: MigrationReceiverOptions) {
     this.#o = opts
@@ -149,8 +158,9 @@ class MigrationReceiver {
 
     // create_domain: the header, the config, the domain, the stream.
     let domid: number
+    let stoppedByPrimary = false
     try {
-      domid = await this.#createDomain()
+      domid = await this.#createDomain((r) => (stoppedByPrimary = r.stoppedByPrimary === true))
     } catch (err) {
       const f = err instanceof CreateFailure ? err : new CreateFailure(ERROR_FAIL, [`xl-ts: error: ${(err as Error).message}`])
       for (const l of f.lines) this.#line(l)
@@ -158,6 +168,14 @@ class MigrationReceiver {
       this.#line(`migration target: Domain creation failed (code ${f.rc}).`)
       return {outcome: 'failed', exitCode: 1}
     }
+
+    if (this.#o.checkpointed && stoppedByPrimary) {
+      // Not a failover: the primary stopped replicating and runs the domain itself.
+      this.#line(`migration target: Remus stopped by the primary; destroying our copy (domid ${domid}).`)
+      const rc = await this.#destroyOurCopy(false)
+      return {outcome: 'failed', exitCode: rc === 0 ? 0 : 1}
+    }
+    if (this.#o.checkpointed) return this.#failover(domid)
 
     this.#hooks.at('receiver:before-ready')
     this.#line('migration target: Transfer complete, requesting permission to start domain.')
@@ -219,8 +237,47 @@ class MigrationReceiver {
     return {outcome: 'failed', exitCode: 0}
   }
 
+  /**
+   * The Remus stream broke after at least one whole checkpoint (the primary is gone): start the
+   * copy here, as xl does; a failed rename is only reported, a failed unpause leaves it paused.
+   */
+  async #failover(domid: number): Promise<ReceiveMigrationResult> {
+    const ha = 'Remus'
+    // From here the domain is the one copy: if we die, the guardian starts it.
+    await this.#guardian?.go()
+    this.#line(`migration target: ${ha} Failover for domain ${domid}`)
+    const name = this.#name!
+    try {
+      await this.#hv.rename(domid, name)
+    } catch (err) {
+      const rc = err instanceof HypervisorError && err.code === 'name-in-use' ? ERROR_INVAL : ERROR_FAIL
+      this.#line(`migration target (${ha}): Failed to rename domain from ${name}--incoming to ${name}:${rc}`)
+    }
+    this.#started = true
+    try {
+      await this.#hv.unpause(domid)
+    } catch (err) {
+      this.#log('error', `cannot unpause domain ${domid}: ${(err as Error).message}`)
+      this.#line(`migration target (${ha}): Failed to unpause domain ${name} (id: ${domid}):${ERROR_FAIL}`)
+      return {outcome: 'started', exitCode: 1, domid, name}
+    }
+    return {outcome: 'started', exitCode: 0, domid, name}
+  }
+
+  /** The way back carries one CHECKPOINT_END record per whole checkpoint (xl-ts's Remus ack). */
+  async #ack(n: number): Promise<void> {
+    if (this.#ackBroken) return
+    try {
+      await writeAll(this.#out, REMUS_ACK, {what: 'the Remus acknowledgement'})
+    } catch (err) {
+      // The primary is gone or does not read acks (xl): the stream itself tells us the rest.
+      this.#ackBroken = true
+      this.#log('detail', `cannot acknowledge checkpoint ${n} to the primary: ${(err as Error).message}`)
+    }
+  }
+
   /** create_domain for an incoming stream; returns the domid of `<name>--incoming`, paused. */
-  async #createDomain(): Promise<number> {
+  async #createDomain(onReceived: (r: ReceiveResult) => void): Promise<number> {
     const hv = this.#hv
     const source = new FdByteSource(this.#in)
     let header
@@ -248,7 +305,14 @@ class MigrationReceiver {
     this.#name = name
     this.#o.onConfig?.({...config, c_info: {...config.c_info, name: incoming}})
     const env = helperEnv(hv, this.#o.env ?? process.env)
-    const role = {role: 'receiver', incomingName: incoming, finalName: name, leavePaused: this.#o.paused ?? false, stream: {inFd: this.#in, outFd: this.#out}} as const
+    const role = {
+      role: 'receiver',
+      incomingName: incoming,
+      finalName: name,
+      leavePaused: this.#o.paused ?? false,
+      stream: {inFd: this.#in, outFd: this.#out},
+      checkpointed: this.#o.checkpointed !== undefined,
+    } as const
     this.#guardian = Guardian.start(role, env, (why) =>
       this.#log('warning', `cannot start the guardian of ${incoming}: ${why}`),
     )
@@ -267,15 +331,17 @@ class MigrationReceiver {
     this.#log('detail', `created domain ${incoming} (domid ${domid}) for the incoming stream`)
 
     try {
-      await receiveDomain({
+      const received = await receiveDomain({
         hypervisor: hv,
         domid,
         fd: this.#in,
-        streamType: 'plain',
+        streamType: this.#o.checkpointed ?? 'plain',
+        ...(this.#o.checkpointed ? {onCheckpoint: (n: number) => this.#ack(n)} : {}),
         env,
         offset: header.length,
         onEvent: (e) => this.#streamEvent(e),
       })
+      onReceived(received)
     } catch (err) {
       const why = err instanceof MigrateError || err instanceof Error ? err.message : String(err)
       throw new CreateFailure(ERROR_FAIL, [`xl-ts: error: ${why}`])

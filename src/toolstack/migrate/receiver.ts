@@ -14,9 +14,12 @@
  * The domain must have been built for restore; it is never destroyed or unpaused here: the caller
  * does that (and destroys it when this fails).
  *
- * Checkpointed streams (Remus, COLO) come later: their libxl records (CHECKPOINT_END,
- * CHECKPOINT_STATE) arrive between libxc checkpoints and are refused here as out of place in a
- * plain stream; the helper's checkpoint callback will read them (buffering phase) in `#afterLibxc`.
+ * A Remus stream (stream_type 1) never ends with END: at each libxc CHECKPOINT the helper calls
+ * back, and the callback reads the libxl records that follow (EMULATOR_XENSTORE_DATA,
+ * EMULATOR_CONTEXT) up to CHECKPOINT_END, buffered (libxl's BUFFERING phase); only when all are
+ * in are they applied and the helper told SUCCESS, so it applies its own buffered checkpoint. A
+ * stream that breaks while buffering is answered FAILOVER: the helper then completes with the last
+ * whole checkpoint, and `receiveDomain` resolves with `failover` (the caller starts the domain).
  */
 import {FdByteSource, FdError} from '../fd/index.js'
 import {STREAM_TYPE, type HelperCommand, type HelperOutcome, type RestoreResults} from '../helper/index.js'
@@ -39,13 +42,23 @@ import {fdPosition} from '../fd/index.js'
 import {helperFailure, runStreamHelper} from './helper-run.js'
 import {STREAM_OFFSET_ENV, helperEnv} from './host-env.js'
 
+/** libxc's XGR_CHECKPOINT_* answers to the restore helper's checkpoint callback. */
+const XGR_CHECKPOINT_ERROR = 0
+const XGR_CHECKPOINT_SUCCESS = 1
+const XGR_CHECKPOINT_FAILOVER = 2
+
 export interface ReceiveDomainOptions {
   readonly hypervisor: Hypervisor
   /** The domain built for restore (Hypervisor.create with forRestore). */
   readonly domid: number
   /** The stream fd, positioned at the libxl header. Never closed here. */
   readonly fd: number
-  readonly streamType: 'plain'
+  readonly streamType: 'plain' | 'remus'
+  /**
+   * Remus: checkpoint n is here whole (through CHECKPOINT_END) and its device state applied; the
+   * helper applies its memory next. The secondary acknowledges it to the primary here.
+   */
+  readonly onCheckpoint?: (n: number) => Promise<void> | void
   /** The helper's environment; default: ours with XL_TS_BACKEND/XL_TS_ROOT of `hypervisor`. */
   readonly env?: NodeJS.ProcessEnv
   readonly onEvent?: MigrateEventHandler
@@ -66,8 +79,14 @@ export interface ReceiveResult {
   readonly deviceStateBytes: number
   readonly helper: HelperOutcome
   readonly helperMs: number
-  /** Stream offset just past END; null when it cannot be known (a pipe). */
+  /** Stream offset just past END; null when it cannot be known (a pipe) or there is no END (Remus). */
   readonly endOffset: number | null
+  /** Remus: checkpoints received whole. */
+  readonly checkpoints?: number
+  /** Remus: the stream broke: why (the domain holds the last whole checkpoint). */
+  readonly failover?: string
+  /** Remus: the primary ended the stream on purpose (libxc END + libxl END): it runs the domain. */
+  readonly stoppedByPrimary?: boolean
 }
 
 interface ReadRecord {
@@ -88,6 +107,11 @@ class Receiver {
   #step: MigrateStep = 'libxl header'
   readonly #startPosition: number | undefined
   readonly #base: number
+  /** Remus: whole checkpoints, and why the stream ended (set by the checkpoint callback). */
+  #checkpoints = 0
+  #failover: string | undefined
+  #xenstoreData: (readonly [string, string])[] = []
+  #deviceStateBytes = 0
 
   constructor(opts: ReceiveDomainOptions) {
     this.#o = opts
@@ -122,7 +146,31 @@ class Receiver {
     }
 
     const libxcStart = this.#source.offset
-    const helper = await this.#libxc(libxcStart)
+    const helper = await this.#libxc(libxcStart, hvm)
+    if (this.#o.streamType === 'remus') {
+      // A primary that stops on purpose ends the stream: libxc END (the helper completed) and
+      // libxl END. Anything else is the stream breaking: fail over.
+      let stopped = false
+      if (this.#failover === undefined) {
+        try {
+          stopped = (await this.#next()).record.kind === 'END'
+        } catch (err) {
+          this.#failover = (err as Error).message
+        }
+      }
+      const failover = stopped ? undefined : (this.#failover ?? 'the stream ended')
+      if (failover !== undefined) this.#emit({kind: 'failover', checkpoints: this.#checkpoints, reason: failover})
+      return {
+        restoreResults: helper.results,
+        xenstoreData: this.#xenstoreData,
+        deviceStateBytes: this.#deviceStateBytes,
+        helper: helper.outcome,
+        helperMs: helper.ms,
+        endOffset: null,
+        checkpoints: this.#checkpoints,
+        ...(failover !== undefined ? {failover} : {stoppedByPrimary: true}),
+      }
+    }
 
     // After the libxc stream: emulator records, then END.
     this.#step = 'libxl records'
@@ -164,9 +212,16 @@ class Receiver {
   }
 
   /** The hand-off: the restore helper reads the libxc stream from the shared fd. */
-  async #libxc(libxcStart: number): Promise<{outcome: HelperOutcome; results: RestoreResults; ms: number}> {
+  async #libxc(libxcStart: number, hvm: boolean): Promise<{outcome: HelperOutcome; results: RestoreResults; ms: number}> {
     const {hypervisor: hv, domid, fd} = this.#o
     this.#step = 'libxc stream'
+    const remus = this.#o.streamType === 'remus'
+    if (remus) {
+      // The checkpoint callback reads libxl records between the helper's reads: on a pipe their
+      // offsets are unknown from here on.
+      this.#relative = this.#startPosition === undefined
+      if (this.#relative) this.#source = new FdByteSource(fd, {offset: 0})
+    }
     let results: RestoreResults | undefined
     let run
     try {
@@ -179,7 +234,7 @@ class Receiver {
           storeDomid: 0,
           consoleEvtchn: this.#o.consoleEvtchn ?? 2,
           consoleDomid: 0,
-          streamType: STREAM_TYPE.PLAIN,
+          streamType: remus ? STREAM_TYPE.REMUS : STREAM_TYPE.PLAIN,
         },
         callbacks: {
           // libxl applies a legacy CPU policy when the stream has none; ours always has one.
@@ -187,6 +242,7 @@ class Receiver {
           restoreResults: (storeGfn, consoleGfn) => {
             results = {storeGfn, consoleGfn}
           },
+          ...(remus ? {checkpoint: () => this.#checkpoint(hvm)} : {}),
         },
         // Tells our helper where its part starts, so its errors name offsets in the whole stream.
         env: {...(this.#o.env ?? helperEnv(hv)), [STREAM_OFFSET_ENV]: String(libxcStart)},
@@ -211,6 +267,46 @@ class Receiver {
     }
     this.#emit({kind: 'helper-done', mode: 'restore', ms: run.ms, ...(bytes !== undefined ? {bytes} : {})})
     return {outcome: run.outcome, results: results ?? run.outcome.restoreResults ?? {storeGfn: 0n, consoleGfn: 0n}, ms: run.ms}
+  }
+
+  /**
+   * The helper reached a CHECKPOINT: read libxl's records up to CHECKPOINT_END (buffering), then
+   * apply them. XGR_CHECKPOINT: 1 success, 2 failover (the stream broke or went wrong while
+   * buffering: libxl's answer to any error there), 0 error (applying failed).
+   */
+  async #checkpoint(hvm: boolean): Promise<number> {
+    const {hypervisor: hv, domid} = this.#o
+    const n = this.#checkpoints + 1
+    this.#step = 'libxl records'
+    const buffered: LibxlRecord[] = []
+    try {
+      for (;;) {
+        const {raw, record} = await this.#next()
+        if (record.kind === 'CHECKPOINT_END') break
+        if ((record.kind === 'EMULATOR_XENSTORE_DATA' || record.kind === 'EMULATOR_CONTEXT') && hvm) buffered.push(record)
+        else await this.#guard(async () => fail(libxlSite(raw), 'bad-order', `${record.kind} inside Remus checkpoint ${n}`))
+      }
+    } catch (err) {
+      this.#failover = err instanceof Error ? err.message : String(err)
+      return XGR_CHECKPOINT_FAILOVER
+    }
+    try {
+      for (const record of buffered) {
+        if (record.kind === 'EMULATOR_CONTEXT') {
+          await hv.loadDeviceState(domid, record.blob)
+          this.#deviceStateBytes += record.blob.length
+        } else if (record.kind === 'EMULATOR_XENSTORE_DATA') {
+          this.#xenstoreData = [...record.entries]
+        }
+      }
+      this.#checkpoints = n
+      this.#emit({kind: 'checkpoint-received', number: n, records: buffered.length + 1})
+      await this.#o.onCheckpoint?.(n)
+    } catch (err) {
+      this.#failover = `checkpoint ${n} could not be applied: ${(err as Error).message}`
+      return XGR_CHECKPOINT_ERROR
+    }
+    return XGR_CHECKPOINT_SUCCESS
   }
 
   async #next(): Promise<ReadRecord> {

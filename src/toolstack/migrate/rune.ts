@@ -69,13 +69,35 @@ export function receiverWords(o: Omit<MigrateRuneOptions, 'sshCommand' | 'host'>
 
 /** The rune for `sh -c`. Throws RuneError for a host ssh would take as an option. */
 export function buildMigrateRune(o: MigrateRuneOptions): string {
-  if (o.sshCommand === '') {
-    if (o.host.trim() === '') throw new RuneError('with -s "" the host is the command to run, and it is empty')
-    return o.host
+  return sshRune(o.sshCommand, o.host, receiverWords(o))
+}
+
+/** `exec <ssh> <host> <words>`, or the host itself with `-s ''`. */
+function sshRune(sshCommand: string, host: string, words: readonly string[]): string {
+  if (sshCommand === '') {
+    if (host.trim() === '') throw new RuneError('with -s "" the host is the command to run, and it is empty')
+    return host
   }
-  if (o.host === '') throw new RuneError('the host is empty')
-  if (o.host.startsWith('-')) throw new RuneError(`host "${o.host}" starts with "-": ssh would take it as an option`)
+  if (host === '') throw new RuneError('the host is empty')
+  if (host.startsWith('-')) throw new RuneError(`host "${host}" starts with "-": ssh would take it as an option`)
   // Quoted for the remote shell, then the whole word quoted again for ours.
-  const remote = receiverWords(o).map((w) => shellQuote(shellQuote(w)))
-  return ['exec', o.sshCommand, shellQuote(o.host), ...remote].join(' ')
+  return ['exec', sshCommand, shellQuote(host), ...words.map((w) => shellQuote(shellQuote(w)))].join(' ')
+}
+
+export interface RemusRuneOptions {
+  /** The `-s` value: `ssh` by default; empty runs `host` as the whole command. */
+  readonly sshCommand: string
+  readonly host: string
+  /** ` -e`: the receiver must not daemonize. */
+  readonly noDaemonize: boolean
+  /** The remote program (default `xl-ts`). */
+  readonly program?: string
+}
+
+/**
+ * The rune of `remus` (xl: "exec %s %s xl migrate-receive %s %s"): `exec <ssh> <host> xl-ts
+ * migrate-receive -r [-e]`, quoted as the migrate rune is; no -t/-T/-v are forwarded (as xl).
+ */
+export function buildRemusRune(o: RemusRuneOptions): string {
+  return sshRune(o.sshCommand, o.host, [o.program ?? RECEIVER_PROGRAM, 'migrate-receive', '-r', ...(o.noDaemonize ? ['-e'] : [])])
 }

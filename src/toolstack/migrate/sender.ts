@@ -8,10 +8,13 @@
  * It never resumes, pauses or destroys the domain: that is the caller's decision (xl save resumes
  * on failure, destroys on success; migrate decides by the receiver's answer).
  *
- * Checkpointed streams (Remus, COLO) come later: their callbacks (postcopy, checkpoint,
- * wait_checkpoint) go into `saveCallbacks` next to suspend, and the per-checkpoint libxl records
- * (EMULATOR_CONTEXT, CHECKPOINT_END) into `writeCheckpointRecords`, which the plain stream writes
- * once, with END instead of CHECKPOINT_END.
+ * A Remus stream (stream_type 1, XEN-FACTS §3.6, §10.2) runs the same helper with the callbacks
+ * libxl gives it: suspend (the guest is suspended and its device model state kept, then the
+ * devices' postsuspend: `hooks.suspended`), postcopy (the guest resumes: `hooks.resumed`) and
+ * checkpoint (EMULATOR_CONTEXT + CHECKPOINT_END on the stream, then `hooks.committed`, which
+ * commits the devices and waits for the next checkpoint; false stops replication). No END is ever
+ * written: the stream ends when replication stops, and `sendDomain` then resolves with how it
+ * stopped instead of throwing.
  */
 import {STREAM_TYPE, XCFLAGS, type HelperCallbacks, type HelperCommand, type HelperOutcome} from '../helper/index.js'
 import type {Hypervisor} from '../hypervisor/index.js'
@@ -32,7 +35,9 @@ export interface SendDomainOptions {
   readonly live: boolean
   /** XCFLAGS_DEBUG (migrate --debug): the libxc stream re-sends memory for verification. */
   readonly debug: boolean
-  readonly streamType: 'plain'
+  readonly streamType: 'plain' | 'remus'
+  /** Remus: what happens around each checkpoint (required for a Remus stream). */
+  readonly checkpoints?: CheckpointHooks
   /** The helper's environment; default: ours with XL_TS_BACKEND/XL_TS_ROOT of `hypervisor`. */
   readonly env?: NodeJS.ProcessEnv
   readonly onEvent?: MigrateEventHandler
@@ -44,12 +49,30 @@ export interface SendDomainOptions {
   readonly offset?: number
 }
 
+/** The toolstack's part of each Remus checkpoint (n counts from 1). */
+export interface CheckpointHooks {
+  /** The guest is suspended for checkpoint n (devices postsuspend: a new network epoch). */
+  suspended?(n: number): Promise<void> | void
+  /** The guest runs again after checkpoint n's memory went out (postcopy). */
+  resumed?(n: number): Promise<void> | void
+  /**
+   * Checkpoint n is on the stream, CHECKPOINT_END included: commit the devices and wait until the
+   * next checkpoint is due. false: stop replicating (the helper then ends).
+   */
+  committed(n: number): Promise<boolean>
+}
+
 export interface SendResult {
-  readonly helper: HelperOutcome
+  /** The helper's outcome (none when a Remus stream stopped: the helper then failed by design). */
+  readonly helper?: HelperOutcome
   /** Time the helper took (the libxc stream), ms. */
   readonly helperMs: number
   /** Bytes of device model state sent (0: none, not an HVM guest). */
   readonly deviceStateBytes: number
+  /** Remus: checkpoints completed (CHECKPOINT_END written). */
+  readonly checkpoints?: number
+  /** Remus: why replication stopped (`committed` said stop, or the stream/helper failed after the first checkpoint). */
+  readonly stopped?: {readonly requested: boolean; readonly reason: string; readonly suspended: boolean}
 }
 
 export async function sendDomain(opts: SendDomainOptions): Promise<SendResult> {
@@ -86,9 +109,29 @@ export async function sendDomain(opts: SendDomainOptions): Promise<SendResult> {
   await record({kind: 'LIBXC_CONTEXT'}, index++, 'libxl records')
 
   // The libxc stream, by the helper on the same fd.
+  const remus = opts.streamType === 'remus'
+  if (remus && !opts.checkpoints) throw new Error('a Remus stream needs checkpoint hooks')
   let suspended = false
   let suspendFailure: string | undefined
-  const callbacks = saveCallbacks({
+  let checkpoints = 0
+  let stopRequested = false
+  /** Remus: the device model state taken while the guest was suspended, for its checkpoint. */
+  let deviceState: Buffer | undefined
+  let deviceStateBytes = 0
+  const hvm = info.type === 'hvm'
+  const emulatorContext = async (blob: Buffer): Promise<void> => {
+    await record({kind: 'EMULATOR_CONTEXT', emulator: EMULATOR.QEMU_UPSTREAM, index: 0, blob}, index++, 'emulator context')
+    deviceStateBytes += blob.length
+    emit?.({kind: 'device-state', direction: 'saved', bytes: blob.length})
+  }
+  const saveDeviceState = async (): Promise<Buffer> => {
+    try {
+      return await hv.saveDeviceState(domid)
+    } catch (err) {
+      throw new MigrateError('hypervisor', 'emulator context', `domain ${domid}: cannot save the device model state: ${(err as Error).message}`, {cause: err, suspended})
+    }
+  }
+  const callbacks: HelperCallbacks = {
     suspend: async () => {
       try {
         await hv.suspend(domid)
@@ -99,9 +142,51 @@ export async function sendDomain(opts: SendDomainOptions): Promise<SendResult> {
       }
       suspended = true
       emit?.({kind: 'suspended', domid})
+      if (!remus) return 1
+      try {
+        if (hvm) deviceState = await saveDeviceState()
+        await opts.checkpoints!.suspended?.(checkpoints + 1)
+      } catch (err) {
+        emit?.({kind: 'checkpoint-failed', number: checkpoints + 1, reason: (err as Error).message})
+        return 0
+      }
       return 1
     },
-  })
+    // libxl asks QEMU (xen-set-global-dirty-log); the simulated host has no device model to ask.
+    switchQemuLogdirty: async () => 1,
+    ...(remus
+      ? {
+          postcopy: async () => {
+            // libxl__domain_resume(..., suspend_cancel 1): the guest carries on where it stopped.
+            try {
+              await hv.resume(domid, {cancel: true})
+            } catch (err) {
+              emit?.({kind: 'checkpoint-failed', number: checkpoints + 1, reason: `cannot resume the domain: ${(err as Error).message}`})
+              return 0
+            }
+            suspended = false
+            await opts.checkpoints!.resumed?.(checkpoints + 1)
+            return 1
+          },
+          checkpoint: async () => {
+            const n = checkpoints + 1
+            try {
+              if (deviceState) await emulatorContext(deviceState)
+              deviceState = undefined
+              await record({kind: 'CHECKPOINT_END'}, index++, 'libxl records')
+            } catch (err) {
+              emit?.({kind: 'checkpoint-failed', number: n, reason: (err as Error).message})
+              return 0
+            }
+            checkpoints = n
+            emit?.({kind: 'checkpoint-sent', number: n})
+            const more = await opts.checkpoints!.committed(n)
+            if (!more) stopRequested = true
+            return more ? 1 : 0
+          },
+        }
+      : {}),
+  }
   const before = fdPosition(fd)
   let helper
   afterHandOff = true
@@ -112,51 +197,36 @@ export async function sendDomain(opts: SendDomainOptions): Promise<SendResult> {
         ioFd: fd,
         domid,
         xcflags: (opts.live ? XCFLAGS.LIVE : 0) | (opts.debug ? XCFLAGS.DEBUG : 0),
-        streamType: STREAM_TYPE.PLAIN,
+        streamType: remus ? STREAM_TYPE.REMUS : STREAM_TYPE.PLAIN,
       },
       callbacks,
       env: opts.env ?? helperEnv(hv),
       ...(opts.onEvent ? {onEvent: opts.onEvent} : {}),
       ...(opts.signal ? {signal: opts.signal} : {}),
       ...(opts.helperCommand ? {command: opts.helperCommand} : {}),
+      // Remus is stopped by the operator's interrupt, which must not kill the helper under it.
+      ...(remus ? {ownSession: true} : {}),
     })
   } catch (err) {
     if (suspendFailure !== undefined) {
       throw new MigrateError('suspend', 'libxc stream', `domain ${domid} could not be suspended: ${suspendFailure}`, {cause: err, suspended})
     }
-    throw helperFailure(err, 'save', {suspended})
+    const failure = helperFailure(err, 'save', {suspended})
+    // A Remus stream ends with the helper failing: asked to stop, or the backup went away. Only
+    // before the first checkpoint is that a failure of the whole operation.
+    if (remus && (stopRequested || checkpoints > 0)) {
+      return {helperMs: 0, deviceStateBytes, checkpoints, stopped: {requested: stopRequested, reason: failure.message, suspended}}
+    }
+    throw failure
   }
+  if (remus) throw new MigrateError('helper', 'libxc stream', 'the save helper ended a Remus stream without an error: it cannot have replicated')
   const after = fdPosition(fd)
   emit?.({kind: 'helper-done', mode: 'save', ms: helper.ms, ...(before !== undefined && after !== undefined ? {bytes: after - before} : {})})
 
   // After the libxc stream: the device model's state (HVM), then END.
-  let deviceStateBytes = 0
-  if (info.type === 'hvm') {
-    let blob: Buffer
-    try {
-      blob = await hv.saveDeviceState(domid)
-    } catch (err) {
-      throw new MigrateError('hypervisor', 'emulator context', `domain ${domid}: cannot save the device model state: ${(err as Error).message}`, {cause: err, suspended})
-    }
-    await record({kind: 'EMULATOR_CONTEXT', emulator: EMULATOR.QEMU_UPSTREAM, index: 0, blob}, index++, 'emulator context')
-    deviceStateBytes = blob.length
-    emit?.({kind: 'device-state', direction: 'saved', bytes: blob.length})
-  }
+  if (hvm) await emulatorContext(await saveDeviceState())
   const endOffset = where()
   await record({kind: 'END'}, index++, 'end')
   emit?.({kind: 'stream-end', offset: endOffset})
   return {helper: helper.outcome, helperMs: helper.ms, deviceStateBytes}
-}
-
-/**
- * libxl's save callbacks for the helper. A plain stream needs suspend and switch_qemu_logdirty
- * (cbflags 0x88, as libxl announces); Remus and COLO will add postcopy, checkpoint and
- * wait_checkpoint here.
- */
-function saveCallbacks(cb: {suspend: () => Promise<number>}): HelperCallbacks {
-  return {
-    suspend: cb.suspend,
-    // libxl asks QEMU (xen-set-global-dirty-log); the simulated host has no device model to ask.
-    switchQemuLogdirty: async () => 1,
-  }
 }

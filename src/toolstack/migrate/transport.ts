@@ -55,13 +55,14 @@ export class Transport {
   }
 
   /** Spawns `sh -c rune` with stdin = FIFO A's read end, stdout = FIFO B's write end, and closes those here. */
-  static start(rune: string, pair: FdPair, env: NodeJS.ProcessEnv | undefined, onError: (why: string) => void): Transport {
+  static start(rune: string, pair: FdPair, env: NodeJS.ProcessEnv | undefined, onError: (why: string) => void, opts: {ownSession?: boolean} = {}): Transport {
     const {child} = spawnWithFds('sh', ['-c', rune], {
       stdin: pair.childStdin,
       stdout: pair.childStdout,
       stderr: 'inherit',
       pass: [],
       ...(env ? {env} : {}),
+      ...(opts.ownSession ? {ownSession: true} : {}),
     })
     const t = new Transport(child, pair, onError)
     // The child has its ends now: closing ours lets its death reach us as EOF / EPIPE.

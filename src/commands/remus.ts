@@ -1,0 +1,176 @@
+import {Args, Flags} from '@oclif/core'
+
+import {XlCommand} from '../cli/base-command.js'
+import {XlExit} from '../cli/errors.js'
+import {libxlJson} from '../cli/libxl-json.js'
+import type {LogLevel} from '../cli/log.js'
+import {EventLines, type MigrateEvent} from '../toolstack/migrate/index.js'
+import {RuneError, buildRemusRune} from '../toolstack/migrate/rune.js'
+import {runRemusPrimary, type RemusEvent} from '../toolstack/remus/remus-primary.js'
+
+/** xl's default checkpoint interval (main_remus: "def. 200ms"). */
+const DEFAULT_INTERVAL_MS = 200
+/** xl's exit(-1). */
+const EXIT_MINUS_ONE = 255
+
+export default class Remus extends XlCommand {
+  static override summary = 'Enable Remus HA for a domain: checkpoint it to a backup host.'
+
+  static override description = `As "xl remus": keeps a backup of a running domain on HOST that is never more than one interval old. The backup is started with "ssh HOST xl-ts migrate-receive -r" (-s replaces ssh; -s "" runs HOST itself as the command). After a live first round, the domain is checkpointed every interval (-i, default 200 ms): suspended, its dirty memory and CPU state sent, resumed. Its network output is held until the backup has acknowledged the checkpoint that produced it (-n turns that off), so no client sees state that a failover would lose.
+
+If this host (or the stream) dies, the backup takes over with the last whole checkpoint ("migration target: Remus Failover for domain N") and runs the domain. If the backup dies, the domain runs on here, unprotected: "Remus: Backup failed? resuming domain at primary." (exit 1). Destroying the domain here forces a failover: "Remus: Primary domain has been destroyed." (exit 0). An interrupt (Ctrl-C) stops replication cleanly after the next checkpoint: the domain runs on here and the backup discards its copy (exit 0).
+
+-b (replicate to /dev/null, no backup), -n and -d are unsafe and need -F, as in xl. -c (COLO) is the next step of this tool and is refused for now.
+
+Exit status: 0 when the domain was destroyed here or replication was stopped on request; 1 when replication failed (see the lines before for where the domain runs); 2 on bad usage; 255 for xl's option conflicts.`
+
+  static override examples = [
+    {description: 'Protect vm1 with a backup on host2, checkpointing every 100 ms:', command: '<%= config.bin %> <%= command.id %> -i 100 vm1 host2'},
+    {description: 'Try it without a backup (checkpoints go to /dev/null):', command: '<%= config.bin %> <%= command.id %> -F -b vm1 dummy'},
+    {
+      description: 'To a second simulated host on this machine (the host string is the command):',
+      command: `<%= config.bin %> --root ./host-a <%= command.id %> -s '' vm1 'XL_TS_ROOT=./host-b <%= config.bin %> migrate-receive -r'`,
+    },
+  ]
+
+  static override args = {
+    domain: Args.string({description: 'domain name or id', required: true, ignoreStdin: true}),
+    host: Args.string({description: 'the backup host (with -s "": the command to run; required even with -b, as xl)', required: true, ignoreStdin: true}),
+  }
+
+  static override flags = {
+    interval: Flags.string({char: 'i', summary: 'Checkpoint every MS milliseconds (default 200).', helpValue: 'MS'}),
+    'no-compression': Flags.boolean({char: 'u', summary: 'Disable memory checkpoint compression (it has no effect, as in xl).'}),
+    'ssh-command': Flags.string({char: 's', summary: 'Use this command instead of ssh; "" runs <host> as the whole command.', helpValue: 'SSHCMD'}),
+    'no-daemonize': Flags.boolean({char: 'e', summary: 'The backup does not wait in the background for the death of the domain (passes -e).'}),
+    'netbuf-script': Flags.string({char: 'N', summary: 'The network buffering script (real hosts; default scripts/remus-netbuf-setup).', helpValue: 'NETBUFSCRIPT'}),
+    unsafe: Flags.boolean({char: 'F', summary: 'Allow unsafe modes (-b, -n, -d).'}),
+    blackhole: Flags.boolean({char: 'b', summary: 'Replicate to /dev/null (no backup); unsafe.'}),
+    'no-netbuf': Flags.boolean({char: 'n', summary: 'Do not buffer network output; unsafe.'}),
+    'no-diskbuf': Flags.boolean({char: 'd', summary: 'Do not replicate disks; unsafe.'}),
+    colo: Flags.boolean({char: 'c', summary: 'COLO mode (not yet).'}),
+    'userspace-colo-proxy': Flags.boolean({char: 'p', summary: 'COLO userspace proxy (with -c).'}),
+    json: Flags.boolean({summary: 'NDJSON events on stdout: checkpoints, acknowledgements, released output, result (schema v1).'}),
+  }
+
+  async run(): Promise<void> {
+    process.stderr.on('error', () => {})
+    const {args, flags} = await this.parseXl(Remus)
+
+    // main_remus's checks, in its order and words.
+    if (flags['userspace-colo-proxy'] && !flags.colo) {
+      process.stderr.write('Option -p must be used in conjunction with -c')
+      throw new XlExit('', EXIT_MINUS_ONE)
+    }
+    if (flags.colo) {
+      if (flags.interval !== undefined || flags.blackhole || flags['no-netbuf'] || flags['no-diskbuf']) {
+        throw new XlExit('option -c is conflict with -i, -d, -n or -b: Success', EXIT_MINUS_ONE)
+      }
+      throw new XlExit('xl-ts: remus: COLO (-c) is not supported yet')
+    }
+    const intervalMs = interval(flags.interval)
+
+    const dom = await this.findDomain(args.domain)
+    const hv = await this.hypervisor()
+    const backupFailed = (lines: string[]): never => {
+      for (const l of lines) this.logger.log('error', l)
+      this.logger.plain('Remus: Backup failed? resuming domain at primary.')
+      throw new XlExit('', 1)
+    }
+    // libxl_domain_remus_start's check (xl has sent its preamble by then; we check first).
+    if (!flags.unsafe && (flags.blackhole || flags['no-netbuf'] || flags['no-diskbuf'])) {
+      backupFailed([`Domain ${dom.domid}:Unsafe mode must be enabled to replicate to /dev/null,disable network buffering and disk replication`])
+    }
+
+    const stored = await hv.storedConfig(dom.domid)
+    if (!stored && !flags.blackhole) throw new XlExit('No config file stored for running domain and none supplied - cannot start remus.')
+    const configJson = stored ? libxlJson(stored) : ''
+    // With disk replication on, every disk must be one the checkpoint devices handle (DRBD with
+    // Xen's Remus); this host has none of those.
+    const disks = Array.isArray(stored?.disks) ? stored.disks.length : 0
+    if (!flags['no-diskbuf'] && disks > 0) {
+      backupFailed([`Domain ${dom.domid}:device not handled by checkpoint (disk replication needs DRBD disks; use -d with -F to run without it)`, `Domain ${dom.domid}:Remus: failed to setup device, rc -19`])
+    }
+    if (!flags['no-netbuf'] && hv.backend !== 'sim') {
+      backupFailed([`Domain ${dom.domid}:Remus: No support for network buffering (on real hosts: the plug qdisc and ${flags['netbuf-script'] ?? 'scripts/remus-netbuf-setup'}); use -n with -F to run without it`])
+    }
+
+    let rune = ''
+    if (!flags.blackhole) {
+      try {
+        rune = buildRemusRune({sshCommand: flags['ssh-command'] ?? 'ssh', host: args.host, noDaemonize: flags['no-daemonize']})
+      } catch (err) {
+        if (err instanceof RuneError) throw new XlExit(`xl-ts: remus: ${err.message}`)
+        throw err
+      }
+      this.logger.debug(`rune: ${rune}`)
+    }
+
+    const json = flags.json
+    const eventLines = new EventLines()
+    const printLine = (level: LogLevel | 'plain', text: string): void => {
+      if (level === 'plain') this.logger.plain(text)
+      else if (this.logger.enabled(level)) this.logger.log(level, text)
+    }
+    const onEvent = (e: RemusEvent): void => {
+      if (e.kind === 'line') return printLine('plain', e.text)
+      if (e.kind === 'log') return printLine(e.level, e.text)
+      if (json) process.stdout.write(`${JSON.stringify({v: 1, event: e.kind, ...withoutKind(e)})}\n`)
+      if (e.kind === 'checkpoint') {
+        printLine('detail', `Remus: checkpoint ${e.number}: ${e.pages} pages, paused ${e.pausedMs.toFixed(1)} ms`)
+      } else if (e.kind === 'ack') {
+        printLine('debug', `Remus: checkpoint ${e.number} acknowledged by the backup`)
+      }
+    }
+    const onStreamEvent = (e: MigrateEvent): void => {
+      if (e.kind === 'helper-progress') return
+      const worded = e.kind === 'helper-log'
+      for (const l of eventLines.lines(e)) {
+        if (worded && l.level !== 'plain' && !this.logger.enabled(logLevel(l.level))) continue
+        printLine(l.level === 'plain' || worded ? 'plain' : logLevel(l.level), l.text)
+      }
+    }
+
+    const interrupt = new AbortController()
+    const onSignal = (): void => interrupt.abort()
+    const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
+    for (const s of signals) process.on(s, onSignal)
+    let result
+    try {
+      result = await runRemusPrimary({
+        hypervisor: hv,
+        domid: dom.domid,
+        name: dom.name,
+        configJson,
+        rune,
+        blackhole: flags.blackhole,
+        intervalMs,
+        netbuf: !flags['no-netbuf'],
+        signal: interrupt.signal,
+        onEvent,
+        onStreamEvent,
+      })
+    } finally {
+      for (const s of signals) process.off(s, onSignal)
+      setTimeout(() => process.exit(), 3000).unref()
+    }
+    if (result.exitCode !== 0) throw new XlExit('', result.exitCode)
+  }
+}
+
+/** -i MS as xl's atoi: 0 (or none) means the default. */
+function interval(text: string | undefined): number {
+  if (text === undefined) return DEFAULT_INTERVAL_MS
+  if (!/^\s*\d+\s*$/.test(text)) throw new XlExit(`xl-ts: remus: -i takes milliseconds, not "${text}"`, 2)
+  const n = Number(text)
+  return n === 0 ? DEFAULT_INTERVAL_MS : n
+}
+
+function withoutKind<T extends {kind: string}>(e: T): Omit<T, 'kind'> {
+  const {kind: _kind, ...rest} = e
+  return rest
+}
+
+function logLevel(level: string): LogLevel {
+  return (['debug', 'verbose', 'detail', 'progress', 'info', 'notice', 'warning', 'error', 'critical'] as const).find((l) => l === level) ?? 'info'
+}

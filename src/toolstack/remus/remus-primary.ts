@@ -1,0 +1,360 @@
+/**
+ * The Remus primary: what xl's main_remus and libxl's Remus do (XEN-FACTS §1.8, §10).
+ *
+ *   1. the transport (`sh -c RUNE`, rune `exec ssh HOST xl-ts migrate-receive -r [-e]`), the banner,
+ *      the xl header and config; with -b (blackhole) the stream goes to /dev/null, no receiver;
+ *   2. the libxl Remus stream (sender.ts, stream_type 1): the first round live, then a checkpoint
+ *      every interval: suspend, devices postsuspend (a new network epoch), dirty pages + CPU state +
+ *      CHECKPOINT, resume, EMULATOR_CONTEXT + CHECKPOINT_END, devices commit;
+ *   3. network output: held per epoch (sim-netbuf.ts) and let out when the secondary acknowledges
+ *      the checkpoint on the way back (remus-ack.ts; with -b, at commit, as xl does);
+ *   4. the end, as xl: the domain gone -> "Remus: Primary domain has been destroyed." (exit 0); the
+ *      guest never suspended -> "Failed to suspend domain at primary." (exit 1); anything else (the
+ *      backup went away) -> "Remus: Backup failed? resuming domain at primary.", resume, exit 1.
+ *
+ * Beyond xl: checkpoints start every `intervalMs` counted from the previous suspend (xl waits the
+ * interval after each checkpoint, so its period is the interval plus the checkpoint); an operator's
+ * interrupt stops replication cleanly: after the next whole checkpoint the stream ends with libxc
+ * END and libxl END, which an xl-ts secondary takes as "discard your copy" rather than a failover,
+ * and the guest runs on here (exit 0).
+ */
+import * as fs from 'node:fs'
+
+import {FdError, openFdPair, readExact, writeAll, type FdPair} from '../fd/index.js'
+import {asSim, HypervisorError, type Hypervisor} from '../hypervisor/index.js'
+import {MigrateError} from '../migrate/errors.js'
+import type {MigrateEvent, MigrateEventHandler} from '../migrate/events.js'
+import {MIGRATE_RECEIVER_BANNER, RECEIVER_STREAM, readFixedMessage} from '../migrate/handshake.js'
+import {helperEnv} from '../migrate/host-env.js'
+import {writeSavefileHeader} from '../migrate/savefile.js'
+import {sendDomain, type CheckpointHooks} from '../migrate/sender.js'
+import {Transport} from '../migrate/transport.js'
+import {LIBXL, encodeLibxcRecord, encodeLibxlRecord} from '../stream/index.js'
+import {SimNetBuffer} from './sim-netbuf.js'
+import {parseFrame} from '../hypervisor/sim/frame.js'
+
+const ERROR_FAIL = -3
+/** How long the transport may take to go after the stream is closed. */
+const CHILD_REPORT_MS = 2000
+
+export interface RemusPrimaryOptions {
+  readonly hypervisor: Hypervisor
+  readonly domid: number
+  readonly name: string
+  readonly configJson: string
+  /** The command reaching the backup (`sh -c`); ignored with `blackhole`. */
+  readonly rune: string
+  /** -b: replicate to /dev/null (no receiver, no acknowledgements). */
+  readonly blackhole: boolean
+  /** -i: ms between checkpoints (suspend to suspend). */
+  readonly intervalMs: number
+  /** Network output buffering (off with -n). */
+  readonly netbuf: boolean
+  /** Stop replication cleanly (the operator's interrupt). */
+  readonly signal?: AbortSignal
+  /** The transport's and the helper's environment (default process.env). */
+  readonly env?: NodeJS.ProcessEnv
+  /** Where the fd pair's private directory is made (default os.tmpdir()). */
+  readonly tmpDir?: string
+  readonly onEvent: (e: RemusEvent) => void
+  /** The libxl layer's events (for -v lines). */
+  readonly onStreamEvent?: MigrateEventHandler
+}
+
+export type RemusEvent =
+  | {readonly kind: 'line'; readonly text: string}
+  | {readonly kind: 'log'; readonly level: 'error' | 'warning' | 'info' | 'detail' | 'debug'; readonly text: string}
+  /** Checkpoint n is on the stream. pausedMs: suspend to resume; step: the guest's step at the suspend (sim). */
+  | {readonly kind: 'checkpoint'; readonly number: number; readonly atMs: number; readonly pausedMs: number; readonly pages: number; readonly step?: number}
+  /** The backup has checkpoint n whole. */
+  | {readonly kind: 'ack'; readonly number: number; readonly atMs: number}
+  /** Frames let out: the epoch they were held in (null: unbuffered), and the newest guest step among them. */
+  | {readonly kind: 'netbuf-release'; readonly epoch: number | null; readonly frames: number; readonly maxStep: number; readonly atMs: number}
+  | {readonly kind: 'result'; readonly outcome: RemusOutcome; readonly exitCode: number; readonly checkpoints: number; readonly acked: number; readonly reason?: string; readonly totalMs: number}
+
+export type RemusOutcome =
+  /** The domain was destroyed here (xl destroy forces a failover). */
+  | 'primary-destroyed'
+  /** The guest never suspended; left as it is. */
+  | 'suspend-failed'
+  /** The backup went away (or setup failed): the domain runs on here, unprotected. */
+  | 'backup-failed'
+  /** Replication stopped on request: the guest runs here, the backup discards its copy. */
+  | 'stopped'
+
+export interface RemusResult {
+  readonly outcome: RemusOutcome
+  readonly exitCode: number
+  readonly checkpoints: number
+}
+
+export async function runRemusPrimary(opts: RemusPrimaryOptions): Promise<RemusResult> {
+  return new RemusPrimary(opts).run()
+}
+
+class RemusPrimary {
+  readonly #o: RemusPrimaryOptions
+  readonly #hv: Hypervisor
+  readonly #started = performance.now()
+  #pair: FdPair | undefined
+  #sendFd = -1
+  #transport: Transport | undefined
+  #netbuf: SimNetBuffer | undefined
+  #checkpoints = 0
+  #acked = 0
+  #stop = false
+  #suspendAt = new Map<number, number>()
+  #pages = 0
+  #ackLoop: Promise<void> | undefined
+  #ackEnded: string | undefined
+
+  constructor(opts: RemusPrimaryOptions) {
+    this.#o = opts
+    this.#hv = opts.hypervisor
+  }
+
+  #now(): number {
+    return performance.now() - this.#started
+  }
+
+  #line(text: string): void {
+    this.#o.onEvent({kind: 'line', text})
+  }
+
+  #log(level: 'error' | 'warning' | 'info' | 'detail' | 'debug', text: string): void {
+    this.#o.onEvent({kind: 'log', level, text})
+  }
+
+  async run(): Promise<RemusResult> {
+    const o = this.#o
+    const onSignal = (): void => {
+      if (this.#stop) return
+      this.#stop = true
+      this.#log('info', 'Remus: stopping replication after the next checkpoint')
+    }
+    o.signal?.addEventListener('abort', onSignal, {once: true})
+    if (o.signal?.aborted) onSignal()
+    let failure: unknown
+    let stoppedCleanly = false
+    try {
+      stoppedCleanly = await this.#replicate()
+    } catch (err) {
+      failure = err
+    } finally {
+      o.signal?.removeEventListener('abort', onSignal)
+    }
+    // Replication is over either way: whatever is held goes out, later output at once.
+    await this.#netbuf?.close().catch(() => undefined)
+    const result = await this.#finish(failure, stoppedCleanly)
+    await this.#cleanup()
+    o.onEvent({
+      kind: 'result',
+      outcome: result.outcome,
+      exitCode: result.exitCode,
+      checkpoints: this.#checkpoints,
+      acked: this.#acked,
+      ...(failure !== undefined ? {reason: failure instanceof Error ? failure.message : String(failure)} : {}),
+      totalMs: this.#now(),
+    })
+    return result
+  }
+
+  /** True when replication was stopped on request with the stream ended cleanly. */
+  async #replicate(): Promise<boolean> {
+    const o = this.#o
+    let headerBytes = 0
+    if (o.blackhole) {
+      this.#sendFd = fs.openSync('/dev/null', 'r+')
+    } else {
+      this.#pair = await openFdPair(o.tmpDir ? {tmpDir: o.tmpDir} : {})
+      this.#sendFd = this.#pair.sendFd
+      // In its own session: a Ctrl-C meant to stop replication cleanly must not cut the connection
+      // first (which the backup would take for our death). ssh then cannot ask for a password.
+      this.#transport = Transport.start(o.rune, this.#pair, o.env, (why) => this.#log('error', why), {ownSession: true})
+      this.#log('debug', `Remus transport process [${this.#transport.pid ?? '?'}]: sh -c ${o.rune}`)
+      await readFixedMessage(this.#pair.recvFd, MIGRATE_RECEIVER_BANNER, 'banner', o.rune)
+      const info = await writeSavefileHeader({fd: this.#sendFd, configJson: o.configJson, source: RECEIVER_STREAM, onEvent: (e) => this.#streamEvent(e)})
+      headerBytes = 48 + info.optionalDataLength
+      this.#ackLoop = this.#readAcks(this.#pair.recvFd)
+    }
+    if (o.netbuf) this.#netbuf = await SimNetBuffer.start(this.#hv, o.domid, (frames, epoch) => this.#released(frames, epoch))
+
+    let cleanEnd = false
+    const hooks: CheckpointHooks = {
+      suspended: async (n) => {
+        this.#suspendAt.set(n, performance.now())
+        this.#netbuf?.boundary(n)
+      },
+      resumed: async (n) => {
+        const at = this.#suspendAt.get(n) ?? performance.now()
+        const step = await this.#guestStep()
+        o.onEvent({kind: 'checkpoint', number: n, atMs: at - this.#started, pausedMs: performance.now() - at, pages: this.#pages, ...(step !== undefined ? {step} : {})})
+        this.#pages = 0
+      },
+      committed: async (n) => {
+        this.#checkpoints = n
+        // xl's commit: with no acknowledgement to wait for (blackhole), the epoch goes out now.
+        if (o.blackhole) this.#netbuf?.release(n)
+        if (this.#stop) {
+          cleanEnd = await this.#endStream()
+          return false
+        }
+        const due = (this.#suspendAt.get(n) ?? performance.now()) + o.intervalMs
+        await this.#waitUntil(due)
+        if (this.#stop) {
+          cleanEnd = await this.#endStream()
+          return false
+        }
+        return this.#ackEnded === undefined
+      },
+    }
+    const env: NodeJS.ProcessEnv = helperEnv(this.#hv, o.env ?? process.env)
+    const sent = await sendDomain({
+      hypervisor: this.#hv,
+      domid: o.domid,
+      fd: this.#sendFd,
+      live: true,
+      debug: false,
+      streamType: 'remus',
+      checkpoints: hooks,
+      env,
+      offset: headerBytes,
+      onEvent: (e) => this.#streamEvent(e),
+    })
+    if (sent.stopped?.requested && cleanEnd) return true
+    throw new MigrateError('io', 'libxc stream', sent.stopped?.reason ?? this.#ackEnded ?? 'replication stopped', {suspended: sent.stopped?.suspended ?? false})
+  }
+
+  /** Sleeps until `due` (performance.now() time), waking early for a stop request or a dead backup. */
+  async #waitUntil(due: number): Promise<void> {
+    while (!this.#stop && this.#ackEnded === undefined) {
+      const left = due - performance.now()
+      if (left <= 0) return
+      await new Promise((r) => setTimeout(r, Math.min(left, 50)))
+    }
+  }
+
+  /**
+   * A clean stop: libxc END and libxl END after the last whole checkpoint. The helper is waiting
+   * for our answer to its checkpoint callback, so the stream is ours to write.
+   */
+  async #endStream(): Promise<boolean> {
+    try {
+      await writeAll(this.#sendFd, [...encodeLibxcRecord({kind: 'END'}), ...encodeLibxlRecord({kind: 'END'})], {what: 'the end of the Remus stream'})
+      return true
+    } catch (err) {
+      this.#log('warning', `cannot end the Remus stream cleanly: ${(err as Error).message}`)
+      return false
+    }
+  }
+
+  /** The way back: one CHECKPOINT_END record per checkpoint the backup has whole. */
+  async #readAcks(fd: number): Promise<void> {
+    try {
+      for (;;) {
+        const header = await readExact(fd, 8, {what: 'the Remus acknowledgement'})
+        if (header.length < 8) {
+          this.#ackEnded = 'the backup closed the way back'
+          break
+        }
+        const type = header.readUInt32LE(0)
+        const length = header.readUInt32LE(4)
+        if (type !== LIBXL.CHECKPOINT_END || length !== 0) {
+          this.#ackEnded = `the way back carried a record of type ${type} (length ${length}) instead of an acknowledgement`
+          break
+        }
+        this.#acked++
+        this.#o.onEvent({kind: 'ack', number: this.#acked, atMs: this.#now()})
+        this.#netbuf?.release(this.#acked)
+      }
+    } catch (err) {
+      this.#ackEnded = `cannot read the way back: ${err instanceof FdError ? err.detail : (err as Error).message}`
+    }
+    this.#log('detail', `Remus: ${this.#ackEnded}`)
+  }
+
+  #released(frames: readonly Buffer[], epoch: number | null): void {
+    let maxStep = 0
+    for (const f of frames) {
+      try {
+        maxStep = Math.max(maxStep, parseFrame(f).step)
+      } catch {
+        // not one of the sim guest's frames: still released
+      }
+    }
+    this.#o.onEvent({kind: 'netbuf-release', epoch, frames: frames.length, maxStep, atMs: this.#now()})
+  }
+
+  async #guestStep(): Promise<number | undefined> {
+    const sim = asSim(this.#hv)
+    if (!sim) return undefined
+    try {
+      return (await sim.runtime(this.#o.domid)).step
+    } catch {
+      return undefined
+    }
+  }
+
+  #streamEvent(e: MigrateEvent): void {
+    if (e.kind === 'helper-progress' && e.progress.doingWhat.startsWith('Checkpointed save')) this.#pages = Number(e.progress.total)
+    this.#o.onStreamEvent?.(e)
+  }
+
+  /** xl's ending (main_remus after libxl_domain_remus_start returns). */
+  async #finish(failure: unknown, stoppedCleanly: boolean): Promise<RemusResult> {
+    const o = this.#o
+    const done = (outcome: RemusOutcome, exitCode: number): RemusResult => ({outcome, exitCode, checkpoints: this.#checkpoints})
+    if (!(await this.#exists())) {
+      this.#line('Remus: Primary domain has been destroyed.')
+      return done('primary-destroyed', 0)
+    }
+    if (stoppedCleanly) {
+      this.#line(`Remus: replication stopped after ${this.#checkpoints} checkpoints; domain ${o.name} runs on at primary, unprotected.`)
+      return done('stopped', 0)
+    }
+    const why = failure instanceof Error ? failure.message : String(failure)
+    if (failure instanceof MigrateError && failure.code === 'suspend') {
+      this.#log('error', why)
+      this.#line('Failed to suspend domain at primary.')
+      return done('suspend-failed', 1)
+    }
+    this.#log(this.#checkpoints > 0 ? 'detail' : 'error', `Remus: Domain suspend terminated with rc ${ERROR_FAIL}: ${why}`)
+    this.#line('Remus: Backup failed? resuming domain at primary.')
+    await this.#resumeHere()
+    return done('backup-failed', 1)
+  }
+
+  async #exists(): Promise<boolean> {
+    try {
+      await this.#hv.info(this.#o.domid)
+      return true
+    } catch (err) {
+      if (err instanceof HypervisorError && err.code === 'no-such-domain') return false
+      return true
+    }
+  }
+
+  /** libxl_domain_resume(ctx, domid, 1, 0): only a suspended guest needs it. */
+  async #resumeHere(): Promise<void> {
+    const id = this.#o.domid
+    try {
+      const info = await this.#hv.info(id)
+      if (info.state.shutdown) await this.#hv.resume(id, {cancel: true})
+      await this.#hv.logDirty(id).disable().catch(() => undefined)
+    } catch (err) {
+      this.#log('error', `cannot resume domain ${id}: ${(err as Error).message}`)
+    }
+  }
+
+  async #cleanup(): Promise<void> {
+    if (this.#o.blackhole && this.#sendFd >= 0) fs.closeSync(this.#sendFd)
+    this.#pair?.closeSend()
+    if (this.#transport) {
+      const exit = await this.#transport.wait(CHILD_REPORT_MS)
+      if (exit === 'timeout') await this.#transport.killAll()
+      else if (exit.code !== 0 && exit.code !== null) this.#log('detail', `Remus transport process exited with error status ${exit.code}`)
+    }
+    this.#pair?.close()
+    await this.#ackLoop
+  }
+}
