@@ -6,6 +6,7 @@ import {libxlJson} from '../cli/libxl-json.js'
 import type {LogLevel} from '../cli/log.js'
 import {EventLines, type MigrateEvent} from '../toolstack/migrate/index.js'
 import {RuneError, buildRemusRune} from '../toolstack/migrate/rune.js'
+import {probePlugQdisc} from '../toolstack/remus/plug-qdisc.js'
 import {runRemusPrimary, type RemusEvent} from '../toolstack/remus/remus-primary.js'
 
 /** xl's default checkpoint interval (main_remus: "def. 200ms"). */
@@ -91,8 +92,12 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
     if (!flags['no-diskbuf'] && disks > 0) {
       backupFailed([`Domain ${dom.domid}:device not handled by checkpoint (disk replication needs DRBD disks; use -d with -F to run without it)`, `Domain ${dom.domid}:Remus: failed to setup device, rc -19`])
     }
+    // On the sim host the toolstack holds the guest's frames itself; a real host needs the plug
+    // qdisc (scripts/remus-netbuf-setup), which some kernels lack.
     if (!flags['no-netbuf'] && hv.backend !== 'sim') {
-      backupFailed([`Domain ${dom.domid}:Remus: No support for network buffering (on real hosts: the plug qdisc and ${flags['netbuf-script'] ?? 'scripts/remus-netbuf-setup'}); use -n with -F to run without it`])
+      const probe = await probePlugQdisc()
+      const why = probe.ok ? 'network buffering through the netbuf script is not wired to real hosts yet' : probe.reason
+      backupFailed([`Domain ${dom.domid}:Remus: No support for network buffering: ${why}`])
     }
 
     let rune = ''

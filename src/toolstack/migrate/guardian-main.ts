@@ -24,7 +24,14 @@
  *     (before G)                                      -> if I die: kill the helper, log-dirty off,
  *                                                        rename back, resume a suspended guest
  *
- *   both: D = done, nothing more to do, exit.
+ *   remus-primary <domid> <name>
+ *     H <pid>     the save helper runs                -> if I die: kill it
+ *     K           the backup acknowledged a checkpoint -> if I die: the backup fails over, so the
+ *                                                        guest must not run here too: pause it
+ *     (before K)                                      -> if I die: the backup has nothing whole and
+ *                                                        discards its copy: resume a suspended guest
+ *
+ *   all: D = done, nothing more to do, exit.
  *
  * The lines come on stdin (a pipe from the side it guards); end of file without D means that side
  * died. The host is the one XL_TS_BACKEND / XL_TS_ROOT name, as for the helper. What it does is said
@@ -44,12 +51,13 @@ let domid: number | undefined
 let helperPid: number | undefined
 type Phase = 'building' | 'ready' | 'go'
 let phase: Phase = 'building'
+let acknowledged = false
 let done = false
 let buffered = ''
 
 function say(line: string): void {
   try {
-    process.stderr.write(`migration ${role === 'sender' ? 'sender' : 'target'} (guardian): ${line}\n`)
+    process.stderr.write(`${role === 'remus-primary' ? 'Remus' : `migration ${role === 'sender' ? 'sender' : 'target'}`} (guardian): ${line}\n`)
   } catch {
     // nobody is listening any more
   }
@@ -62,6 +70,7 @@ function take(line: string): void {
   else if (cmd === 'R') phase = 'ready'
   else if (cmd === 'G') phase = 'go'
   else if (cmd === 'A') phase = 'building'
+  else if (cmd === 'K') acknowledged = true
   else if (cmd === 'D') done = true
 }
 
@@ -208,12 +217,40 @@ async function finishSender(hv: Hypervisor): Promise<void> {
   }
 }
 
+/** The Remus primary died: no two copies may run once the backup holds a checkpoint. */
+async function finishRemusPrimary(hv: Hypervisor): Promise<void> {
+  const [domidArg = '', name = ''] = args
+  if (helperPid !== undefined) {
+    try {
+      process.kill(helperPid, 'SIGKILL')
+    } catch {
+      // gone
+    }
+  }
+  const id = Number(domidArg)
+  const info = await infoOrUndefined(hv, id)
+  if (!info || info.name !== name) return
+  await hv
+    .logDirty(id)
+    .disable()
+    .catch(() => undefined)
+  const suspended = info.state.shutdown && info.state.shutdownReason === SHUTDOWN_SUSPEND
+  if (acknowledged) {
+    if (!info.state.paused) await hv.pause(id)
+    say(`the Remus primary died; the backup holds a whole checkpoint and takes over: paused domain ${name} (domid ${id}) here`)
+  } else if (suspended) {
+    await hv.resume(id, {cancel: true})
+    say(`the Remus primary died before the backup held a checkpoint; resumed domain ${name} (domid ${id})`)
+  }
+}
+
 async function finish(): Promise<void> {
   if (done) return
   const hv = createHypervisor()
   try {
     if (role === 'receiver') await finishReceiver(hv)
     else if (role === 'sender') await finishSender(hv)
+    else if (role === 'remus-primary') await finishRemusPrimary(hv)
   } finally {
     ;(hv as {close?: () => void}).close?.()
   }

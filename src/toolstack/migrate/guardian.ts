@@ -21,6 +21,8 @@ export type GuardianRole =
       readonly checkpointed?: boolean
     }
   | {readonly role: 'sender'; readonly domid: number; readonly name: string; readonly awayName: string}
+  /** A Remus primary: once the backup holds a checkpoint, our death means its failover. */
+  | {readonly role: 'remus-primary'; readonly domid: number; readonly name: string}
 
 export function guardianScript(): string {
   return fileURLToPath(new URL('./guardian-main.js', import.meta.url))
@@ -29,7 +31,9 @@ export function guardianScript(): string {
 function argv(r: GuardianRole): string[] {
   return r.role === 'receiver'
     ? ['receiver', r.incomingName, r.finalName, r.leavePaused ? '1' : '0', r.checkpointed ? 'checkpointed' : 'plain']
-    : ['sender', String(r.domid), r.name, r.awayName]
+    : r.role === 'sender'
+      ? ['sender', String(r.domid), r.name, r.awayName]
+      : ['remus-primary', String(r.domid), r.name]
 }
 
 export class Guardian {
@@ -84,6 +88,11 @@ export class Guardian {
   /** Receiver: `ready` is written (if I die: take the GO from the stream yourself). */
   ready(): Promise<void> {
     return this.#send('R')
+  }
+
+  /** Remus primary: the backup acknowledged a checkpoint (if I die, it takes over: stop the guest here). */
+  acknowledged(): Promise<void> {
+    return this.#send('K')
   }
 
   /** GO received (receiver: start the domain if I die) / about to be sent (sender: leave it be). */

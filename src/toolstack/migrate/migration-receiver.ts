@@ -46,6 +46,7 @@ import type {MigrationEventHandler} from './migration-events.js'
 import {receiveDomain, type ReceiveResult} from './receiver.js'
 import {readSavefileHeader} from './savefile.js'
 import {REMUS_ACK} from './remus-ack.js'
+import {RemusProbe, checkpointHeldAt} from '../remus/probe.js'
 
 const ERROR_FAIL = -3
 const ERROR_INVAL = -6
@@ -116,6 +117,10 @@ class MigrationReceiver {
   #started = false
   /** Remus: the way back refused an ack; no more are tried. */
   #ackBroken = false
+  /** Remus: the test probe (XL_TS_TEST_REMUS_PROBE), if asked for. */
+  #probe: RemusProbe | undefined
+  /** Remus: whole checkpoints received. */
+  #checkpoints = 0
 
   constructor(opts: MigrationReceiverOptions) {
     this.#o = opts
@@ -243,6 +248,7 @@ class MigrationReceiver {
    */
   async #failover(domid: number): Promise<ReceiveMigrationResult> {
     const ha = 'Remus'
+    await this.#probe?.record(this.#checkpoints, {force: true, failover: true})
     // From here the domain is the one copy: if we die, the guardian starts it.
     await this.#guardian?.go()
     this.#line(`migration target: ${ha} Failover for domain ${domid}`)
@@ -328,6 +334,7 @@ class MigrationReceiver {
     }
     this.#domid = domid
     await this.#guardian?.created(domid)
+    if (this.#o.checkpointed) this.#probe = RemusProbe.fromEnv(hv, domid, 'secondary', this.#o.env ?? process.env)
     this.#log('detail', `created domain ${incoming} (domid ${domid}) for the incoming stream`)
 
     try {
@@ -336,11 +343,19 @@ class MigrationReceiver {
         domid,
         fd: this.#in,
         streamType: this.#o.checkpointed ?? 'plain',
-        ...(this.#o.checkpointed ? {onCheckpoint: (n: number) => this.#ack(n)} : {}),
+        ...(this.#o.checkpointed
+          ? {
+              onCheckpoint: async (n: number) => {
+                await this.#probe?.record(checkpointHeldAt(n))
+                await this.#ack(n)
+              },
+            }
+          : {}),
         env,
         offset: header.length,
         onEvent: (e) => this.#streamEvent(e),
       })
+      this.#checkpoints = received.checkpoints ?? 0
       onReceived(received)
     } catch (err) {
       const why = err instanceof MigrateError || err instanceof Error ? err.message : String(err)

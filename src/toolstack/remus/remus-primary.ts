@@ -28,10 +28,12 @@ import {MIGRATE_RECEIVER_BANNER, RECEIVER_STREAM, readFixedMessage} from '../mig
 import {helperEnv} from '../migrate/host-env.js'
 import {writeSavefileHeader} from '../migrate/savefile.js'
 import {sendDomain, type CheckpointHooks} from '../migrate/sender.js'
+import {Guardian} from '../migrate/guardian.js'
 import {Transport} from '../migrate/transport.js'
 import {LIBXL, encodeLibxcRecord, encodeLibxlRecord} from '../stream/index.js'
 import {SimNetBuffer} from './sim-netbuf.js'
 import {parseFrame} from '../hypervisor/sim/frame.js'
+import {RemusProbe} from './probe.js'
 
 const ERROR_FAIL = -3
 /** How long the transport may take to go after the stream is closed. */
@@ -107,6 +109,7 @@ class RemusPrimary {
   #pages = 0
   #ackLoop: Promise<void> | undefined
   #ackEnded: string | undefined
+  #guardian: Guardian | undefined
 
   constructor(opts: RemusPrimaryOptions) {
     this.#o = opts
@@ -134,6 +137,11 @@ class RemusPrimary {
     }
     o.signal?.addEventListener('abort', onSignal, {once: true})
     if (o.signal?.aborted) onSignal()
+    // If this process dies: before the backup holds a checkpoint the guest must run here; after,
+    // the backup takes over and the guest must not run here too.
+    this.#guardian = Guardian.start({role: 'remus-primary', domid: o.domid, name: o.name}, helperEnv(this.#hv, o.env ?? process.env), (why) =>
+      this.#log('warning', `cannot start the guardian of domain ${o.domid}: ${why}`),
+    )
     let failure: unknown
     let stoppedCleanly = false
     try {
@@ -147,6 +155,7 @@ class RemusPrimary {
     await this.#netbuf?.close().catch(() => undefined)
     const result = await this.#finish(failure, stoppedCleanly)
     await this.#cleanup()
+    await this.#guardian?.done()
     o.onEvent({
       kind: 'result',
       outcome: result.outcome,
@@ -180,10 +189,12 @@ class RemusPrimary {
     if (o.netbuf) this.#netbuf = await SimNetBuffer.start(this.#hv, o.domid, (frames, epoch) => this.#released(frames, epoch))
 
     let cleanEnd = false
+    const probe = RemusProbe.fromEnv(this.#hv, o.domid, 'primary', o.env ?? process.env)
     const hooks: CheckpointHooks = {
       suspended: async (n) => {
         this.#suspendAt.set(n, performance.now())
         this.#netbuf?.boundary(n)
+        await probe?.record(n)
       },
       resumed: async (n) => {
         const at = this.#suspendAt.get(n) ?? performance.now()
@@ -264,6 +275,7 @@ class RemusPrimary {
           break
         }
         this.#acked++
+        if (this.#acked === 1) await this.#guardian?.acknowledged()
         this.#o.onEvent({kind: 'ack', number: this.#acked, atMs: this.#now()})
         this.#netbuf?.release(this.#acked)
       }
@@ -296,6 +308,7 @@ class RemusPrimary {
   }
 
   #streamEvent(e: MigrateEvent): void {
+    if (e.kind === 'helper-started' && e.pid !== undefined) void this.#guardian?.helper(e.pid)
     if (e.kind === 'helper-progress' && e.progress.doingWhat.startsWith('Checkpointed save')) this.#pages = Number(e.progress.total)
     this.#o.onStreamEvent?.(e)
   }

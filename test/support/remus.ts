@@ -1,0 +1,121 @@
+/**
+ * Remus runs for the tests: two simulated hosts with a guest on the first, `xl-ts remus --json`
+ * to the second (`-s ''`), its NDJSON events, the test probe's checksums, and clean-up.
+ */
+import * as fs from 'node:fs'
+
+import {execa, type ResultPromise} from 'execa'
+
+import {BIN} from './cli.js'
+import {NODE, cleanupHost, createGuest, markedProcesses, newHost, receiverCommand, scratchDir, type GuestSpec} from './migrate.js'
+
+export const cleanups: (() => Promise<void>)[] = []
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+export interface Event {
+  v: number
+  event: string
+  [k: string]: unknown
+}
+
+export interface ProbeLine {
+  checkpoint: number
+  checksum: string
+  failover?: boolean
+}
+
+
+
+/** Two hosts, a guest on the first, a scratch folder for the probe and temp files, all cleaned up. */
+export async function setup(tag: string, g: GuestSpec) {
+  const a = newHost(`${tag}a`)
+  const b = newHost(`${tag}b`)
+  const tmp = scratchDir(`remus-${tag}`)
+  const marker = `XL_TS_TEST_HOOK_DIR=${tmp}`
+  const cleanup = async (): Promise<void> => {
+    for (const p of markedProcesses(marker)) {
+      try {
+        process.kill(p.pid, 'SIGKILL')
+      } catch {
+        // gone
+      }
+    }
+    await cleanupHost(a)
+    await cleanupHost(b)
+    fs.rmSync(tmp, {recursive: true, force: true})
+  }
+  cleanups.push(cleanup)
+  const domid = await createGuest(a, g)
+  const done = async (): Promise<void> => {
+    await cleanup()
+    cleanups.splice(cleanups.indexOf(cleanup), 1)
+  }
+  return {a, b, tmp, marker, domid, done}
+}
+
+export function startRemus(a: string, b: string, tmp: string, args: string[], env: Record<string, string> = {}): ResultPromise<{reject: false}> {
+  return execa(NODE, [BIN, '--root', a, 'remus', '--json', ...args, '-s', '', 'vm', receiverCommand(b, {args: ['-r']})], {
+    env: {XL_TS_BACKEND: 'sim', XL_TS_TEST_HOOK_DIR: tmp, TMPDIR: tmp, ...env},
+    reject: false,
+    stdin: 'ignore',
+    timeout: 120_000,
+  }) as ResultPromise<{reject: false}>
+}
+
+export function events(stdout: unknown): Event[] {
+  return String(stdout)
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as Event)
+}
+
+export function probeLines(file: string): ProbeLine[] {
+  if (!fs.existsSync(file)) return []
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as ProbeLine)
+}
+
+export function alive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1')
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
+  } catch {
+    return false
+  }
+}
+
+/** Waits until the NDJSON on the run's stdout shows `n` acknowledged checkpoints. */
+export async function untilAcked(run: ResultPromise<{reject: false}>, n: number, ms = 30_000): Promise<void> {
+  let out = ''
+  run.stdout?.on('data', (d: Buffer) => (out += d.toString()))
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    if (events(out.slice(0, out.lastIndexOf('\n') + 1)).filter((e) => e.event === 'ack').length >= n) return
+    await sleep(20)
+  }
+  throw new Error(`no ${n} acknowledged checkpoints within ${ms} ms:\n${out.slice(-2000)}`)
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((x, y) => x - y)
+  return s[Math.floor(s.length / 2)]!
+}
+
+
+/** The backup's processes: the receiver, its restore helper, its guardian. */
+export function isBackupProcess(cmd: string): boolean {
+  // (The primary's own command line names the receiver command too.)
+  if (/ remus /.test(cmd)) return false
+  return cmd.includes('migrate-receive') || cmd.includes('--restore-domain') || (cmd.includes('guardian') && cmd.includes(' receiver '))
+}
+
+export function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    if (alive(pid)) process.kill(pid, sig)
+  } catch {
+    // gone
+  }
+}
