@@ -35,7 +35,7 @@ describe('remus timing', () => {
     expect(stderr).toContain('Remus: replication stopped after')
     const ev = events(r.stdout)
     const cps = ev.filter((e) => e.event === 'checkpoint')
-    expect(cps.length, 'about 10 checkpoints per second for 30 s').toBeGreaterThan(250)
+    expect(cps.length, 'about 10 checkpoints per second for 30 s, less the probes (0.4 s each)').toBeGreaterThan(200)
 
     // On time: suspend to suspend, leaving out the first (after the live round) and those near a
     // probe's checksum (0.2 s taken while the guest is suspended, and on the backup while the
@@ -51,7 +51,10 @@ describe('remus timing', () => {
     const within = gaps.filter((gap) => gap >= 80 && gap <= 120).length
     expect(median(gaps)).toBeGreaterThan(95)
     expect(median(gaps)).toBeLessThan(105)
-    // Nearly all: this 2-core machine runs other test files meanwhile.
+    console.log(
+      `remus timing: ${cps.length} checkpoints, median period ${median(gaps).toFixed(1)} ms, ${((100 * within) / gaps.length).toFixed(1)}% of ${gaps.length} periods within 80-120 ms`,
+    )
+    // Nearly all (the machine is shared).
     expect(within / gaps.length, `intervals: ${JSON.stringify(gaps.map(Math.round))}`).toBeGreaterThan(0.9)
 
     // The backup's memory at each sampled checkpoint is the primary's at that suspend.
@@ -59,6 +62,7 @@ describe('remus timing', () => {
     const secondary = probeLines(path.join(s.tmp, 'secondary.ndjson')).filter((p) => !p.failover && primary.has(p.checkpoint))
     expect(secondary.length, 'sampled checkpoints seen on both sides').toBeGreaterThanOrEqual(8)
     for (const p of secondary) expect(p.checksum, `checkpoint ${p.checkpoint}`).toBe(primary.get(p.checkpoint))
+    console.log(`remus timing: ${secondary.length} sampled checkpoints identical on both sides (sha256 of 256 MiB)`)
 
     // No frame left before its checkpoint was acknowledged, and none from after that checkpoint.
     const ackAt = new Map(ev.filter((e) => e.event === 'ack').map((e) => [e.number as number, e.atMs as number]))

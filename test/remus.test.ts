@@ -94,6 +94,22 @@ describe('remus', () => {
     await s.done()
   })
 
+  it("destroying the domain at the primary forces a failover: xl's message, exit 0", {timeout: 90_000}, async () => {
+    const g: GuestSpec = {name: 'vm', memMiB: 32, dirtyRate: 2000, workingSetMiB: 8, seed: 8}
+    const s = await setup('dest', g)
+    const run = startRemus(s.a, s.b, s.tmp, ['-i', '50'])
+    await untilAcked(run, 3)
+    const d = await execa(NODE, [BIN, '--root', s.a, 'destroy', 'vm'], {env: {XL_TS_BACKEND: 'sim'}, reject: false})
+    expect(d.exitCode, d.stderr).toBe(0)
+    const r = await run
+    expect(r.exitCode, String(r.stderr)).toBe(0)
+    expect(String(r.stderr).split('\n')).toContain('Remus: Primary domain has been destroyed.')
+    expect(await waitNoMarked(s.marker, 20_000)).toEqual([])
+    expect(await guests(s.a)).toEqual([])
+    expect((await guests(s.b)).map((x) => [x.name, isRunning(x)])).toEqual([['vm', true]])
+    await s.done()
+  })
+
   it('the backup dies: the primary runs on, unprotected, with its held output released', {timeout: 90_000}, async () => {
     const g: GuestSpec = {name: 'vm', memMiB: 32, dirtyRate: 2000, workingSetMiB: 8, seed: 5, packetRate: 200}
     const s = await setup('sec', g)

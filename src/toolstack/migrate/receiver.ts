@@ -154,8 +154,9 @@ class Receiver {
       if (this.#failover === undefined) {
         try {
           stopped = (await this.#next()).record.kind === 'END'
-        } catch (err) {
-          this.#failover = (err as Error).message
+        } catch {
+          // The helper failed over on the broken stream already; this read only confirms it.
+          this.#failover = 'the stream from the primary ended'
         }
       }
       const failover = stopped ? undefined : (this.#failover ?? 'the stream ended')

@@ -51,6 +51,8 @@ export interface SendDomainOptions {
 
 /** The toolstack's part of each Remus checkpoint (n counts from 1). */
 export interface CheckpointHooks {
+  /** The helper asks for the suspend of checkpoint n (the guest still runs). */
+  suspending?(n: number): void
   /** The guest is suspended for checkpoint n (devices postsuspend: a new network epoch). */
   suspended?(n: number): Promise<void> | void
   /** The guest runs again after checkpoint n's memory went out (postcopy). */
@@ -133,6 +135,7 @@ export async function sendDomain(opts: SendDomainOptions): Promise<SendResult> {
   }
   const callbacks: HelperCallbacks = {
     suspend: async () => {
+      if (remus) opts.checkpoints!.suspending?.(checkpoints + 1)
       try {
         await hv.suspend(domid)
       } catch (err) {

@@ -190,16 +190,21 @@ class RemusPrimary {
 
     let cleanEnd = false
     const probe = RemusProbe.fromEnv(this.#hv, o.domid, 'primary', o.env ?? process.env)
+    /** When the next checkpoint is due: every interval from the first, or at once when behind. */
+    let due = 0
     const hooks: CheckpointHooks = {
-      suspended: async (n) => {
+      suspending: (n) => {
         this.#suspendAt.set(n, performance.now())
+      },
+      suspended: async (n) => {
         this.#netbuf?.boundary(n)
         await probe?.record(n)
       },
       resumed: async (n) => {
         const at = this.#suspendAt.get(n) ?? performance.now()
+        const pausedMs = performance.now() - at
         const step = await this.#guestStep()
-        o.onEvent({kind: 'checkpoint', number: n, atMs: at - this.#started, pausedMs: performance.now() - at, pages: this.#pages, ...(step !== undefined ? {step} : {})})
+        o.onEvent({kind: 'checkpoint', number: n, atMs: at - this.#started, pausedMs, pages: this.#pages, ...(step !== undefined ? {step} : {})})
         this.#pages = 0
       },
       committed: async (n) => {
@@ -210,7 +215,8 @@ class RemusPrimary {
           cleanEnd = await this.#endStream()
           return false
         }
-        const due = (this.#suspendAt.get(n) ?? performance.now()) + o.intervalMs
+        const suspendedAt = this.#suspendAt.get(n) ?? performance.now()
+        due = n === 1 ? suspendedAt + o.intervalMs : Math.max(due + o.intervalMs, performance.now())
         await this.#waitUntil(due)
         if (this.#stop) {
           cleanEnd = await this.#endStream()
@@ -241,7 +247,8 @@ class RemusPrimary {
     while (!this.#stop && this.#ackEnded === undefined) {
       const left = due - performance.now()
       if (left <= 0) return
-      await new Promise((r) => setTimeout(r, Math.min(left, 50)))
+      // Timers fire a little late: sleep short of the mark, then in 1 ms steps.
+      await new Promise((r) => setTimeout(r, left > 3 ? Math.min(left - 2, 50) : 1))
     }
   }
 
@@ -309,7 +316,8 @@ class RemusPrimary {
 
   #streamEvent(e: MigrateEvent): void {
     if (e.kind === 'helper-started' && e.pid !== undefined) void this.#guardian?.helper(e.pid)
-    if (e.kind === 'helper-progress' && e.progress.doingWhat.startsWith('Checkpointed save')) this.#pages = Number(e.progress.total)
+    // A checkpoint's pages: the first one's go out as the live round's last pass ("Frames final").
+    if (e.kind === 'helper-progress' && /^(Checkpointed save|Frames final)/.test(e.progress.doingWhat)) this.#pages = Number(e.progress.total)
     this.#o.onStreamEvent?.(e)
   }
 
