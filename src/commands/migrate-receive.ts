@@ -21,7 +21,7 @@ export default class MigrateReceive extends XlCommand {
 
 It writes the banner, reads the xl header and the domain config, builds the domain as <name>--incoming (paused), reads the libxl stream while the restore helper reads the memory, says "ready", waits for GO, renames the domain to <name> and unpauses it (unless -p), and reports. On any failure before GO it destroys its copy; if the start fails after GO it destroys its copy and gives the sender permission to resume. A guardian process finishes the job if this one is killed: the copy is destroyed before GO and started after it.
 
-With -r the stream is a Remus stream ("xl-ts remus" runs it): there is no ready/GO/report; the domain stays <name>--incoming, paused, taking each checkpoint whole (and acknowledging it on stdout), until the stream breaks: then it fails over to the last whole checkpoint ("migration target: Remus Failover for domain N"), is renamed and unpaused, exit 0. A primary that stops replication on purpose ends the stream cleanly, and the copy here is destroyed instead. --colo (COLO) is accepted and refused for now.
+With -r the stream is a Remus stream ("xl-ts remus" runs it): there is no ready/GO/report; the domain stays <name>--incoming, paused, taking each checkpoint whole (and acknowledging it on stdout), until the stream breaks: then it fails over to the last whole checkpoint ("migration target: Remus Failover for domain N"), is renamed and unpaused, exit 0. A primary that stops replication on purpose ends the stream cleanly, and the copy here is destroyed instead. With --colo the stream is a COLO stream ("xl-ts remus -c" runs it): the secondary runs from the first checkpoint on, suspends at every checkpoint, sends its dirty pages back on stdout, and takes the primary's; when the stream breaks it fails over ("migration target: COLO Failover for domain N") and keeps running, exit 0 (3 if the rename failed).
 
 Exit status: 0 when the handshake completed (the domain runs here, or the sender was told to resume); 1 otherwise.`
 
@@ -47,7 +47,6 @@ Exit status: 0 when the handshake completed (the domain runs here, or the sender
       process.stderr.write(USAGE)
       throw new XlExit('', 1)
     }
-    if (flags.colo) throw new XlExit('xl-ts: migrate-receive: COLO (--colo) streams are not supported yet')
     for (const fd of [0, 1]) {
       try {
         fs.fstatSync(fd)
@@ -80,7 +79,7 @@ Exit status: 0 when the handshake completed (the domain runs here, or the sender
         inFd: 0,
         outFd: 1,
         paused: flags.paused,
-        ...(flags.remus ? {checkpointed: 'remus' as const} : {}),
+        ...(flags.colo ? {checkpointed: 'colo' as const} : flags.remus ? {checkpointed: 'remus' as const} : {}),
         onEvent,
         onStreamEvent,
         // create_domain with debug: the config as libxl JSON, on stderr.

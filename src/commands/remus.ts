@@ -5,12 +5,14 @@ import {XlExit} from '../cli/errors.js'
 import {libxlJson} from '../cli/libxl-json.js'
 import type {LogLevel} from '../cli/log.js'
 import {EventLines, type MigrateEvent} from '../toolstack/migrate/index.js'
-import {RuneError, buildRemusRune} from '../toolstack/migrate/rune.js'
+import {RuneError, buildColoRune, buildRemusRune} from '../toolstack/migrate/rune.js'
 import {probePlugQdisc} from '../toolstack/remus/plug-qdisc.js'
 import {runRemusPrimary, type RemusEvent} from '../toolstack/remus/remus-primary.js'
 
 /** xl's default checkpoint interval (main_remus: "def. 200ms"). */
 const DEFAULT_INTERVAL_MS = 200
+/** libxl's COLO_PROXY_CHECKPOINT_TIMEOUT: at most this long between two COLO checkpoints. */
+const COLO_MAX_INTERVAL_MS = 5000
 /** xl's exit(-1). */
 const EXIT_MINUS_ONE = 255
 
@@ -21,7 +23,9 @@ export default class Remus extends XlCommand {
 
 If this host (or the stream) dies, the backup takes over with the last whole checkpoint ("migration target: Remus Failover for domain N") and runs the domain. If the backup dies, the domain runs on here, unprotected: "Remus: Backup failed? resuming domain at primary." (exit 1). Destroying the domain here forces a failover: "Remus: Primary domain has been destroyed." (exit 0). An interrupt (Ctrl-C) stops replication cleanly after the next checkpoint: the domain runs on here and the backup discards its copy (exit 0).
 
--b (replicate to /dev/null, no backup), -n and -d are unsafe and need -F, as in xl. -c (COLO) is the next step of this tool and is refused for now.
+-b (replicate to /dev/null, no backup), -n and -d are unsafe and need -F, as in xl.
+
+-c (COLO, "xl-ts migrate --colo" is the same): both copies run; at each checkpoint the backup (migrate-receive --colo) sends back the pages it dirtied and the primary sends those and its own, so the backup becomes an exact copy again. A checkpoint is taken when asked for (the outputs diverged) or at the latest every --max-interval MS (5 s, as libxl). -c conflicts with -i, -b, -n and -d; -p (userspace proxy) needs -c, as in xl.
 
 Exit status: 0 when the domain was destroyed here or replication was stopped on request; 1 when replication failed (see the lines before for where the domain runs); 2 on bad usage; 255 for xl's option conflicts.`
 
@@ -49,7 +53,8 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
     blackhole: Flags.boolean({char: 'b', summary: 'Replicate to /dev/null (no backup); unsafe.'}),
     'no-netbuf': Flags.boolean({char: 'n', summary: 'Do not buffer network output; unsafe.'}),
     'no-diskbuf': Flags.boolean({char: 'd', summary: 'Do not replicate disks; unsafe.'}),
-    colo: Flags.boolean({char: 'c', summary: 'COLO mode (not yet).'}),
+    colo: Flags.boolean({char: 'c', summary: 'COLO mode: the backup runs too, checkpoints when the outputs differ.'}),
+    'max-interval': Flags.integer({summary: 'COLO: at most MS between two checkpoints (default 5000, as libxl).', helpValue: 'MS', min: 1}),
     'userspace-colo-proxy': Flags.boolean({char: 'p', summary: 'COLO userspace proxy (with -c).'}),
     json: Flags.boolean({summary: 'NDJSON events on stdout: checkpoints, acknowledgements, released output, result (schema v1).'}),
   }
@@ -67,8 +72,10 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
       if (flags.interval !== undefined || flags.blackhole || flags['no-netbuf'] || flags['no-diskbuf']) {
         throw new XlExit('option -c is conflict with -i, -d, -n or -b: Success', EXIT_MINUS_ONE)
       }
-      throw new XlExit('xl-ts: remus: COLO (-c) is not supported yet')
+      // xl: perror() after the compression default; COLO never compresses.
+      if (!flags['no-compression']) process.stderr.write("COLO can't be used with memory compression. Disable memory checkpoint compression now...: Success\n")
     }
+    if (flags['max-interval'] !== undefined && !flags.colo) throw new XlExit('xl-ts: remus: --max-interval is for COLO (-c); Remus checkpoints every -i MS', 2)
     const intervalMs = interval(flags.interval)
 
     const dom = await this.findDomain(args.domain)
@@ -94,7 +101,11 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
     }
     // On the sim host the toolstack holds the guest's frames itself; a real host needs the plug
     // qdisc (scripts/remus-netbuf-setup), which some kernels lack.
-    if (!flags['no-netbuf'] && hv.backend !== 'sim') {
+    if (flags.colo && hv.backend !== 'sim') {
+      // libxl's COLO needs the kernel proxy (netlink 28, xt_PMYCOLO) or QEMU's colo-compare (-p).
+      backupFailed([`Domain ${dom.domid}:COLO: ${flags['userspace-colo-proxy'] ? 'the userspace proxy (QEMU colo-compare) is not wired to real hosts yet' : 'the kernel COLO proxy (netlink 28, xt_PMYCOLO) is not available on these kernels; use -p (userspace proxy)'}`])
+    }
+    if (!flags.colo && !flags['no-netbuf'] && hv.backend !== 'sim') {
       const probe = await probePlugQdisc()
       const why = probe.ok ? 'network buffering through the netbuf script is not wired to real hosts yet' : probe.reason
       backupFailed([`Domain ${dom.domid}:Remus: No support for network buffering: ${why}`])
@@ -102,8 +113,11 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
 
     let rune = ''
     if (!flags.blackhole) {
+      const target = {sshCommand: flags['ssh-command'] ?? 'ssh', host: args.host, noDaemonize: flags['no-daemonize']}
       try {
-        rune = buildRemusRune({sshCommand: flags['ssh-command'] ?? 'ssh', host: args.host, noDaemonize: flags['no-daemonize']})
+        rune = flags.colo
+          ? buildColoRune({...target, userspaceProxy: flags['userspace-colo-proxy'], ...(flags['netbuf-script'] ? {coloftScript: flags['netbuf-script']} : {})})
+          : buildRemusRune(target)
       } catch (err) {
         if (err instanceof RuneError) throw new XlExit(`xl-ts: remus: ${err.message}`)
         throw err
@@ -122,7 +136,8 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
       if (e.kind === 'log') return printLine(e.level, e.text)
       if (json) process.stdout.write(`${JSON.stringify({v: 1, event: e.kind, ...withoutKind(e)})}\n`)
       if (e.kind === 'checkpoint') {
-        printLine('detail', `Remus: checkpoint ${e.number}: ${e.pages} pages, paused ${e.pausedMs.toFixed(1)} ms`)
+        const sets = e.primaryDirty !== undefined ? ` (A ${e.primaryDirty}, B ${e.secondaryDirty ?? 0})` : ''
+        printLine('detail', `${flags.colo ? 'COLO' : 'Remus'}: checkpoint ${e.number}${e.reason ? ` (${e.reason})` : ''}: ${e.pages} pages${sets}, paused ${e.pausedMs.toFixed(1)} ms`)
       } else if (e.kind === 'ack') {
         printLine('debug', `Remus: checkpoint ${e.number} acknowledged by the backup`)
       }
@@ -151,6 +166,9 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
         blackhole: flags.blackhole,
         intervalMs,
         netbuf: !flags['no-netbuf'],
+        // On the sim host the checkpoint trigger is the toolstack's timer (the guests' outputs are
+        // compared by issue 8's colo-compare); at most every --max-interval (libxl: 5 s).
+        ...(flags.colo ? {colo: {maxIntervalMs: flags['max-interval'] ?? COLO_MAX_INTERVAL_MS}} : {}),
         signal: interrupt.signal,
         onEvent,
         onStreamEvent,

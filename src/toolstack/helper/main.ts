@@ -31,6 +31,8 @@ import {HelperSide} from './helper-side.js'
 import {CBFLAGS, XTL} from './protocol.js'
 
 const EXIT_CANNOT_START = 255
+/** Test-only switch: the COLO primary ignores the secondary's dirty pages (set B). */
+const IGNORE_SECONDARY_DIRTY_ENV = 'XL_TS_TEST_COLO_IGNORE_SVM_DIRTY'
 /** The stream offset where the helper's part of a pipe starts, set by the toolstack. */
 const STREAM_OFFSET_ENV = 'XL_TS_STREAM_OFFSET'
 
@@ -76,6 +78,8 @@ async function save(side: HelperSide, hv: Hypervisor, a: SaveHelperArgs): Promis
     const raw = await readRecordBody(back!, header, frame)
     checkLibxcBody(raw)
     const rec = decodeCheckedBody(raw.type, raw.body)
+    // Test-only: drop the secondary's set B, to show that the copy then diverges (issue 7).
+    if (process.env[IGNORE_SECONDARY_DIRTY_ENV] === '1') return []
     return rec.kind === 'CHECKPOINT_DIRTY_PFN_LIST' ? rec.pfns : []
   }
 

@@ -67,7 +67,7 @@ export interface MigrationReceiverOptions {
    * checkpoint whole (acknowledged to the primary on the way back); when the stream breaks it fails
    * over: renamed, unpaused, exit 0 (XEN-FACTS §1.8). No ready/GO/report.
    */
-  readonly checkpointed?: 'remus'
+  readonly checkpointed?: 'remus' | 'colo'
   /** The helper's and guardian's environment (default process.env). */
   readonly env?: NodeJS.ProcessEnv
   /** xl's lines and log lines, for stderr. */
@@ -121,6 +121,8 @@ class MigrationReceiver {
   #probe: RemusProbe | undefined
   /** Remus: whole checkpoints received. */
   #checkpoints = 0
+  /** COLO: the secondary guest ran when the stream ended. */
+  #secondaryRunning = false
 
   constructor(opts: MigrationReceiverOptions) {
     this.#o = opts
@@ -176,7 +178,7 @@ class MigrationReceiver {
 
     if (this.#o.checkpointed && stoppedByPrimary) {
       // Not a failover: the primary stopped replicating and runs the domain itself.
-      this.#line(`migration target: Remus stopped by the primary; destroying our copy (domid ${domid}).`)
+      this.#line(`migration target: ${this.#o.checkpointed === 'colo' ? 'COLO' : 'Remus'} stopped by the primary; destroying our copy (domid ${domid}).`)
       const rc = await this.#destroyOurCopy(false)
       return {outcome: 'failed', exitCode: rc === 0 ? 0 : 1}
     }
@@ -247,19 +249,39 @@ class MigrationReceiver {
    * copy here, as xl does; a failed rename is only reported, a failed unpause leaves it paused.
    */
   async #failover(domid: number): Promise<ReceiveMigrationResult> {
-    const ha = 'Remus'
-    await this.#probe?.record(this.#checkpoints, {force: true, failover: true})
+    const colo = this.#o.checkpointed === 'colo'
+    const ha = colo ? 'COLO' : 'Remus'
+    if (colo) {
+      // The secondary has run since its last checkpoint (or is suspended for the next one): it
+      // goes on from there, log-dirty off, without loading device state again.
+      await this.#hv
+        .logDirty(domid)
+        .disable()
+        .catch(() => undefined)
+      if (!this.#secondaryRunning) {
+        try {
+          await this.#hv.resume(domid, {cancel: false})
+        } catch (err) {
+          this.#log('error', `cannot resume domain ${domid}: ${(err as Error).message}`)
+        }
+      }
+    } else {
+      await this.#probe?.record(this.#checkpoints, {force: true, failover: true})
+    }
     // From here the domain is the one copy: if we die, the guardian starts it.
     await this.#guardian?.go()
     this.#line(`migration target: ${ha} Failover for domain ${domid}`)
     const name = this.#name!
+    let renameRc = 0
     try {
       await this.#hv.rename(domid, name)
     } catch (err) {
-      const rc = err instanceof HypervisorError && err.code === 'name-in-use' ? ERROR_INVAL : ERROR_FAIL
-      this.#line(`migration target (${ha}): Failed to rename domain from ${name}--incoming to ${name}:${rc}`)
+      renameRc = err instanceof HypervisorError && err.code === 'name-in-use' ? ERROR_INVAL : ERROR_FAIL
+      this.#line(`migration target (${ha}): Failed to rename domain from ${name}--incoming to ${name}:${renameRc}`)
     }
     this.#started = true
+    // COLO: the guest runs already; xl exits 3 when the rename failed.
+    if (colo) return {outcome: 'started', exitCode: renameRc === 0 ? 0 : 3, domid, name}
     try {
       await this.#hv.unpause(domid)
     } catch (err) {
@@ -343,7 +365,7 @@ class MigrationReceiver {
         domid,
         fd: this.#in,
         streamType: this.#o.checkpointed ?? 'plain',
-        ...(this.#o.checkpointed
+        ...(this.#o.checkpointed === 'remus'
           ? {
               onCheckpoint: async (n: number) => {
                 await this.#probe?.record(checkpointHeldAt(n))
@@ -351,11 +373,15 @@ class MigrationReceiver {
               },
             }
           : {}),
+        ...(this.#o.checkpointed === 'colo'
+          ? {backChannel: this.#out, onApplied: (n: number) => this.#probe?.record(n, {context: true})}
+          : {}),
         env,
         offset: header.length,
         onEvent: (e) => this.#streamEvent(e),
       })
       this.#checkpoints = received.checkpoints ?? 0
+      this.#secondaryRunning = received.secondaryRunning ?? false
       onReceived(received)
     } catch (err) {
       const why = err instanceof MigrateError || err instanceof Error ? err.message : String(err)

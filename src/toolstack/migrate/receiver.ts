@@ -41,6 +41,7 @@ import type {MigrateEventHandler} from './events.js'
 import {fdPosition} from '../fd/index.js'
 import {helperFailure, runStreamHelper} from './helper-run.js'
 import {STREAM_OFFSET_ENV, helperEnv} from './host-env.js'
+import {ColoStateError, writeCheckpointState} from './colo-states.js'
 
 /** libxc's XGR_CHECKPOINT_* answers to the restore helper's checkpoint callback. */
 const XGR_CHECKPOINT_ERROR = 0
@@ -53,7 +54,17 @@ export interface ReceiveDomainOptions {
   readonly domid: number
   /** The stream fd, positioned at the libxl header. Never closed here. */
   readonly fd: number
-  readonly streamType: 'plain' | 'remus'
+  readonly streamType: 'plain' | 'remus' | 'colo'
+  /**
+   * COLO: the back channel to the primary (our stdout): the restore helper's send_back_fd (its
+   * dirty pfn lists) and where we write the secondary's CHECKPOINT_STATE records.
+   */
+  readonly backChannel?: number
+  /**
+   * COLO: the secondary holds checkpoint n exactly (memory, vCPU and device state applied) and is
+   * about to run again. Also while it runs, the probe's moment.
+   */
+  readonly onApplied?: (n: number) => Promise<void> | void
   /**
    * Remus: checkpoint n is here whole (through CHECKPOINT_END) and its device state applied; the
    * helper applies its memory next. The secondary acknowledges it to the primary here.
@@ -87,6 +98,8 @@ export interface ReceiveResult {
   readonly failover?: string
   /** Remus: the primary ended the stream on purpose (libxc END + libxl END): it runs the domain. */
   readonly stoppedByPrimary?: boolean
+  /** COLO: the secondary guest was running when the stream ended (else it is suspended). */
+  readonly secondaryRunning?: boolean
 }
 
 interface ReadRecord {
@@ -111,6 +124,10 @@ class Receiver {
   #checkpoints = 0
   #failover: string | undefined
   #xenstoreData: (readonly [string, string])[] = []
+  /** COLO: the secondary guest is running (not suspended by a checkpoint). */
+  #coloRunning = false
+  /** COLO: the primary ended the stream on purpose (libxl END where NEW was due). */
+  #stoppedByPrimary = false
   #deviceStateBytes = 0
 
   constructor(opts: ReceiveDomainOptions) {
@@ -147,11 +164,11 @@ class Receiver {
 
     const libxcStart = this.#source.offset
     const helper = await this.#libxc(libxcStart, hvm)
-    if (this.#o.streamType === 'remus') {
+    if (this.#o.streamType !== 'plain') {
       // A primary that stops on purpose ends the stream: libxc END (the helper completed) and
       // libxl END. Anything else is the stream breaking: fail over.
-      let stopped = false
-      if (this.#failover === undefined) {
+      let stopped = this.#stoppedByPrimary
+      if (!stopped && this.#failover === undefined) {
         try {
           stopped = (await this.#next()).record.kind === 'END'
         } catch {
@@ -170,6 +187,7 @@ class Receiver {
         endOffset: null,
         checkpoints: this.#checkpoints,
         ...(failover !== undefined ? {failover} : {stoppedByPrimary: true}),
+        ...(this.#o.streamType === 'colo' ? {secondaryRunning: this.#coloRunning} : {}),
       }
     }
 
@@ -216,7 +234,10 @@ class Receiver {
   async #libxc(libxcStart: number, hvm: boolean): Promise<{outcome: HelperOutcome; results: RestoreResults; ms: number}> {
     const {hypervisor: hv, domid, fd} = this.#o
     this.#step = 'libxc stream'
-    const remus = this.#o.streamType === 'remus'
+    const colo = this.#o.streamType === 'colo'
+    /** Remus or COLO: a checkpointed stream. */
+    const remus = this.#o.streamType !== 'plain'
+    if (colo && this.#o.backChannel === undefined) throw new Error('a COLO stream needs the back channel')
     if (remus) {
       // The checkpoint callback reads libxl records between the helper's reads: on a pipe their
       // offsets are unknown from here on.
@@ -230,12 +251,13 @@ class Receiver {
         params: {
           mode: 'restore',
           ioFd: fd,
+          ...(colo ? {sendBackFd: this.#o.backChannel!} : {}),
           domid,
           storeEvtchn: this.#o.storeEvtchn ?? 1,
           storeDomid: 0,
           consoleEvtchn: this.#o.consoleEvtchn ?? 2,
           consoleDomid: 0,
-          streamType: remus ? STREAM_TYPE.REMUS : STREAM_TYPE.PLAIN,
+          streamType: colo ? STREAM_TYPE.COLO : remus ? STREAM_TYPE.REMUS : STREAM_TYPE.PLAIN,
         },
         callbacks: {
           // libxl applies a legacy CPU policy when the stream has none; ours always has one.
@@ -244,6 +266,7 @@ class Receiver {
             results = {storeGfn, consoleGfn}
           },
           ...(remus ? {checkpoint: () => this.#checkpoint(hvm)} : {}),
+          ...(colo ? this.#coloCallbacks() : {}),
         },
         // Tells our helper where its part starts, so its errors name offsets in the whole stream.
         env: {...(this.#o.env ?? helperEnv(hv)), [STREAM_OFFSET_ENV]: String(libxcStart)},
@@ -308,6 +331,64 @@ class Receiver {
       return XGR_CHECKPOINT_ERROR
     }
     return XGR_CHECKPOINT_SUCCESS
+  }
+
+  /**
+   * The secondary's side of each COLO cycle (XEN-FACTS §7.3), after the helper applied checkpoint
+   * n: resume (SVM_READY, the guest runs, SVM_RESUMED), wait for the primary's CHECKPOINT_STATE
+   * NEW on the main stream, suspend (SVM_SUSPENDED); the helper then sends the dirty pfn list.
+   * Answers: 1 carry on, 2 the channel broke (the helper fails over), 0 error.
+   */
+  #coloCallbacks(): {postcopy: () => Promise<number>; waitCheckpoint: () => Promise<number>; suspend: () => Promise<number>} {
+    const {hypervisor: hv, domid} = this.#o
+    const back = this.#o.backChannel!
+    let first = true
+    const broken = (err: unknown): number => {
+      this.#failover = err instanceof Error ? err.message : String(err)
+      return err instanceof ColoStateError && !err.ended ? XGR_CHECKPOINT_ERROR : XGR_CHECKPOINT_FAILOVER
+    }
+    return {
+      postcopy: async () => {
+        try {
+          await this.#o.onApplied?.(this.#checkpoints)
+          if (first) await hv.logDirty(domid).enable()
+          await writeCheckpointState(back, 'SVM_READY', 'the back channel')
+          if (first) await hv.unpause(domid)
+          else await hv.resume(domid, {cancel: false})
+          first = false
+          this.#coloRunning = true
+          await writeCheckpointState(back, 'SVM_RESUMED', 'the back channel')
+          return 1
+        } catch (err) {
+          return broken(err)
+        }
+      },
+      waitCheckpoint: async () => {
+        try {
+          const {raw, record} = await this.#next()
+          if (record.kind === 'CHECKPOINT_STATE' && record.state === 'NEW') return 1
+          if (record.kind === 'END') {
+            // The primary stopped replicating on purpose: end the helper, then do not fail over.
+            this.#stoppedByPrimary = true
+            return XGR_CHECKPOINT_FAILOVER
+          }
+          const id = record.kind === 'CHECKPOINT_STATE' ? record.state : record.kind
+          throw new ColoStateError(`invalid section: ${id} (record ${raw.index}), expected: NEW`, false)
+        } catch (err) {
+          return broken(err instanceof MigrateError ? new ColoStateError(err.message, true) : err)
+        }
+      },
+      suspend: async () => {
+        try {
+          await hv.suspend(domid)
+          this.#coloRunning = false
+          await writeCheckpointState(back, 'SVM_SUSPENDED', 'the back channel')
+          return 1
+        } catch (err) {
+          return broken(err)
+        }
+      },
+    }
   }
 
   async #next(): Promise<ReadRecord> {

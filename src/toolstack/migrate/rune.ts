@@ -101,3 +101,22 @@ export interface RemusRuneOptions {
 export function buildRemusRune(o: RemusRuneOptions): string {
   return sshRune(o.sshCommand, o.host, [o.program ?? RECEIVER_PROGRAM, 'migrate-receive', '-r', ...(o.noDaemonize ? ['-e'] : [])])
 }
+
+export interface ColoRuneOptions extends RemusRuneOptions {
+  /** --coloft-script SCRIPT for the secondary (xl passes its colo-proxy-setup path). */
+  readonly coloftScript?: string
+  /** --userspace-colo-proxy */
+  readonly userspaceProxy: boolean
+}
+
+/**
+ * The COLO rune (xl: "exec %s %s xl migrate-receive %s %s %s %s %s"): `exec <ssh> <host> xl-ts
+ * migrate-receive --colo [--coloft-script S] [--userspace-colo-proxy] [-e]`.
+ */
+export function buildColoRune(o: ColoRuneOptions): string {
+  const words = [o.program ?? RECEIVER_PROGRAM, 'migrate-receive', '--colo']
+  if (o.coloftScript) words.push('--coloft-script', o.coloftScript)
+  if (o.userspaceProxy) words.push('--userspace-colo-proxy')
+  if (o.noDaemonize) words.push('-e')
+  return sshRune(o.sshCommand, o.host, words)
+}

@@ -25,6 +25,7 @@ import {fdPosition, writeAll} from '../fd/index.js'
 import {helperFailure, runStreamHelper} from './helper-run.js'
 import {helperEnv} from './host-env.js'
 import {ioError} from './savefile.js'
+import {ColoStateError, readCheckpointState} from './colo-states.js'
 
 export interface SendDomainOptions {
   readonly hypervisor: Hypervisor
@@ -35,9 +36,15 @@ export interface SendDomainOptions {
   readonly live: boolean
   /** XCFLAGS_DEBUG (migrate --debug): the libxc stream re-sends memory for verification. */
   readonly debug: boolean
-  readonly streamType: 'plain' | 'remus'
-  /** Remus: what happens around each checkpoint (required for a Remus stream). */
+  readonly streamType: 'plain' | 'remus' | 'colo'
+  /** Remus and COLO: what happens around each checkpoint (required for those streams). */
   readonly checkpoints?: CheckpointHooks
+  /**
+   * COLO: the back channel from the secondary (our end of its stdout). The save helper gets it as
+   * its recv_fd (it reads the secondary's dirty pfn lists there) and we read the secondary's
+   * CHECKPOINT_STATE records (SVM_SUSPENDED, SVM_READY, SVM_RESUMED) between its reads.
+   */
+  readonly backChannel?: number
   /** The helper's environment; default: ours with XL_TS_BACKEND/XL_TS_ROOT of `hypervisor`. */
   readonly env?: NodeJS.ProcessEnv
   readonly onEvent?: MigrateEventHandler
@@ -58,10 +65,13 @@ export interface CheckpointHooks {
   /** The guest runs again after checkpoint n's memory went out (postcopy). */
   resumed?(n: number): Promise<void> | void
   /**
-   * Checkpoint n is on the stream, CHECKPOINT_END included: commit the devices and wait until the
-   * next checkpoint is due. false: stop replicating (the helper then ends).
+   * Checkpoint n is on the stream, CHECKPOINT_END included (COLO: and both guests run again):
+   * commit the devices and wait until the next checkpoint is due (COLO: until the proxy asks for
+   * one). false: stop replicating (the helper then ends).
    */
   committed(n: number): Promise<boolean>
+  /** COLO: the secondary runs again after checkpoint n (its SVM_RESUMED arrived). */
+  secondaryResumed?(n: number): Promise<void> | void
 }
 
 export interface SendResult {
@@ -111,8 +121,14 @@ export async function sendDomain(opts: SendDomainOptions): Promise<SendResult> {
   await record({kind: 'LIBXC_CONTEXT'}, index++, 'libxl records')
 
   // The libxc stream, by the helper on the same fd.
-  const remus = opts.streamType === 'remus'
-  if (remus && !opts.checkpoints) throw new Error('a Remus stream needs checkpoint hooks')
+  const colo = opts.streamType === 'colo'
+  /** Remus or COLO: a checkpointed stream. */
+  const remus = opts.streamType !== 'plain'
+  if (remus && !opts.checkpoints) throw new Error(`a ${opts.streamType} stream needs checkpoint hooks`)
+  if (colo && opts.backChannel === undefined) throw new Error('a COLO stream needs the back channel')
+  const back = opts.backChannel ?? -1
+  /** COLO: the secondary runs (after the first checkpoint): it sends SVM_SUSPENDED at each suspend. */
+  let svmRunning = false
   let suspended = false
   let suspendFailure: string | undefined
   let checkpoints = 0
@@ -149,6 +165,7 @@ export async function sendDomain(opts: SendDomainOptions): Promise<SendResult> {
       try {
         if (hvm) deviceState = await saveDeviceState()
         await opts.checkpoints!.suspended?.(checkpoints + 1)
+        if (colo && svmRunning) await readCheckpointState(back, 'SVM_SUSPENDED', 'the back channel')
       } catch (err) {
         emit?.({kind: 'checkpoint-failed', number: checkpoints + 1, reason: (err as Error).message})
         return 0
@@ -160,15 +177,23 @@ export async function sendDomain(opts: SendDomainOptions): Promise<SendResult> {
     ...(remus
       ? {
           postcopy: async () => {
-            // libxl__domain_resume(..., suspend_cancel 1): the guest carries on where it stopped.
+            // COLO: the secondary has applied the checkpoint (SVM_READY); both resume, then it says
+            // SVM_RESUMED. libxl__domain_resume(..., suspend_cancel 1): the guest carries on.
+            const n = colo ? checkpoints : checkpoints + 1
             try {
+              if (colo) await readCheckpointState(back, 'SVM_READY', 'the back channel')
               await hv.resume(domid, {cancel: true})
+              suspended = false
+              if (colo) {
+                svmRunning = true
+                await readCheckpointState(back, 'SVM_RESUMED', 'the back channel')
+                await opts.checkpoints!.secondaryResumed?.(n)
+              }
             } catch (err) {
-              emit?.({kind: 'checkpoint-failed', number: checkpoints + 1, reason: `cannot resume the domain: ${(err as Error).message}`})
+              emit?.({kind: 'checkpoint-failed', number: n, reason: err instanceof ColoStateError ? err.message : `cannot resume the domain: ${(err as Error).message}`})
               return 0
             }
-            suspended = false
-            await opts.checkpoints!.resumed?.(checkpoints + 1)
+            await opts.checkpoints!.resumed?.(n)
             return 1
           },
           checkpoint: async () => {
@@ -183,10 +208,30 @@ export async function sendDomain(opts: SendDomainOptions): Promise<SendResult> {
             }
             checkpoints = n
             emit?.({kind: 'checkpoint-sent', number: n})
+            // COLO waits in wait_checkpoint, after both guests resumed.
+            if (colo) return 1
             const more = await opts.checkpoints!.committed(n)
             if (!more) stopRequested = true
             return more ? 1 : 0
           },
+          ...(colo
+            ? {
+                waitCheckpoint: async () => {
+                  const more = await opts.checkpoints!.committed(checkpoints)
+                  if (!more) {
+                    stopRequested = true
+                    return 0
+                  }
+                  try {
+                    await record({kind: 'CHECKPOINT_STATE', state: 'NEW'}, index++, 'libxl records')
+                  } catch (err) {
+                    emit?.({kind: 'checkpoint-failed', number: checkpoints + 1, reason: `sending data fails: ${(err as Error).message}`})
+                    return 0
+                  }
+                  return 1
+                },
+              }
+            : {}),
         }
       : {}),
   }
@@ -198,9 +243,10 @@ export async function sendDomain(opts: SendDomainOptions): Promise<SendResult> {
       params: {
         mode: 'save',
         ioFd: fd,
+        ...(colo ? {recvFd: back} : {}),
         domid,
         xcflags: (opts.live ? XCFLAGS.LIVE : 0) | (opts.debug ? XCFLAGS.DEBUG : 0),
-        streamType: remus ? STREAM_TYPE.REMUS : STREAM_TYPE.PLAIN,
+        streamType: colo ? STREAM_TYPE.COLO : remus ? STREAM_TYPE.REMUS : STREAM_TYPE.PLAIN,
       },
       callbacks,
       env: opts.env ?? helperEnv(hv),

@@ -6,8 +6,8 @@
  *                                     DIR/primary.ndjson or DIR/secondary.ndjson
  *   XL_TS_TEST_REMUS_PROBE_EVERY=K    only every K-th checkpoint (default 1); failovers always
  *
- * The checksum is sha256 of the guest's memory file alone (the backup's vCPU state is applied only
- * at failover). The primary takes it while the guest is suspended; the backup while its domain
+ * The checksum is sha256 of the guest's memory file alone for Remus (the backup's vCPU state is
+ * applied only at failover), of memory and vCPU context for COLO. The primary takes it while the guest is suspended; the backup while its domain
  * holds exactly that checkpoint (see `checkpointHeldAt`). Sim hosts only: elsewhere it does nothing.
  */
 import * as fs from 'node:fs'
@@ -49,12 +49,15 @@ export class RemusProbe {
     return new RemusProbe(hv, domid, path.join(dir, `${side}.ndjson`), every)
   }
 
-  /** Records the memory's checksum as checkpoint `checkpoint` (every K-th, or `force`). */
-  async record(checkpoint: number, opts: {force?: boolean; failover?: boolean} = {}): Promise<void> {
+  /**
+   * Records the memory's checksum as checkpoint `checkpoint` (every K-th, or `force`); with
+   * `context`, of the memory and the vCPU context (COLO: the secondary's is applied every time).
+   */
+  async record(checkpoint: number, opts: {force?: boolean; failover?: boolean; context?: boolean} = {}): Promise<void> {
     if (!opts.force && checkpoint % this.every !== 0) return
     const sim = asSim(this.hv)!
     const pages = (await this.hv.info(this.domid)).pages
-    const checksum = checksumMemoryFile(sim.memoryPath(this.domid), pages, Buffer.alloc(0))
+    const checksum = opts.context ? await sim.checksum(this.domid) : checksumMemoryFile(sim.memoryPath(this.domid), pages, Buffer.alloc(0))
     const rec: ProbeRecord = {checkpoint, checksum, ...(opts.failover ? {failover: true} : {})}
     fs.appendFileSync(this.file, `${JSON.stringify(rec)}\n`)
   }

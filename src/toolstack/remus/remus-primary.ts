@@ -12,6 +12,12 @@
  *      guest never suspended -> "Failed to suspend domain at primary." (exit 1); anything else (the
  *      backup went away) -> "Remus: Backup failed? resuming domain at primary.", resume, exit 1.
  *
+ * COLO (`colo` set, XEN-FACTS §7.2) is the same loop over stream_type 2: the secondary runs too;
+ * the back channel goes to the save helper (the secondary's dirty pfn lists) and to sendDomain
+ * (its CHECKPOINT_STATE records); a checkpoint comes when the checkpoint trigger asks (the guests'
+ * outputs diverged) or when `maxIntervalMs` has passed; there is no network buffering and no
+ * acknowledgement (SVM_READY says the secondary holds the checkpoint). Lines say "COLO:".
+ *
  * Beyond xl: checkpoints start every `intervalMs` counted from the previous suspend (xl waits the
  * interval after each checkpoint, so its period is the interval plus the checkpoint); an operator's
  * interrupt stops replication cleanly: after the next whole checkpoint the stream ends with libxc
@@ -52,6 +58,8 @@ export interface RemusPrimaryOptions {
   readonly intervalMs: number
   /** Network output buffering (off with -n). */
   readonly netbuf: boolean
+  /** COLO instead of Remus. */
+  readonly colo?: ColoOptions
   /** Stop replication cleanly (the operator's interrupt). */
   readonly signal?: AbortSignal
   /** The transport's and the helper's environment (default process.env). */
@@ -63,11 +71,38 @@ export interface RemusPrimaryOptions {
   readonly onStreamEvent?: MigrateEventHandler
 }
 
+export interface ColoOptions {
+  /** The longest time between two checkpoints (libxl: 5 s). */
+  readonly maxIntervalMs: number
+  /** Asks for a checkpoint (the proxy saw the outputs diverge); resolves with why. */
+  readonly trigger?: CheckpointTrigger
+}
+
+/** The proxy side of COLO: when a checkpoint is wanted. */
+export interface CheckpointTrigger {
+  /** Resolves when the outputs diverged since `since` (performance.now()), or never. */
+  next(since: number): Promise<'divergence'>
+  close(): Promise<void>
+}
+
 export type RemusEvent =
   | {readonly kind: 'line'; readonly text: string}
   | {readonly kind: 'log'; readonly level: 'error' | 'warning' | 'info' | 'detail' | 'debug'; readonly text: string}
-  /** Checkpoint n is on the stream. pausedMs: suspend to resume; step: the guest's step at the suspend (sim). */
-  | {readonly kind: 'checkpoint'; readonly number: number; readonly atMs: number; readonly pausedMs: number; readonly pages: number; readonly step?: number}
+  /**
+   * Checkpoint n is on the stream. pausedMs: suspend to resume; step: the guest's step at the suspend
+   * (sim). COLO: why it was taken, and the primary's (A) and secondary's (B) dirty pages (pages = A ∪ B).
+   */
+  | {
+      readonly kind: 'checkpoint'
+      readonly number: number
+      readonly atMs: number
+      readonly pausedMs: number
+      readonly pages: number
+      readonly step?: number
+      readonly reason?: 'first' | 'timer' | 'divergence'
+      readonly primaryDirty?: number
+      readonly secondaryDirty?: number
+    }
   /** The backup has checkpoint n whole. */
   | {readonly kind: 'ack'; readonly number: number; readonly atMs: number}
   /** Frames let out: the epoch they were held in (null: unbuffered), and the newest guest step among them. */
@@ -110,6 +145,12 @@ class RemusPrimary {
   #ackLoop: Promise<void> | undefined
   #ackEnded: string | undefined
   #guardian: Guardian | undefined
+  /** COLO: the secondary has run from a checkpoint (a failover would start it). */
+  #secondaryHolds = false
+  #resumedAt = 0
+  /** COLO: why the next checkpoint is taken, and this checkpoint's dirty sets (from the helper's log). */
+  #reason: 'timer' | 'divergence' = 'timer'
+  #dirty: {primaryDirty?: number; secondaryDirty?: number} = {}
 
   constructor(opts: RemusPrimaryOptions) {
     this.#o = opts
@@ -118,6 +159,11 @@ class RemusPrimary {
 
   #now(): number {
     return performance.now() - this.#started
+  }
+
+  /** How xl names the mode in its lines. */
+  get #ha(): 'COLO' | 'Remus' {
+    return this.#o.colo ? 'COLO' : 'Remus'
   }
 
   #line(text: string): void {
@@ -133,7 +179,7 @@ class RemusPrimary {
     const onSignal = (): void => {
       if (this.#stop) return
       this.#stop = true
-      this.#log('info', 'Remus: stopping replication after the next checkpoint')
+      this.#log('info', `${this.#ha}: stopping replication after the next checkpoint`)
     }
     o.signal?.addEventListener('abort', onSignal, {once: true})
     if (o.signal?.aborted) onSignal()
@@ -153,6 +199,7 @@ class RemusPrimary {
     }
     // Replication is over either way: whatever is held goes out, later output at once.
     await this.#netbuf?.close().catch(() => undefined)
+    await o.colo?.trigger?.close().catch(() => undefined)
     const result = await this.#finish(failure, stoppedCleanly)
     await this.#cleanup()
     await this.#guardian?.done()
@@ -180,13 +227,14 @@ class RemusPrimary {
       // In its own session: a Ctrl-C meant to stop replication cleanly must not cut the connection
       // first (which the backup would take for our death). ssh then cannot ask for a password.
       this.#transport = Transport.start(o.rune, this.#pair, o.env, (why) => this.#log('error', why), {ownSession: true})
-      this.#log('debug', `Remus transport process [${this.#transport.pid ?? '?'}]: sh -c ${o.rune}`)
+      this.#log('debug', `${this.#ha} transport process [${this.#transport.pid ?? '?'}]: sh -c ${o.rune}`)
       await readFixedMessage(this.#pair.recvFd, MIGRATE_RECEIVER_BANNER, 'banner', o.rune)
       const info = await writeSavefileHeader({fd: this.#sendFd, configJson: o.configJson, source: RECEIVER_STREAM, onEvent: (e) => this.#streamEvent(e)})
       headerBytes = 48 + info.optionalDataLength
-      this.#ackLoop = this.#readAcks(this.#pair.recvFd)
+      // Remus: the way back carries our acknowledgements; COLO: it is the back channel of the helper and sendDomain.
+      if (!o.colo) this.#ackLoop = this.#readAcks(this.#pair.recvFd)
     }
-    if (o.netbuf) this.#netbuf = await SimNetBuffer.start(this.#hv, o.domid, (frames, epoch) => this.#released(frames, epoch))
+    if (o.netbuf && !o.colo) this.#netbuf = await SimNetBuffer.start(this.#hv, o.domid, (frames, epoch) => this.#released(frames, epoch))
 
     let cleanEnd = false
     const probe = RemusProbe.fromEnv(this.#hv, o.domid, 'primary', o.env ?? process.env)
@@ -198,17 +246,37 @@ class RemusPrimary {
       },
       suspended: async (n) => {
         this.#netbuf?.boundary(n)
-        await probe?.record(n)
+        await probe?.record(n, {context: o.colo !== undefined})
       },
       resumed: async (n) => {
         const at = this.#suspendAt.get(n) ?? performance.now()
         const pausedMs = performance.now() - at
         const step = await this.#guestStep()
-        o.onEvent({kind: 'checkpoint', number: n, atMs: at - this.#started, pausedMs, pages: this.#pages, ...(step !== undefined ? {step} : {})})
+        o.onEvent({
+          kind: 'checkpoint',
+          number: n,
+          atMs: at - this.#started,
+          pausedMs,
+          pages: this.#pages,
+          ...(step !== undefined ? {step} : {}),
+          ...(o.colo ? {reason: n === 1 ? 'first' : this.#reason, ...this.#dirty} : {}),
+        })
         this.#pages = 0
+        this.#dirty = {}
+      },
+      secondaryResumed: async () => {
+        // COLO: the secondary holds a checkpoint and runs: if we die now, it takes over.
+        if (!this.#secondaryHolds) await this.#guardian?.acknowledged()
+        this.#secondaryHolds = true
+        this.#resumedAt = performance.now()
       },
       committed: async (n) => {
         this.#checkpoints = n
+        if (o.colo) {
+          if (await this.#waitForCheckpointRequest(o.colo)) return true
+          cleanEnd = await this.#endStream()
+          return false
+        }
         // xl's commit: with no acknowledgement to wait for (blackhole), the epoch goes out now.
         if (o.blackhole) this.#netbuf?.release(n)
         if (this.#stop) {
@@ -232,14 +300,34 @@ class RemusPrimary {
       fd: this.#sendFd,
       live: true,
       debug: false,
-      streamType: 'remus',
+      streamType: o.colo ? 'colo' : 'remus',
       checkpoints: hooks,
+      ...(o.colo && this.#pair ? {backChannel: this.#pair.recvFd} : {}),
       env,
       offset: headerBytes,
       onEvent: (e) => this.#streamEvent(e),
     })
     if (sent.stopped?.requested && cleanEnd) return true
     throw new MigrateError('io', 'libxc stream', sent.stopped?.reason ?? this.#ackEnded ?? 'replication stopped', {suspended: sent.stopped?.suspended ?? false})
+  }
+
+  /**
+   * COLO's wait_checkpoint: until the trigger asks (the outputs diverged) or the longest interval
+   * has passed since both guests resumed; false on a stop request.
+   */
+  async #waitForCheckpointRequest(colo: ColoOptions): Promise<boolean> {
+    const since = this.#resumedAt || performance.now()
+    const due = since + colo.maxIntervalMs
+    let diverged = false
+    const request = colo.trigger?.next(since).then(() => (diverged = true))
+    request?.catch(() => undefined)
+    while (!this.#stop && !diverged && performance.now() < due) {
+      const left = due - performance.now()
+      await new Promise((r) => setTimeout(r, Math.max(1, Math.min(left, 20))))
+    }
+    if (this.#stop) return false
+    this.#reason = diverged ? 'divergence' : 'timer'
+    return true
   }
 
   /** Sleeps until `due` (performance.now() time), waking early for a stop request or a dead backup. */
@@ -258,10 +346,13 @@ class RemusPrimary {
    */
   async #endStream(): Promise<boolean> {
     try {
-      await writeAll(this.#sendFd, [...encodeLibxcRecord({kind: 'END'}), ...encodeLibxlRecord({kind: 'END'})], {what: 'the end of the Remus stream'})
+      // Remus: the backup's helper reads libxc END, then its toolstack libxl END. COLO: the
+      // secondary's toolstack waits for CHECKPOINT_STATE NEW and finds libxl END instead.
+      const end = this.#o.colo ? encodeLibxlRecord({kind: 'END'}) : [...encodeLibxcRecord({kind: 'END'}), ...encodeLibxlRecord({kind: 'END'})]
+      await writeAll(this.#sendFd, end, {what: `the end of the ${this.#ha} stream`})
       return true
     } catch (err) {
-      this.#log('warning', `cannot end the Remus stream cleanly: ${(err as Error).message}`)
+      this.#log('warning', `cannot end the ${this.#ha} stream cleanly: ${(err as Error).message}`)
       return false
     }
   }
@@ -289,7 +380,7 @@ class RemusPrimary {
     } catch (err) {
       this.#ackEnded = `cannot read the way back: ${err instanceof FdError ? err.detail : (err as Error).message}`
     }
-    this.#log('detail', `Remus: ${this.#ackEnded}`)
+    this.#log('detail', `${this.#ha}: ${this.#ackEnded}`)
   }
 
   #released(frames: readonly Buffer[], epoch: number | null): void {
@@ -315,6 +406,11 @@ class RemusPrimary {
   }
 
   #streamEvent(e: MigrateEvent): void {
+    // Our helper's words for a COLO checkpoint's sets: "checkpoint N: A pages dirty here, B on the secondary, S sent".
+    if (e.kind === 'helper-log') {
+      const m = /^checkpoint \d+: (\d+) pages dirty here, (\d+) on the secondary/.exec(e.log.message)
+      if (m) this.#dirty = {primaryDirty: Number(m[1]), secondaryDirty: Number(m[2])}
+    }
     if (e.kind === 'helper-started' && e.pid !== undefined) void this.#guardian?.helper(e.pid)
     // A checkpoint's pages: the first one's go out as the live round's last pass ("Frames final").
     if (e.kind === 'helper-progress' && /^(Checkpointed save|Frames final)/.test(e.progress.doingWhat)) this.#pages = Number(e.progress.total)
@@ -326,11 +422,11 @@ class RemusPrimary {
     const o = this.#o
     const done = (outcome: RemusOutcome, exitCode: number): RemusResult => ({outcome, exitCode, checkpoints: this.#checkpoints})
     if (!(await this.#exists())) {
-      this.#line('Remus: Primary domain has been destroyed.')
+      this.#line(`${this.#ha}: Primary domain has been destroyed.`)
       return done('primary-destroyed', 0)
     }
     if (stoppedCleanly) {
-      this.#line(`Remus: replication stopped after ${this.#checkpoints} checkpoints; domain ${o.name} runs on at primary, unprotected.`)
+      this.#line(`${this.#ha}: replication stopped after ${this.#checkpoints} checkpoints; domain ${o.name} runs on at primary, unprotected.`)
       return done('stopped', 0)
     }
     const why = failure instanceof Error ? failure.message : String(failure)
@@ -339,8 +435,8 @@ class RemusPrimary {
       this.#line('Failed to suspend domain at primary.')
       return done('suspend-failed', 1)
     }
-    this.#log(this.#checkpoints > 0 ? 'detail' : 'error', `Remus: Domain suspend terminated with rc ${ERROR_FAIL}: ${why}`)
-    this.#line('Remus: Backup failed? resuming domain at primary.')
+    this.#log(this.#checkpoints > 0 ? 'detail' : 'error', `${this.#ha}: Domain suspend terminated with rc ${ERROR_FAIL}: ${why}`)
+    this.#line(`${this.#ha}: Backup failed? resuming domain at primary.`)
     await this.#resumeHere()
     return done('backup-failed', 1)
   }
@@ -373,7 +469,7 @@ class RemusPrimary {
     if (this.#transport) {
       const exit = await this.#transport.wait(CHILD_REPORT_MS)
       if (exit === 'timeout') await this.#transport.killAll()
-      else if (exit.code !== 0 && exit.code !== null) this.#log('detail', `Remus transport process exited with error status ${exit.code}`)
+      else if (exit.code !== 0 && exit.code !== null) this.#log('detail', `${this.#ha} transport process exited with error status ${exit.code}`)
     }
     this.#pair?.close()
     await this.#ackLoop
