@@ -28,6 +28,7 @@ import * as path from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {parseArgs} from 'node:util'
 
+import {entryPointFiles} from '../dist/toolstack/entry-points.js'
 import {SimHypervisor} from '../dist/toolstack/hypervisor/index.js'
 
 const {values: opt} = parseArgs({
@@ -49,6 +50,8 @@ const LINK = Number(opt.link)
 const ONLY = new Set(opt.only.split(','))
 const BIN = fileURLToPath(new URL('../bin/run.js', import.meta.url))
 const NODE = process.execPath
+/** Our save helper's program, bundled or not. */
+const HELPER_FILES = Object.values(entryPointFiles('save-helper'))
 const MiB = 1024 * 1024
 
 const median = (xs) => {
@@ -68,7 +71,7 @@ function roleOf(pid) {
   } catch {
     return undefined
   }
-  if (!cmd.some((a) => a === BIN || a.endsWith('/helper/main.js'))) return undefined
+  if (!cmd.some((a) => a === BIN || HELPER_FILES.includes(a))) return undefined
   if (cmd.includes('--save-domain')) return 'save helper'
   if (cmd.includes('--restore-domain')) return 'restore helper'
   if (cmd.includes('migrate-receive')) return 'receiver CLI'

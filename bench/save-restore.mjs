@@ -20,12 +20,16 @@
  * Then where the time goes (medians, ms): helper start (spawn until its first message: Node start,
  * module loading, reaching the host), the page phase as the helper reports it (first and last
  * Frames progress), and the rest. --profile runs one save and one restore with the helper under
- * `node --cpu-prof` and prints the functions with the most self time (page reads, writes).
+ * `node --cpu-prof` and prints the functions with the most self time (page reads, writes), placed
+ * in the TypeScript sources through the helper's source map.
+ * The helper is what the toolstack starts (src/toolstack/entry-points.ts): dist/bundle/save-helper.js
+ * when current, else dist/toolstack/helper/main.js.
  *
  * Options: --mib N (1024) --runs N (7) --warmup N (1) --dir DIR (/dev/shm) --profile
  */
 import {spawnSync} from 'node:child_process'
 import * as fs from 'node:fs'
+import {SourceMap} from 'node:module'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {fileURLToPath} from 'node:url'
@@ -33,6 +37,7 @@ import {parseArgs} from 'node:util'
 
 import {SimHypervisor} from '../dist/toolstack/hypervisor/index.js'
 import {domainConfigFromJson} from '../dist/toolstack/config/index.js'
+import {entryPointFile} from '../dist/toolstack/entry-points.js'
 import {openSavefile, restoreFromSavefile, saveDomainToFile} from '../dist/toolstack/migrate/index.js'
 
 const {values: opt} = parseArgs({
@@ -49,7 +54,7 @@ const MIB = Number(opt.mib)
 const RUNS = Number(opt.runs)
 const WARMUP = Number(opt.warmup)
 const DIR = opt.dir
-const HELPER = fileURLToPath(new URL('../dist/toolstack/helper/main.js', import.meta.url))
+const HELPER = entryPointFile('save-helper')
 
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b)
@@ -160,7 +165,7 @@ async function ourRestore(helperEnv = {...env, XL_TS_ROOT: rootB}) {
   return {total, ...rec.marks}
 }
 
-/** Node's own start and our helper's module loading, without any work: it exits at its argv check. */
+/** Node's own start and loading our helper's code, without any work: it exits at its argv check. */
 function helperStartFloor() {
   const t0 = performance.now()
   spawnSync(process.execPath, ['-e', '0'])
@@ -238,7 +243,7 @@ try {
 
   const m = (xs, f) => median(xs.map(f))
   console.log('\nwhere the time goes (medians, ms):')
-  console.log(`  helper start floor: node -e 0 ${m(res.floors, (f) => f.node).toFixed(0)}; node helper/main.js (module loading, exits at argv) ${m(res.floors, (f) => f.helper).toFixed(0)}`)
+  console.log(`  helper start floor: node -e 0 ${m(res.floors, (f) => f.node).toFixed(0)}; node ${shortName(HELPER)} (code loading, exits at argv) ${m(res.floors, (f) => f.helper).toFixed(0)}`)
   console.log('  save:')
   console.log(`    before the helper (open, xl header, libxl header)    ${m(res.save, (x) => x.spawned).toFixed(0)}`)
   console.log(`    helper start (spawn to its first message)           ${m(res.save, (x) => x.firstMessage - x.spawned).toFixed(0)}`)
@@ -270,15 +275,39 @@ try {
   await cleanup()
 }
 
+/** The last two parts of a path: `bundle/save-helper.js`, `fd/raw-io.ts`. */
+function shortName(file) {
+  return file.split('/').slice(-2).join('/')
+}
+
+/** Where a profiled line of our code comes from (`fd/raw-io.ts:120`), by the source map next to its file (cached in `sourceMaps`). */
+function sourceLine(sourceMaps, url, line, column) {
+  if (!url.startsWith('file:')) return undefined
+  const file = fileURLToPath(url)
+  if (!sourceMaps.has(file)) {
+    let map
+    try {
+      map = new SourceMap(JSON.parse(fs.readFileSync(`${file}.map`, 'utf8')))
+    } catch {
+      // no map: the generated line is shown
+    }
+    sourceMaps.set(file, map)
+  }
+  const e = sourceMaps.get(file)?.findEntry(line, column)
+  return e?.originalSource ? `${shortName(e.originalSource)}:${e.originalLine + 1}` : undefined
+}
+
 function profileTop(file, n) {
   const p = JSON.parse(fs.readFileSync(file, 'utf8'))
   const byId = new Map(p.nodes.map((x) => [x.id, x]))
+  const sourceMaps = new Map()
   const self = new Map()
   let total = 0
   p.samples.forEach((id, i) => {
     const node = byId.get(id)
     const f = node.callFrame
-    const key = `${f.functionName || '(anonymous)'} ${f.url ? `${f.url.split('/').slice(-2).join('/')}:${f.lineNumber + 1}` : ''}`.trim()
+    const where = f.url ? (sourceLine(sourceMaps, f.url, f.lineNumber, f.columnNumber) ?? `${shortName(f.url)}:${f.lineNumber + 1}`) : ''
+    const key = `${f.functionName || '(anonymous)'} ${where}`.trim()
     const dt = p.timeDeltas[i] ?? 0
     self.set(key, (self.get(key) ?? 0) + dt)
     total += dt

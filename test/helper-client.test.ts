@@ -159,10 +159,10 @@ const restore = async (more: Partial<Extract<HelperParams, {mode: 'restore'}>> =
 const replies = (stderr: string | undefined): string[] => (stderr ?? '').split('\n').filter((l) => l.startsWith('fake: reply ')).map((l) => l.slice(12))
 
 describe('resolving the helper command', () => {
-  it('LIBXL_SAVE_HELPER wins, run as it is; else our dist/toolstack/helper/main.js under this Node', () => {
+  it('LIBXL_SAVE_HELPER wins, run as it is; else our helper, built and bundled (dist/bundle/save-helper.js), under this Node', () => {
     expect(resolveHelperCommand({[HELPER_ENV]: '/usr/lib/xen/bin/libxl-save-helper'})).toEqual({file: '/usr/lib/xen/bin/libxl-save-helper', args: []})
-    expect(resolveHelperCommand({})).toEqual({file: process.execPath, args: [path.join(ROOT, 'dist/toolstack/helper/main.js')]})
-    expect(defaultHelperScript()).toBe(path.join(ROOT, 'dist/toolstack/helper/main.js'))
+    expect(resolveHelperCommand({})).toEqual({file: process.execPath, args: [path.join(ROOT, 'dist/bundle/save-helper.js')]})
+    expect(defaultHelperScript()).toBe(path.join(ROOT, 'dist/bundle/save-helper.js'))
   })
 
   it('runs what LIBXL_SAVE_HELPER names when no command is given', async () => {

@@ -1,13 +1,19 @@
 /**
  * The one place tests make sure dist/ is current: the CLI, the sim's domain program and the helper
- * all run from dist/. vitest's global setup calls it once before any test file (`npm test` builds
- * first anyway, so then it only checks); test files may call it again, which costs a stat walk.
- * Test files run in parallel: a lock folder keeps two of them from running tsc at once.
+ * all run from dist/, the last two (and the migration guardian) from their bundles in dist/bundle/
+ * (scripts/bundle.mjs, run after tsc). src/toolstack/entry-points.ts starts a bundle only while it
+ * is not older than tsc's output, so a stale one would quietly test the unbundled programs: current
+ * means both tsc's output and the bundles. vitest's global setup calls it once before any test file
+ * (`npm test` builds first anyway, so then it only checks); test files may call it again, which
+ * costs a stat walk. Test files run in parallel: a lock folder keeps two of them from building at
+ * once.
  */
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {execa} from 'execa'
+
+import {ENTRY_POINTS, entryPointFile, entryPointFiles, type EntryPoint} from '../../src/toolstack/entry-points.js'
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const LOCK = path.join(REPO, 'dist', '.build.lock')
@@ -21,10 +27,18 @@ function newestMtime(p: string): number {
   return newest
 }
 
-function upToDate(): boolean {
+/** tsc's output is newer than every source. */
+function compiled(): boolean {
   const dist = path.join(REPO, 'dist')
   return fs.existsSync(path.join(dist, 'cli', 'main.js')) && newestMtime(dist) >= newestMtime(path.join(REPO, 'src'))
 }
+
+/** Every program's bundle exists and is not older than tsc's output of it. */
+function bundled(): boolean {
+  return (Object.keys(ENTRY_POINTS) as EntryPoint[]).every((name) => entryPointFile(name) === entryPointFiles(name).bundle)
+}
+
+const upToDate = (): boolean => compiled() && bundled()
 
 export async function ensureBuilt(): Promise<void> {
   if (upToDate()) return
@@ -47,8 +61,16 @@ export async function ensureBuilt(): Promise<void> {
   }
   try {
     if (upToDate()) return
-    const r = await execa('npx', ['tsc', '-p', 'tsconfig.json'], {cwd: REPO, reject: false})
-    if (!upToDate()) throw new Error(`build failed:\n${r.stdout}\n${r.stderr}`)
+    const output: string[] = []
+    for (const [file, args] of [
+      ['npx', ['tsc', '-p', 'tsconfig.json']],
+      [process.execPath, ['scripts/bundle.mjs']],
+    ] as const) {
+      // tsc emits despite type errors; the tests run on what it emitted, as before
+      const r = await execa(file, args, {cwd: REPO, reject: false, all: true})
+      output.push(r.all ?? '')
+    }
+    if (!upToDate()) throw new Error(`build failed:\n${output.join('\n')}`)
   } finally {
     fs.rmSync(LOCK, {recursive: true, force: true})
   }

@@ -4,19 +4,22 @@
  * the records of a savefile as `xl-ts stream inspect --json` lists them.
  */
 import * as fs from 'node:fs'
-import * as path from 'node:path'
 import {expect} from 'vitest'
 
+import {entryPointFiles} from '../../src/toolstack/entry-points.js'
 import {cleanupHost, leftovers, xl} from './cli.js'
 
-/** Our save/restore helpers (dist/toolstack/helper/main.js) running for this host. */
+/** Our helper's program, bundled or not. */
+const HELPER_FILES: readonly string[] = Object.values(entryPointFiles('save-helper'))
+
+/** Our save/restore helpers (dist/bundle/save-helper.js or dist/toolstack/helper/main.js) running for this host. */
 export function helperProcesses(root: string): number[] {
   const pids: number[] = []
   for (const e of fs.readdirSync('/proc')) {
     if (!/^[0-9]+$/.test(e) || Number(e) === process.pid) continue
     try {
       const cmdline = fs.readFileSync(`/proc/${e}/cmdline`, 'utf8')
-      if (!cmdline.includes(path.join('toolstack', 'helper', 'main.js'))) continue
+      if (!cmdline.split('\0').some((a) => HELPER_FILES.includes(a))) continue
       const stat = fs.readFileSync(`/proc/${e}/stat`, 'latin1')
       if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z') continue
       const environ = fs.readFileSync(`/proc/${e}/environ`, 'utf8').split('\0')

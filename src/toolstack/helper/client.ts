@@ -25,9 +25,9 @@
  */
 import type {ChildProcess} from 'node:child_process'
 import * as os from 'node:os'
-import {fileURLToPath} from 'node:url'
 import * as util from 'node:util'
 
+import {entryPointFile} from '../entry-points.js'
 import {blockingFd, fdFlags, spawnWithFds, type ChildStdio} from '../fd/index.js'
 import {buildHelperArgv, type HelperArgs, type HelperStreamType} from './argv.js'
 import {
@@ -52,13 +52,13 @@ export const HELPER_ENV = 'LIBXL_SAVE_HELPER'
 export interface HelperCommand {
   /** What is executed. */
   readonly file: string
-  /** Arguments before the helper's own (`[main.js]` when `file` is node). */
+  /** Arguments before the helper's own (`[<helper script>]` when `file` is node). */
   readonly args: readonly string[]
 }
 
-/** Our helper: dist/toolstack/helper/main.js (the same path from src/ and from dist/). */
+/** Our helper: dist/bundle/save-helper.js when current, else dist/toolstack/helper/main.js (entry-points.ts). */
 export function defaultHelperScript(): string {
-  return fileURLToPath(new URL('../../../dist/toolstack/helper/main.js', import.meta.url))
+  return entryPointFile('save-helper')
 }
 
 /** `$LIBXL_SAVE_HELPER` when set (run as it is), else our helper run by this Node. */

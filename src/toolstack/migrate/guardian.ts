@@ -4,7 +4,8 @@
  * before the promise resolves, so a process killed right after still has it delivered.
  */
 import {spawn, type ChildProcess} from 'node:child_process'
-import {fileURLToPath} from 'node:url'
+
+import {entryPointFile} from '../entry-points.js'
 
 export type GuardianRole =
   | {
@@ -25,7 +26,7 @@ export type GuardianRole =
   | {readonly role: 'remus-primary'; readonly domid: number; readonly name: string}
 
 export function guardianScript(): string {
-  return fileURLToPath(new URL('./guardian-main.js', import.meta.url))
+  return entryPointFile('guardian-main')
 }
 
 function argv(r: GuardianRole): string[] {

@@ -9,8 +9,8 @@ import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import {fileURLToPath} from 'node:url'
 
+import {entryPointFile} from '../../entry-points.js'
 import {DirtyBitmap} from '../dirty-bitmap.js'
 import {HypervisorError, LIBXL_ERROR} from '../errors.js'
 import type {
@@ -95,17 +95,11 @@ function writeJsonAtomic(file: string, value: unknown): void {
   fs.renameSync(tmp, file)
 }
 
-/** The domain program: next to this module in dist/, or dist/'s copy when this module runs from src/ (tests). */
+/** The domain program in dist/ (its bundle when current: entry-points.ts), also when this module runs from src/ (tests). */
 export function domainProgram(): string {
-  const here = path.dirname(fileURLToPath(import.meta.url))
-  const js = path.join(here, 'domain-main.js')
-  if (fs.existsSync(js)) return js
-  const m = /^(.*)[\\/]src[\\/](toolstack[\\/].*)$/.exec(here)
-  if (m) {
-    const built = path.join(m[1]!, 'dist', m[2]!, 'domain-main.js')
-    if (fs.existsSync(built)) return built
-  }
-  throw new HypervisorError('backend-failure', `the simulated domain program ${js} is missing: run npm run build`)
+  const file = entryPointFile('domain-main')
+  if (fs.existsSync(file)) return file
+  throw new HypervisorError('backend-failure', `the simulated domain program ${file} is missing: run npm run build`)
 }
 
 function tail(file: string, lines = 12): string {
