@@ -159,10 +159,12 @@ describe('migrate-receive with a whole stream', () => {
     for (const d of await guests(target)) await execa(NODE, [BIN, '--root', target, 'destroy', String(d.domid)], {env: {XL_TS_BACKEND: 'sim'}})
   })
 
-  it('refuses Remus and COLO streams for now', async () => {
-    const r = await receive(Buffer.alloc(0), ['-r'])
-    expect(r.exitCode).toBe(1)
-    expect(r.stdout.length).toBe(0)
-    expect(r.stderr.trim()).toBe('xl-ts: migrate-receive: Remus (-r) streams are not supported yet')
-  })
+  for (const flag of ['-r', '--colo']) {
+    it(`${flag}: a stream that ends at once gets the banner, xl's failure line, exit 1`, async () => {
+      const r = await receive(Buffer.alloc(0), [flag])
+      expect(r.exitCode, r.stderr).toBe(1)
+      expect(r.stdout.equals(BANNER)).toBe(true)
+      expect(r.stderr.split('\n')).toContain('migration target: Domain creation failed (code -6).')
+    })
+  }
 })

@@ -17,20 +17,16 @@ import type {RestoreCallbacks} from '../restore/index.js'
 import {PRECOPY_ENV, parseTuning, policyFor, type PrecopyTuning} from '../save/policy.js'
 import type {SaveCallbacks, SaveEvent} from '../save/engine.js'
 import {
-  LIBXC,
   encodeLibxcRecord,
-  readRecordBody,
-  readRecordHeader,
-  libxcTypeName,
-  checkLibxcBody,
-  decodeCheckedBody,
   type StreamType,
 } from '../stream/index.js'
 import {XCFLAGS, parseHelperArgv, streamTypeName, type RestoreHelperArgs, type SaveHelperArgs} from './argv.js'
+import {dirtyListReader} from './dirty-list.js'
 import {HelperSide} from './helper-side.js'
 import {CBFLAGS, XTL} from './protocol.js'
 
 const EXIT_CANNOT_START = 255
+const QUIRK_LINE = 'the secondary puts a 16-byte record header before its dirty pfn list (Xen 4.18+): reading the list after it'
 /** Test-only switch: the COLO primary ignores the secondary's dirty pages (set B). */
 const IGNORE_SECONDARY_DIRTY_ENV = 'XL_TS_TEST_COLO_IGNORE_SVM_DIRTY'
 /** The stream offset where the helper's part of a pipe starts, set by the toolstack. */
@@ -69,18 +65,12 @@ async function save(side: HelperSide, hv: Hypervisor, a: SaveHelperArgs): Promis
   }
   for (const [k, v] of Object.entries(optional)) if (v) (callbacks as unknown as Record<string, unknown>)[k] = v
 
-  const back = a.recvFd >= 0 ? new SyncFdSource(a.recvFd, {what: 'the back channel'}) : undefined
-  let index = 0
+  const readDirty = a.recvFd >= 0 ? dirtyListReader(a.recvFd, () => side.log(XTL.WARN, QUIRK_LINE)) : undefined
   const readSecondaryDirty = async (): Promise<number[]> => {
-    const frame = {format: 'back-channel' as const, index: index++, nameOf: libxcTypeName}
-    const header = (await readRecordHeader(back!, frame))!
-    if (header.type !== LIBXC.CHECKPOINT_DIRTY_PFN_LIST) throw new Error(`Expect dirty bitmap record, but received ${header.type}`)
-    const raw = await readRecordBody(back!, header, frame)
-    checkLibxcBody(raw)
-    const rec = decodeCheckedBody(raw.type, raw.body)
+    const pfns = readDirty!()
     // Test-only: drop the secondary's set B, to show that the copy then diverges (issue 7).
     if (process.env[IGNORE_SECONDARY_DIRTY_ENV] === '1') return []
-    return rec.kind === 'CHECKPOINT_DIRTY_PFN_LIST' ? rec.pfns : []
+    return pfns
   }
 
   const onEvent = (e: SaveEvent): void => {
@@ -109,7 +99,7 @@ async function save(side: HelperSide, hv: Hypervisor, a: SaveHelperArgs): Promis
     debug: (a.xcflags & XCFLAGS.DEBUG) !== 0,
     streamType,
     callbacks,
-    ...(back ? {readSecondaryDirty} : {}),
+    ...(readDirty ? {readSecondaryDirty} : {}),
     onEvent,
   })
 }

@@ -6,7 +6,7 @@
  */
 import type {ByteSource} from './byte-source.js'
 import {StreamError, fail, hex, type ErrorSite} from './errors.js'
-import {readRecordBody, readRecordHeader, type FrameReadOptions} from './framing.js'
+import {readRecordBody, readRecordHeader, type FrameReadOptions, type RawRecord} from './framing.js'
 import {LIBXC} from './libxc-format.js'
 import {checkLibxcBody} from './libxc-rules.js'
 import {decodeCheckedBody} from './libxc-records.js'
@@ -48,6 +48,20 @@ function onBackChannel<T>(site: ErrorSite, decode: () => T): T {
   }
 }
 
+/**
+ * The pfns of a CHECKPOINT_DIRTY_PFN_LIST record (length a multiple of 8, each a u64), with errors
+ * naming the back channel. Bounds against the p2m size are the reader's to check.
+ */
+export function decodeDirtyPfnList(raw: RawRecord, site?: ErrorSite): number[] {
+  const where: ErrorSite = site ?? {format: 'back-channel', offset: raw.offset, record: {type: raw.type, name: backChannelTypeName(raw.type), index: raw.index}}
+  if (raw.type !== LIBXC.CHECKPOINT_DIRTY_PFN_LIST) fail(where, 'bad-order', `Expect dirty bitmap record, but received ${raw.type}`)
+  return onBackChannel(where, () => {
+    checkLibxcBody(raw)
+    const rec = decodeCheckedBody(raw.type, raw.body)
+    return rec.kind === 'CHECKPOINT_DIRTY_PFN_LIST' ? rec.pfns : []
+  })
+}
+
 export class BackChannelReader {
   #index = 0
   #expect: Expect = 'SVM_READY'
@@ -73,10 +87,7 @@ export class BackChannelReader {
     if (raw.type === LIBXL.CHECKPOINT_STATE) {
       record = onBackChannel(site, () => decodeLibxlRecord(raw) as BackChannelRecord)
     } else if (raw.type === LIBXC.CHECKPOINT_DIRTY_PFN_LIST) {
-      record = onBackChannel(site, () => {
-        checkLibxcBody(raw)
-        return decodeCheckedBody(raw.type, raw.body) as BackChannelRecord
-      })
+      record = {kind: 'CHECKPOINT_DIRTY_PFN_LIST', pfns: decodeDirtyPfnList(raw, site)}
     } else {
       return fail(site, 'unknown-record', `record type ${hex(raw.type, 8)} does not travel on the back channel`)
     }

@@ -109,7 +109,9 @@ class LibxlWalk {
         return
       }
       this.#atBoundary = false
-      if (this.#phase === 'await-new' && !this.#isCheckpointState(header)) {
+      // xl-ts's clean stop of COLO: libxl END where CHECKPOINT_STATE(NEW) was due.
+      const coloEnd = this.#phase === 'await-new' && this.#streamType === 'colo' && header.type === LIBXL.END
+      if (this.#phase === 'await-new' && !coloEnd && !this.#isCheckpointState(header)) {
         // No CHECKPOINT_STATE after CHECKPOINT_END: a Remus stream, whose next record is libxc's.
         if (this.#streamType === 'colo') {
           fail(this.#site(header), 'bad-order', 'expected CHECKPOINT_STATE(NEW) after CHECKPOINT_END in a COLO stream')

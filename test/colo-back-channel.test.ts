@@ -1,0 +1,107 @@
+/**
+ * The COLO primary's read of the secondary's dirty pfn list (helper/dirty-list.ts) on a real FIFO,
+ * as Xen 4.17 secondaries (and ours) write it, 8-byte record header, and as Xen 4.18+ ones do,
+ * 16-byte header with a NULL pointer (XEN-FACTS §12.1): the same pfns either way, the 4.18 form
+ * noticed once, and the channel left exactly at the next record (SVM_READY), which the toolstack
+ * reads with readCheckpointState.
+ */
+import * as fs from 'node:fs'
+
+import {afterEach, describe, expect, it} from 'vitest'
+
+import {openFdPair, type FdPair} from '../src/toolstack/fd/index.js'
+import {dirtyListReader, QUIRK_WAIT_MS} from '../src/toolstack/helper/dirty-list.js'
+import {readCheckpointState} from '../src/toolstack/migrate/colo-states.js'
+import {encodeLibxlRecord, StreamError} from '../src/toolstack/stream/index.js'
+
+const DIRTY_LIST = 0x0f
+let pair: FdPair | undefined
+
+afterEach(() => {
+  pair?.close()
+  pair = undefined
+})
+
+/** The record as a 4.17 secondary writes it: type, length, the u64 pfns. */
+function list417(pfns: readonly number[]): Buffer {
+  const b = Buffer.alloc(8 + 8 * pfns.length)
+  b.writeUInt32LE(DIRTY_LIST, 0)
+  b.writeUInt32LE(8 * pfns.length, 4)
+  pfns.forEach((p, i) => b.writeBigUInt64LE(BigInt(p), 8 + 8 * i))
+  return b
+}
+
+/** As Xen 4.18+ writes it: struct xc_sr_record (type, length, NULL data pointer), then the pfns. */
+function list418(pfns: readonly number[]): Buffer {
+  const b = list417(pfns)
+  return Buffer.concat([b.subarray(0, 8), Buffer.alloc(8), b.subarray(8)])
+}
+
+const svmReady = (): Buffer => Buffer.concat(encodeLibxlRecord({kind: 'CHECKPOINT_STATE', state: 'SVM_READY'}))
+
+async function channel(): Promise<{write: (b: Buffer) => void; recvFd: number}> {
+  pair = await openFdPair()
+  const w = pair.childStdout
+  return {write: (b) => fs.writeSync(w, b), recvFd: pair.recvFd}
+}
+
+describe('the secondary dirty pfn list on the back channel', () => {
+  const cases: [string, (p: readonly number[]) => Buffer, number[], boolean][] = [
+    ['4.17 form', list417, [3, 9, 12, 4095], false],
+    ['4.18+ form', list418, [3, 9, 12, 4095], true],
+    ['4.18+ form, pfn 0 dirty', list418, [0, 5, 7], true],
+    ['4.17 form, pfn 0 dirty (a leading 0 that is a pfn)', list417, [0, 5, 7], false],
+    ['4.17 form, empty', list417, [], false],
+    ['4.18+ form, empty', list418, [], true],
+  ]
+  for (const [name, form, pfns, quirk] of cases) {
+    it(`${name}: reads ${JSON.stringify(pfns)}, then SVM_READY is the next record`, async () => {
+      const ch = await channel()
+      let noticed = 0
+      const read = dirtyListReader(ch.recvFd, () => noticed++)
+      ch.write(form(pfns))
+      const t0 = performance.now()
+      expect(await read()).toEqual(pfns)
+      const waited = performance.now() - t0
+      expect(noticed).toBe(quirk ? 1 : 0)
+      // Only a list that could be the 4.18 form waits, and not longer than the bound.
+      if (pfns.length > 0 && pfns[0] !== 0) expect(waited).toBeLessThan(QUIRK_WAIT_MS / 2)
+      ch.write(svmReady())
+      await readCheckpointState(ch.recvFd, 'SVM_READY', 'the back channel')
+    })
+  }
+
+  it('notices the 4.18+ form once over many checkpoints', async () => {
+    const ch = await channel()
+    let noticed = 0
+    const read = dirtyListReader(ch.recvFd, () => noticed++)
+    for (let i = 0; i < 5; i++) {
+      ch.write(list418([0, i + 1]))
+      expect(await read()).toEqual([0, i + 1])
+      ch.write(svmReady())
+      await readCheckpointState(ch.recvFd, 'SVM_READY', 'the back channel')
+    }
+    expect(noticed).toBe(1)
+  })
+
+  it('refuses a length that is not a multiple of 8, naming the back channel record', async () => {
+    const ch = await channel()
+    const read = dirtyListReader(ch.recvFd, () => {})
+    const b = Buffer.alloc(8 + 12)
+    b.writeUInt32LE(DIRTY_LIST, 0)
+    b.writeUInt32LE(12, 4)
+    ch.write(Buffer.concat([b, Buffer.alloc(4)]))
+    const err = await read().catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(StreamError)
+    expect((err as StreamError).format).toBe('back-channel')
+    expect((err as StreamError).message).toContain('CHECKPOINT_DIRTY_PFN_LIST')
+  })
+
+  it('refuses another record where the list is due (libxc: "Expect dirty bitmap record")', async () => {
+    const ch = await channel()
+    const read = dirtyListReader(ch.recvFd, () => {})
+    ch.write(svmReady())
+    const err = await read().catch((e: unknown) => e)
+    expect((err as Error).message).toContain('Expect dirty bitmap record, but received 5')
+  })
+})
