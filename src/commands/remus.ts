@@ -7,6 +7,7 @@ import type {LogLevel} from '../cli/log.js'
 import {EventLines, type MigrateEvent} from '../toolstack/migrate/index.js'
 import {RuneError, buildColoRune, buildRemusRune} from '../toolstack/migrate/rune.js'
 import {probePlugQdisc} from '../toolstack/remus/plug-qdisc.js'
+import {SimColoCompare, compareAddressOf} from '../toolstack/remus/sim-colo-compare.js'
 import {runRemusPrimary, type RemusEvent} from '../toolstack/remus/remus-primary.js'
 
 /** xl's default checkpoint interval (main_remus: "def. 200ms"). */
@@ -151,6 +152,24 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
       }
     }
 
+    // COLO's proxy on the sim host: the toolstack compares the guests' frames, the secondary's
+    // arriving where the first vif's colo_sock_compare_sec_in_ip/port say. Without those keys the
+    // timer alone takes checkpoints (what Xen's userspace mode does when nobody asks).
+    let trigger: SimColoCompare | undefined
+    if (flags.colo) {
+      const address = compareAddressOf(stored)
+      if (address) {
+        try {
+          trigger = await SimColoCompare.start(hv, dom.domid, address, {onLog: (t) => this.logger.log('warning', t)})
+        } catch (err) {
+          throw new XlExit(`xl-ts: remus: cannot listen for the secondary's frames on ${address.host}:${address.port}: ${(err as Error).message}`)
+        }
+        this.logger.log('detail', `COLO: comparing the guests' output; the secondary's frames come to ${address.host}:${address.port}`)
+      } else {
+        this.logger.log('info', `COLO: no colo_sock_compare_sec_in_ip/port on the first vif: checkpoints every ${flags['max-interval'] ?? COLO_MAX_INTERVAL_MS} ms by the timer only`)
+      }
+    }
+
     const interrupt = new AbortController()
     const onSignal = (): void => interrupt.abort()
     const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
@@ -166,9 +185,8 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
         blackhole: flags.blackhole,
         intervalMs,
         netbuf: !flags['no-netbuf'],
-        // On the sim host the checkpoint trigger is the toolstack's timer (the guests' outputs are
-        // compared by issue 8's colo-compare); at most every --max-interval (libxl: 5 s).
-        ...(flags.colo ? {colo: {maxIntervalMs: flags['max-interval'] ?? COLO_MAX_INTERVAL_MS}} : {}),
+        // A checkpoint when the outputs diverge, at the latest every --max-interval (libxl: 5 s).
+        ...(flags.colo ? {colo: {maxIntervalMs: flags['max-interval'] ?? COLO_MAX_INTERVAL_MS, ...(trigger ? {trigger} : {})}} : {}),
         signal: interrupt.signal,
         onEvent,
         onStreamEvent,

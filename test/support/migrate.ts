@@ -24,11 +24,15 @@ export interface GuestSpec {
   workingSetMiB: number
   seed: number
   packetRate?: number
+  /** Probability per step of a host-local perturbation (sim_nondeterminism). */
+  nondeterminism?: number
+  /** One vif spec (xl's vif = [ '...' ]). */
+  vif?: string
 }
 
 /** The sim workload a guest made from this spec runs (as create makes it from the config). */
 export function workloadOf(g: GuestSpec): WorkloadSpec {
-  return {dirtyRate: g.dirtyRate, workingSetMiB: Math.min(g.workingSetMiB, g.memMiB), seed: g.seed, nondeterminism: 0, packetRate: g.packetRate ?? 0}
+  return {dirtyRate: g.dirtyRate, workingSetMiB: Math.min(g.workingSetMiB, g.memMiB), seed: g.seed, nondeterminism: g.nondeterminism ?? 0, packetRate: g.packetRate ?? 0}
 }
 
 export function sim(root: string): SimHypervisor {
@@ -46,7 +50,10 @@ export async function createGuest(root: string, g: GuestSpec): Promise<number> {
     sim_working_set: g.workingSetMiB,
     sim_seed: g.seed,
     ...(g.packetRate ? {sim_packet_rate: g.packetRate} : {}),
+    // A fraction: xl.cfg numbers are integers, so it goes as a string.
+    ...(g.nondeterminism ? {sim_nondeterminism: String(g.nondeterminism)} : {}),
   })
+  if (g.vif) fs.appendFileSync(cfg, `vif = [ ${JSON.stringify(g.vif)} ]\n`)
   const r = await execa(NODE, [BIN, '--root', root, 'create', '-q', cfg], {reject: false, env: {XL_TS_BACKEND: 'sim'}})
   if (r.exitCode !== 0) throw new Error(`create ${g.name}: ${r.stderr}`)
   const hv = sim(root)
@@ -239,7 +246,7 @@ export function markedEnv(tmp: string): {env: Record<string, string>; marker: st
   return {env: {XL_TS_TEST_HOOK_DIR: tmp, TMPDIR: tmp}, marker: `XL_TS_TEST_HOOK_DIR=${tmp}`, tmp}
 }
 
-export {cleanupHost, newHost}
+export {cleanupHost, newHost, shellQuote}
 
 /** argv that runs the CLI: node bin/run.js */
 export const BIN_ARGS = [NODE, BIN]

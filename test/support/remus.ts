@@ -1,6 +1,6 @@
 /**
- * Remus runs for the tests: two simulated hosts with a guest on the first, `xl-ts remus --json`
- * to the second (`-s ''`), its NDJSON events, the test probe's checksums, and clean-up.
+ * Remus and COLO runs for the tests: two simulated hosts with a guest on the first, `xl-ts remus
+ * --json [-c]` to the second (`-s ''`), its NDJSON events, the test probe's checksums, clean-up.
  */
 import * as fs from 'node:fs'
 
@@ -23,8 +23,6 @@ export interface ProbeLine {
   checksum: string
   failover?: boolean
 }
-
-
 
 /** Two hosts, a guest on the first, a scratch folder for the probe and temp files, all cleaned up. */
 export async function setup(tag: string, g: GuestSpec) {
@@ -53,8 +51,18 @@ export async function setup(tag: string, g: GuestSpec) {
   return {a, b, tmp, marker, domid, done}
 }
 
-export function startRemus(a: string, b: string, tmp: string, args: string[], env: Record<string, string> = {}): ResultPromise<{reject: false}> {
-  return execa(NODE, [BIN, '--root', a, 'remus', '--json', ...args, '-s', '', 'vm', receiverCommand(b, {args: ['-r']})], {
+export function startRemus(
+  a: string,
+  b: string,
+  tmp: string,
+  args: string[],
+  env: Record<string, string> = {},
+  /** Wraps the backup's command (the `-s ''` host string), e.g. to capture its streams. */
+  wrap: (receiver: string) => string = (r) => r,
+): ResultPromise<{reject: false}> {
+  // With -c the backup runs `migrate-receive --colo`, else `-r`.
+  const receiver = receiverCommand(b, {args: args.includes('-c') ? ['--colo'] : ['-r']})
+  return execa(NODE, [BIN, '--root', a, 'remus', '--json', ...args, '-s', '', 'vm', wrap(receiver)], {
     env: {XL_TS_BACKEND: 'sim', XL_TS_TEST_HOOK_DIR: tmp, TMPDIR: tmp, ...env},
     reject: false,
     stdin: 'ignore',

@@ -24,7 +24,7 @@
  */
 import {domainConfigFromJson, domainSpec, type DomainConfig} from '../config/index.js'
 import {FdByteSource, writeAll} from '../fd/index.js'
-import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
+import {HypervisorError, asSim, type Hypervisor} from '../hypervisor/index.js'
 import {StreamError} from '../stream/index.js'
 import {MigrateError} from './errors.js'
 import type {MigrateEvent, MigrateEventHandler} from './events.js'
@@ -47,6 +47,7 @@ import {receiveDomain, type ReceiveResult} from './receiver.js'
 import {readSavefileHeader} from './savefile.js'
 import {REMUS_ACK} from './remus-ack.js'
 import {RemusProbe, checkpointHeldAt} from '../remus/probe.js'
+import {compareAddressOf, forwardSecondaryFrames, type SecondaryForwarder} from '../remus/sim-colo-compare.js'
 
 const ERROR_FAIL = -3
 const ERROR_INVAL = -6
@@ -117,6 +118,8 @@ class MigrationReceiver {
   #started = false
   /** Remus: the way back refused an ack; no more are tried. */
   #ackBroken = false
+  /** COLO on the sim host: forwards the SVM's frames to the primary's comparator. */
+  #forwarder: SecondaryForwarder | undefined
   /** Remus: the test probe (XL_TS_TEST_REMUS_PROBE), if asked for. */
   #probe: RemusProbe | undefined
   /** Remus: whole checkpoints received. */
@@ -148,6 +151,7 @@ class MigrationReceiver {
       if (!this.#started) await this.#destroyOurCopy(true)
       return {outcome: this.#started ? 'started' : 'failed', exitCode: 1}
     } finally {
+      await this.#forwarder?.stop()
       // Whatever happened, the guardian has nothing left to do unless we die before this.
       await this.#guardian?.done()
     }
@@ -357,6 +361,13 @@ class MigrationReceiver {
     this.#domid = domid
     await this.#guardian?.created(domid)
     if (this.#o.checkpointed) this.#probe = RemusProbe.fromEnv(hv, domid, 'secondary', this.#o.env ?? process.env)
+    // COLO on the sim host: the SVM's frames go to the primary's comparator (the first vif's
+    // colo_sock_compare_sec_in_ip/port), from its first run on.
+    const address = this.#o.checkpointed === 'colo' && asSim(hv) ? compareAddressOf(config as unknown as Record<string, unknown>) : undefined
+    if (address) {
+      this.#forwarder = await forwardSecondaryFrames(hv, domid, address, (t) => this.#log('warning', t))
+      this.#forwarder.pause()
+    }
     this.#log('detail', `created domain ${incoming} (domid ${domid}) for the incoming stream`)
 
     try {
@@ -374,7 +385,12 @@ class MigrationReceiver {
             }
           : {}),
         ...(this.#o.checkpointed === 'colo'
-          ? {backChannel: this.#out, onApplied: (n: number) => this.#probe?.record(n, {context: true})}
+          ? {
+              backChannel: this.#out,
+              onApplied: (n: number) => this.#probe?.record(n, {context: true}),
+              onSecondarySuspending: () => this.#forwarder?.pause(),
+              onSecondaryResuming: () => this.#forwarder?.resume(),
+            }
           : {}),
         env,
         offset: header.length,

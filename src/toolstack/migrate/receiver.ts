@@ -65,6 +65,9 @@ export interface ReceiveDomainOptions {
    * about to run again. Also while it runs, the probe's moment.
    */
   readonly onApplied?: (n: number) => Promise<void> | void
+  /** COLO: the secondary guest is about to suspend for a checkpoint / to run again from one. */
+  readonly onSecondarySuspending?: () => void
+  readonly onSecondaryResuming?: () => void
   /**
    * Remus: checkpoint n is here whole (through CHECKPOINT_END) and its device state applied; the
    * helper applies its memory next. The secondary acknowledges it to the primary here.
@@ -353,6 +356,7 @@ class Receiver {
           await this.#o.onApplied?.(this.#checkpoints)
           if (first) await hv.logDirty(domid).enable()
           await writeCheckpointState(back, 'SVM_READY', 'the back channel')
+          this.#o.onSecondaryResuming?.()
           if (first) await hv.unpause(domid)
           else await hv.resume(domid, {cancel: false})
           first = false
@@ -380,6 +384,7 @@ class Receiver {
       },
       suspend: async () => {
         try {
+          this.#o.onSecondarySuspending?.()
           await hv.suspend(domid)
           this.#coloRunning = false
           await writeCheckpointState(back, 'SVM_SUSPENDED', 'the back channel')

@@ -70,6 +70,8 @@ export interface CheckpointHooks {
    * one). false: stop replicating (the helper then ends).
    */
   committed(n: number): Promise<boolean>
+  /** COLO: the secondary holds checkpoint n and resumes next (its SVM_READY arrived); we resume after. */
+  secondaryReady?(n: number): Promise<void> | void
   /** COLO: the secondary runs again after checkpoint n (its SVM_RESUMED arrived). */
   secondaryResumed?(n: number): Promise<void> | void
 }
@@ -181,7 +183,10 @@ export async function sendDomain(opts: SendDomainOptions): Promise<SendResult> {
             // SVM_RESUMED. libxl__domain_resume(..., suspend_cancel 1): the guest carries on.
             const n = colo ? checkpoints : checkpoints + 1
             try {
-              if (colo) await readCheckpointState(back, 'SVM_READY', 'the back channel')
+              if (colo) {
+                await readCheckpointState(back, 'SVM_READY', 'the back channel')
+                await opts.checkpoints!.secondaryReady?.(n)
+              }
               await hv.resume(domid, {cancel: true})
               suspended = false
               if (colo) {

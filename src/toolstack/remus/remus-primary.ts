@@ -80,8 +80,10 @@ export interface ColoOptions {
 
 /** The proxy side of COLO: when a checkpoint is wanted. */
 export interface CheckpointTrigger {
-  /** Resolves when the outputs diverged since `since` (performance.now()), or never. */
+  /** Resolves when the outputs diverged since the last reset, or never. */
   next(since: number): Promise<'divergence'>
+  /** Both guests start again from the checkpoint the PVM was suspended for (at `step`, if known). */
+  reset?(step: number | undefined): void
   close(): Promise<void>
 }
 
@@ -151,6 +153,8 @@ class RemusPrimary {
   /** COLO: why the next checkpoint is taken, and this checkpoint's dirty sets (from the helper's log). */
   #reason: 'timer' | 'divergence' = 'timer'
   #dirty: {primaryDirty?: number; secondaryDirty?: number} = {}
+  /** COLO: the PVM's step at the last suspend (the comparator drops frames from before it). */
+  #stepAtSuspend: number | undefined
 
   constructor(opts: RemusPrimaryOptions) {
     this.#o = opts
@@ -246,7 +250,11 @@ class RemusPrimary {
       },
       suspended: async (n) => {
         this.#netbuf?.boundary(n)
+        if (o.colo?.trigger?.reset) this.#stepAtSuspend = await this.#guestStep()
         await probe?.record(n, {context: o.colo !== undefined})
+      },
+      secondaryReady: () => {
+        o.colo?.trigger?.reset?.(this.#stepAtSuspend)
       },
       resumed: async (n) => {
         const at = this.#suspendAt.get(n) ?? performance.now()

@@ -1,0 +1,219 @@
+/**
+ * COLO acceptance (issue 7), end to end through the CLI on two simulated hosts (`-s ''`: the host
+ * string runs `migrate-receive --colo` on the second host folder):
+ *
+ *   - a 256 MiB guest with host-local nondeterminism, over 100+ checkpoints: after every one the
+ *     secondary's memory and vCPU context equal the primary's at that suspend (the test probe:
+ *     sha256 of memory + vCPU context, at the primary's suspend and after the secondary applied);
+ *   - with the toolstack's comparator (the first vif's colo_sock_compare_sec_in_ip/port), guests
+ *     whose outputs diverge get checkpoints for it; identical ones only by the timer;
+ *   - the seed's point: with the secondary's dirty set B ignored (a test-only switch) the copy is
+ *     wrong from the second checkpoint on; with it, never (the run above);
+ *   - the primary killed at random moments (20 runs): the secondary goes on from its last
+ *     checkpoint; the secondary killed (20 runs): the primary goes on; never two copies, never none;
+ *   - a captured session (both directions) reads back with `xl-ts stream inspect`;
+ *   - an interrupt stops COLO cleanly: the primary runs on, the secondary's copy is destroyed.
+ */
+import * as fs from 'node:fs'
+import * as net from 'node:net'
+import * as path from 'node:path'
+
+import {execa} from 'execa'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {BIN} from './support/cli.js'
+import {NODE, ensureBuilt, guests, isRunning, markedProcesses, shellQuote, sim, waitNoMarked, type GuestSpec} from './support/migrate.js'
+import {cleanups, events, isBackupProcess, probeLines, setup, signal, sleep, startRemus} from './support/remus.js'
+
+beforeAll(async () => {
+  await ensureBuilt()
+})
+
+afterAll(async () => {
+  for (const c of cleanups.splice(0)) await c()
+})
+
+/** A TCP port nobody listens on right now. */
+async function freePort(): Promise<number> {
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as net.AddressInfo).port
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  return port
+}
+
+/** Waits until the run's NDJSON shows `n` checkpoints. */
+async function untilCheckpoints(run: ReturnType<typeof startRemus>, n: number, ms = 60_000): Promise<void> {
+  let out = ''
+  run.stdout?.on('data', (d: Buffer) => (out += d.toString()))
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    if (events(out.slice(0, out.lastIndexOf('\n') + 1)).filter((e) => e.event === 'checkpoint').length >= n) return
+    await sleep(20)
+  }
+  throw new Error(`no ${n} checkpoints within ${ms} ms:\n${out.slice(-2000)}`)
+}
+
+/** Checkpoint number -> [primary's checksum, secondary's checksum] for those both sides recorded. */
+function pairs(tmp: string): Map<number, [string, string]> {
+  const primary = new Map(probeLines(path.join(tmp, 'primary.ndjson')).map((p) => [p.checkpoint, p.checksum]))
+  const out = new Map<number, [string, string]>()
+  for (const p of probeLines(path.join(tmp, 'secondary.ndjson'))) {
+    const mine = primary.get(p.checkpoint)
+    if (mine !== undefined) out.set(p.checkpoint, [mine, p.checksum])
+  }
+  return out
+}
+
+describe('colo', () => {
+  it('a 256 MiB guest with nondeterminism: after every checkpoint of 100+ the secondary equals the primary', {timeout: 300_000}, async () => {
+    const g: GuestSpec = {name: 'vm', memMiB: 256, dirtyRate: 3000, workingSetMiB: 32, seed: 21, packetRate: 100, nondeterminism: 0.01}
+    const s = await setup('cacc', g)
+    const run = startRemus(s.a, s.b, s.tmp, ['-c', '--max-interval', '50'], {XL_TS_TEST_REMUS_PROBE: s.tmp})
+    await untilCheckpoints(run, 105, 240_000)
+    run.kill('SIGINT')
+    const r = await run
+    const stderr = String(r.stderr)
+    expect(r.exitCode, stderr).toBe(0)
+    const both = pairs(s.tmp)
+    expect(both.size, 'checkpoints recorded on both sides').toBeGreaterThanOrEqual(100)
+    const wrong = [...both].filter(([, [p, q]]) => p !== q).map(([n]) => n)
+    expect(wrong, 'checkpoints where the secondary differs').toEqual([])
+    // The sets: the secondary dirtied pages of its own (B) and the primary sent A u B.
+    const cps = events(r.stdout).filter((e) => e.event === 'checkpoint' && e.number !== 1)
+    expect(cps.every((e) => (e.pages as number) >= Math.max(e.primaryDirty as number, e.secondaryDirty as number))).toBe(true)
+    expect(cps.some((e) => (e.secondaryDirty as number) > 0)).toBe(true)
+    console.log(`colo: ${both.size} checkpoints, secondary == primary (memory + vCPU, sha256) at every one`)
+    expect(await waitNoMarked(s.marker, 20_000)).toEqual([])
+    expect((await guests(s.a)).map((d) => [d.name, isRunning(d)])).toEqual([['vm', true]])
+    expect(await guests(s.b)).toEqual([])
+    await s.done()
+  })
+
+  it("without the secondary's dirty set B the copy is wrong after the first checkpoint", {timeout: 120_000}, async () => {
+    // Enough nondeterminism that in every 50 ms the secondary takes its own path somewhere.
+    const g: GuestSpec = {name: 'vm', memMiB: 32, dirtyRate: 3000, workingSetMiB: 8, seed: 22, nondeterminism: 0.05}
+    const s = await setup('cnob', g)
+    const run = startRemus(s.a, s.b, s.tmp, ['-c', '--max-interval', '50'], {XL_TS_TEST_REMUS_PROBE: s.tmp, XL_TS_TEST_COLO_IGNORE_SVM_DIRTY: '1'})
+    await untilCheckpoints(run, 12)
+    run.kill('SIGINT')
+    await run
+    const both = pairs(s.tmp)
+    expect(both.get(1)?.[0], 'the first checkpoint (a full copy) is right').toBe(both.get(1)?.[1])
+    const later = [...both].filter(([n]) => n >= 2)
+    expect(later.length).toBeGreaterThanOrEqual(10)
+    expect(later.filter(([, [p, q]]) => p !== q).length, 'later checkpoints that differ').toBe(later.length)
+    await s.done()
+  })
+
+  it("checkpoints come when the guests' outputs diverge, and only by the timer when they do not", {timeout: 120_000}, async () => {
+    for (const nondeterminism of [0.0005, 0]) {
+      const port = await freePort()
+      const g: GuestSpec = {
+        name: 'vm',
+        memMiB: 16,
+        dirtyRate: 2000,
+        workingSetMiB: 4,
+        seed: 24,
+        packetRate: 200,
+        nondeterminism,
+        vif: `mac=00:16:3e:00:00:01,colo_sock_compare_sec_in_ip=127.0.0.1,colo_sock_compare_sec_in_port=${port}`,
+      }
+      const s = await setup(`cdiv${nondeterminism ? 1 : 0}`, g)
+      const run = startRemus(s.a, s.b, s.tmp, ['-c', '--max-interval', '1000'])
+      await untilCheckpoints(run, 2)
+      await sleep(4000)
+      run.kill('SIGINT')
+      const r = await run
+      expect(r.exitCode, String(r.stderr)).toBe(0)
+      const reasons = events(r.stdout)
+        .filter((e) => e.event === 'checkpoint' && e.number !== 1)
+        .map((e) => e.reason)
+      const diverged = reasons.filter((x) => x === 'divergence').length
+      console.log(`colo: nondeterminism ${nondeterminism}: checkpoints ${JSON.stringify(reasons)}`)
+      if (nondeterminism) expect(diverged, JSON.stringify(reasons)).toBeGreaterThanOrEqual(2)
+      else expect(diverged, JSON.stringify(reasons)).toBe(0)
+      await s.done()
+    }
+  })
+
+  it('a captured COLO session reads back with stream inspect, both directions', {timeout: 120_000}, async () => {
+    const g: GuestSpec = {name: 'vm', memMiB: 16, dirtyRate: 1000, workingSetMiB: 4, seed: 23}
+    const s = await setup('ccap', g)
+    const fwd = path.join(s.tmp, 'forward.bin')
+    const back = path.join(s.tmp, 'back.bin')
+    const run = startRemus(s.a, s.b, s.tmp, ['-c', '--max-interval', '50'], {}, (receiver) => `tee ${shellQuote(fwd)} | ${receiver} | tee ${shellQuote(back)}`)
+    await untilCheckpoints(run, 6)
+    run.kill('SIGINT')
+    const r = await run
+    expect(r.exitCode, String(r.stderr)).toBe(0)
+    const inspect = async (file: string, format?: string) =>
+      execa(NODE, [BIN, 'stream', 'inspect', '--json', ...(format ? ['-f', format] : []), file], {reject: false})
+    const f = await inspect(fwd)
+    expect(f.exitCode, f.stderr + f.stdout.slice(-2000)).toBe(0)
+    expect(f.stdout).toContain('CHECKPOINT_STATE')
+    expect(f.stdout).toContain('CHECKPOINT_END')
+    // The way back starts with the receiver's banner (54 bytes), then the back channel proper.
+    const way = fs.readFileSync(back)
+    expect(way.subarray(0, 54).toString('latin1')).toBe('xl migration receiver ready, send binary domain data.\n')
+    const channel = path.join(s.tmp, 'back-channel.bin')
+    fs.writeFileSync(channel, way.subarray(54))
+    const b = await inspect(channel, 'back-channel')
+    expect(b.exitCode, b.stderr + b.stdout.slice(-2000)).toBe(0)
+    expect(b.stdout).toContain('CHECKPOINT_DIRTY_PFN_LIST')
+    expect(b.stdout).toContain('SVM_RESUMED')
+    expect(fs.statSync(fwd).size).toBeGreaterThan(16 * 1024 * 1024)
+    await s.done()
+  })
+
+  describe.concurrent('kills at random moments: one copy runs, never two, never none', () => {
+    // mulberry32, seeded: the same moments every run, spread over 0..1.5 s after checkpoint 2.
+    let seed = 7070707
+    const rand = (): number => {
+      seed = (seed + 0x6d2b79f5) | 0
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+    }
+    const runs = Array.from({length: 40}, (_, i) => ({victim: i % 2 === 0 ? ('primary' as const) : ('secondary' as const), delay: Math.floor(rand() * 1500), i}))
+    for (const c of runs) {
+      it(`run ${c.i + 1}: the ${c.victim} host killed ${c.delay} ms after checkpoint 2`, {timeout: 120_000}, async () => {
+        const g: GuestSpec = {name: 'vm', memMiB: 16, dirtyRate: 2000, workingSetMiB: 4, seed: 300 + c.i, nondeterminism: 0.001}
+        const s = await setup(`ck${c.i}`, g)
+        const run = startRemus(s.a, s.b, s.tmp, ['-c', '--max-interval', '50'])
+        await untilCheckpoints(run, 2)
+        await sleep(c.delay)
+        const backup = markedProcesses(s.marker).filter((p) => isBackupProcess(p.cmd))
+        if (c.victim === 'primary') {
+          const hv = sim(s.a)
+          const pid = hv.record(s.domid).pid
+          hv.close()
+          const own = markedProcesses(s.marker).filter((p) => !isBackupProcess(p.cmd))
+          for (const p of [run.pid!, pid, ...own.map((x) => x.pid)]) signal(p, 'SIGKILL')
+        } else {
+          const hv = sim(s.b)
+          const ids = (await hv.list()).filter((d) => d.domid !== 0).map((d) => hv.record(d.domid).pid)
+          hv.close()
+          for (const p of [...backup.map((x) => x.pid), ...ids]) signal(p, 'SIGKILL')
+        }
+        const r = await run
+        expect(await waitNoMarked(s.marker, 30_000), 'every process of the run ended').toEqual([])
+        const src = (await guests(s.a)).filter(isRunning)
+        const dst = (await guests(s.b)).filter(isRunning)
+        const where = `${c.victim} killed; exit ${r.exitCode}; src ${JSON.stringify(src.map((d) => d.name))} dst ${JSON.stringify(dst.map((d) => d.name))}\n${String(r.stderr).slice(-1500)}`
+        expect(src.length + dst.length, where).toBe(1)
+        const survivor = c.victim === 'primary' ? s.b : s.a
+        expect((c.victim === 'primary' ? dst : src).map((d) => d.name), where).toEqual(['vm'])
+        if (c.victim === 'secondary') expect(String(r.stderr).split('\n'), where).toContain('COLO: Backup failed? resuming domain at primary.')
+        const hv = sim(survivor)
+        try {
+          const report = await hv.verifyIntegrity(await hv.resolve('vm'))
+          expect(report.ok, JSON.stringify(report.bad)).toBe(true)
+        } finally {
+          hv.close()
+        }
+        await s.done()
+      })
+    }
+  })
+})
