@@ -379,7 +379,8 @@ class Receiver {
           const id = record.kind === 'CHECKPOINT_STATE' ? record.state : record.kind
           throw new ColoStateError(`invalid section: ${id} (record ${raw.index}), expected: NEW`, false)
         } catch (err) {
-          return broken(err instanceof MigrateError ? new ColoStateError(err.message, true) : err)
+          // A read that failed: the primary's stream ended (or broke) where NEW was due.
+          return broken(err instanceof MigrateError ? new ColoStateError('the stream from the primary ended', true) : err)
         }
       },
       suspend: async () => {
