@@ -22,7 +22,7 @@ import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {BIN} from './support/cli.js'
-import {NODE, ensureBuilt, guests, isRunning, markedProcesses, shellQuote, sim, waitNoMarked, type GuestSpec} from './support/migrate.js'
+import {NODE, ensureBuilt, guests, isRunning, markedProcesses, receiverCommand, shellQuote, sim, waitNoMarked, type GuestSpec} from './support/migrate.js'
 import {cleanups, events, isBackupProcess, probeLines, setup, signal, sleep, startRemus} from './support/remus.js'
 
 beforeAll(async () => {
@@ -43,7 +43,7 @@ async function freePort(): Promise<number> {
 }
 
 /** Waits until the run's NDJSON shows `n` checkpoints. */
-async function untilCheckpoints(run: ReturnType<typeof startRemus>, n: number, ms = 60_000): Promise<void> {
+async function untilCheckpoints(run: {stdout: NodeJS.ReadableStream | null}, n: number, ms = 60_000): Promise<void> {
   let out = ''
   run.stdout?.on('data', (d: Buffer) => (out += d.toString()))
   const end = Date.now() + ms
@@ -135,6 +135,26 @@ describe('colo', () => {
       else expect(diverged, JSON.stringify(reasons)).toBe(0)
       await s.done()
     }
+  })
+
+  it("migrate --colo is remus -c under the design's name; its migration-only flags are refused", {timeout: 120_000}, async () => {
+    const g: GuestSpec = {name: 'vm', memMiB: 16, dirtyRate: 1000, workingSetMiB: 4, seed: 25}
+    const s = await setup('cmig', g)
+    const run = execa(NODE, [BIN, '--root', s.a, 'migrate', '--colo', '--json', '--max-interval', '50', '-s', '', 'vm', receiverCommand(s.b, {args: ['--colo']})], {
+      env: {XL_TS_BACKEND: 'sim', XL_TS_TEST_HOOK_DIR: s.tmp, TMPDIR: s.tmp},
+      reject: false,
+      stdin: 'ignore',
+    })
+    await untilCheckpoints(run, 4)
+    run.kill('SIGINT')
+    const r = await run
+    expect(r.exitCode, String(r.stderr)).toBe(0)
+    expect(String(r.stderr)).toContain('COLO: replication stopped after')
+    const bad = await execa(NODE, [BIN, '--root', s.a, 'migrate', '--colo', '--max-downtime', '50', 'vm', 'x'], {env: {XL_TS_BACKEND: 'sim'}, reject: false})
+    expect(bad.exitCode).toBe(2)
+    expect(bad.stderr).toContain('--colo does not take --max-downtime')
+    expect(await waitNoMarked(s.marker, 20_000)).toEqual([])
+    await s.done()
   })
 
   it('a captured COLO session reads back with stream inspect, both directions', {timeout: 120_000}, async () => {

@@ -4,6 +4,7 @@ import {Args, Flags} from '@oclif/core'
 
 import {XlCommand} from '../cli/base-command.js'
 import {strerror} from '../cli/errno.js'
+import {GLOBAL_FLAG_NAMES} from '../cli/argv.js'
 import {UsageError, XlExit} from '../cli/errors.js'
 import {libxlJson} from '../cli/libxl-json.js'
 import type {LogLevel} from '../cli/log.js'
@@ -58,12 +59,16 @@ Exit status: 0 when the domain runs at the target; 1 when the migration failed (
     'max-iters': Flags.integer({summary: 'At most N precopy rounds (xl: 5).', helpValue: 'N', min: 1}),
     'dirty-threshold': Flags.integer({summary: 'Stop precopy below N dirty pages (xl: 50).', helpValue: 'N', min: 1}),
     json: Flags.boolean({summary: 'NDJSON progress and result on stdout (schema v1).'}),
+    colo: Flags.boolean({summary: 'COLO instead of a migration: the same as "remus -c" (with --colo, -p selects the userspace proxy).'}),
+    'max-interval': Flags.integer({summary: 'With --colo: at most MS between two checkpoints.', helpValue: 'MS', min: 1}),
   }
 
   async run(): Promise<void> {
     // Whoever reads our stderr may go away (a closed terminal, `| head`): the migration must not.
     process.stderr.on('error', () => {})
     const {args, flags} = await this.parseXl(Migrate)
+    if (flags.colo) return this.#colo(args, flags)
+    if (flags['max-interval'] !== undefined) throw new UsageError('xl-ts: migrate: --max-interval is for --colo')
     const tuning = precopyTuning(flags)
     const timeoutMs = flags.timeout === undefined ? undefined : positive(flags.timeout, '--timeout') * 1000
 
@@ -169,6 +174,32 @@ Exit status: 0 when the domain runs at the target; 1 when the migration failed (
       exitSoon()
     }
     if (result.exitCode !== 0) throw new XlExit('', result.exitCode)
+  }
+
+  /**
+   * migrate --colo: the design's name for "remus -c". The remus command runs it, with our global
+   * options and the flags both share; migration-only flags make no sense there and are refused.
+   */
+  async #colo(args: {domain: string; host: string}, flags: Record<string, unknown>): Promise<void> {
+    const onlyMigrate = ['config', 'debug', 'preserve-domid', 'max-downtime', 'bandwidth', 'timeout', 'max-iters', 'dirty-threshold']
+    const given = onlyMigrate.filter((f) => flags[f] !== undefined && flags[f] !== false)
+    if (given.length) throw new UsageError(`xl-ts: migrate: --colo does not take ${given.map((f) => `--${f}`).join(', ')}`)
+    const g = this.globals
+    const argv = [
+      ...(g.root ? ['--root', g.root] : []),
+      ...(g.backend ? ['--backend', g.backend] : []),
+      ...(g.verbosity ? [`--${GLOBAL_FLAG_NAMES.verbose}`, String(g.verbosity)] : []),
+      ...(g.timestamps ? [`--${GLOBAL_FLAG_NAMES.timestamps}`] : []),
+      '-c',
+      ...(flags.paused ? ['-p'] : []),
+      ...(flags['ssh-command'] !== undefined ? ['-s', String(flags['ssh-command'])] : []),
+      ...(flags['no-daemonize'] || flags.foreground ? ['-e'] : []),
+      ...(flags.json ? ['--json'] : []),
+      ...(flags['max-interval'] !== undefined ? ['--max-interval', String(flags['max-interval'])] : []),
+      args.domain,
+      args.host,
+    ]
+    await this.config.runCommand('remus', argv)
   }
 }
 
