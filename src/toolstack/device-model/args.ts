@@ -1,0 +1,50 @@
+/**
+ * QEMU's command line for a device model, and the names of the files it keeps in the domain folder.
+ * Pure.
+ *
+ * QEMU runs with the domain folder as its working directory and is given the QMP socket as a relative
+ * path (`qmp.sock`), so the folder's path may be longer than a unix socket path can be (107 bytes).
+ * Extra arguments may use relative paths the same way (`-chardev socket,id=pin,path=pin.sock,...`, an
+ * NBD server's `{"type":"unix","data":{"path":"nbd.sock"}}`): they are relative to the domain folder.
+ */
+
+/** The QMP socket, in the domain folder. */
+export const QMP_SOCKET = 'qmp.sock'
+/** `<pid> <start time>` of the QEMU process (proc.ts identity), in the domain folder. */
+export const PID_FILE = 'qemu.pid'
+/** The QEMU that runs unless told otherwise: Debian's qemu-system-x86 (7.2 on bookworm). */
+export const DEFAULT_QEMU = 'qemu-system-x86_64'
+/** The environment variable that names another QEMU binary. */
+export const QEMU_ENV = 'XL_TS_QEMU'
+
+/** A value inside a QEMU option list: commas doubled (`a,b` -> `a,,b`), as QEMU's option parser wants. */
+export function qemuOptValue(value: string): string {
+  return value.replaceAll(',', ',,')
+}
+
+export interface DeviceModelArgs {
+  /** The guest's name, shown by `ps` and `query-name`. */
+  readonly name?: string
+  /** Appended as given: -blockdev, -drive, -chardev, -object iothread / colo-compare, -S, ... */
+  readonly extraArgs?: readonly string[]
+}
+
+/**
+ * `-machine none -nodefaults -nographic -display none [-name guest=N] -qmp unix:qmp.sock,server=on,wait=off`
+ * plus the extra arguments. No `-daemonize`: QEMU stays our child, so it can be waited for and cannot
+ * outlive us unnoticed. `wait=off`: QEMU does not block for a client before it starts.
+ */
+export function deviceModelArgs(options: DeviceModelArgs = {}): string[] {
+  return [
+    '-machine',
+    'none',
+    '-nodefaults',
+    '-nographic',
+    '-display',
+    'none',
+    ...(options.name === undefined ? [] : ['-name', `guest=${qemuOptValue(options.name)}`]),
+    '-qmp',
+    `unix:${QMP_SOCKET},server=on,wait=off`,
+    ...(options.extraArgs ?? []),
+  ]
+}
