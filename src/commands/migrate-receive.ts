@@ -3,6 +3,7 @@ import * as fs from 'node:fs'
 import {Flags} from '@oclif/core'
 
 import {XlCommand} from '../cli/base-command.js'
+import {blockingFd} from '../toolstack/fd/index.js'
 import {XlExit} from '../cli/errors.js'
 import {libxlJson} from '../cli/libxl-json.js'
 import type {LogLevel} from '../cli/log.js'
@@ -54,6 +55,12 @@ Exit status: 0 when the handshake completed (the domain runs here, or the sender
         throw new XlExit(`xl-ts: migrate-receive: fd ${fd} (${fd === 0 ? 'the stream' : 'the way back'}) is not open`)
       }
     }
+    // Node (under oclif) leaves our stdin and stdout non-blocking; reading them so means polling
+    // (FdByteSource backs off to 20 ms after EAGAIN), which delayed every COLO/Remus record by up to
+    // 20 ms. A blocking reopen of the same pipe is read as soon as bytes arrive. A socket cannot be
+    // reopened: it is used as it is.
+    const stream = blockingOrAsIs(0, 'the migration stream')
+    const back = blockingOrAsIs(1, 'the way back')
     const hv = await this.hypervisor()
     const eventLines = new EventLines()
     const printLine = (level: LogLevel | 'plain', text: string): void => {
@@ -76,8 +83,8 @@ Exit status: 0 when the handshake completed (the domain runs here, or the sender
     try {
       result = await receiveMigration({
         hypervisor: hv,
-        inFd: 0,
-        outFd: 1,
+        inFd: stream,
+        outFd: back,
         paused: flags.paused,
         ...(flags.colo ? {checkpointed: 'colo' as const} : flags.remus ? {checkpointed: 'remus' as const} : {}),
         onEvent,
@@ -89,6 +96,15 @@ Exit status: 0 when the handshake completed (the domain runs here, or the sender
       setTimeout(() => process.exit(), 3000).unref()
     }
     if (result.exitCode !== 0) throw new XlExit('', result.exitCode)
+  }
+}
+
+/** A blocking reopen of `fd` when it is a non-blocking pipe or FIFO, else `fd` itself. */
+function blockingOrAsIs(fd: number, what: string): number {
+  try {
+    return blockingFd(fd, what).fd
+  } catch {
+    return fd
   }
 }
 
