@@ -26,14 +26,16 @@
  * --ws-mib N (64) --interval MS (100) --intervals a,b,.. (25,100,200) --tp-rate N (16000)
  * --only 1,2
  */
-import {spawn, spawnSync} from 'node:child_process'
+import {spawnSync} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
-import * as path from 'node:path'
-import {fileURLToPath} from 'node:url'
 import {parseArgs} from 'node:util'
 
-import {SimHypervisor} from '../dist/toolstack/hypervisor/index.js'
+import {runCheckpointSession} from './lib/checkpoint-sessions.mjs'
+import {processesOf, sleep} from './lib/processes.mjs'
+import {createSimHosts} from './lib/sim-hosts.mjs'
+import {fmt, leastSquares, median, percentile as pct} from './lib/stats.mjs'
+import {printTable} from './lib/table.mjs'
 
 const {values: opt} = parseArgs({
   options: {
@@ -60,183 +62,12 @@ const INTERVAL = Number(opt.interval)
 const INTERVALS = opt.intervals.split(',').map(Number)
 const TP_RATE = Number(opt['tp-rate'])
 const ONLY = new Set(opt.only.split(','))
-const BIN = fileURLToPath(new URL('../bin/run.js', import.meta.url))
-const NODE = process.execPath
-const ENV = {...process.env, XL_TS_BACKEND: 'sim'}
 /** The Remus paper's anchor: 40 checkpoints/s. */
 const PAPER_INTERVAL = 25
-/** Checkpoints after the first one (the end of the live round) count as steady state. */
-const FIRST_STEADY = 2
-
-const median = (xs) => {
-  if (!xs.length) return NaN
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
-}
-const pct = (xs, p) => {
-  if (!xs.length) return NaN
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]
-}
-const q = (s) => `'${String(s).replaceAll("'", `'\\''`)}'`
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-const sleepSync = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
-const fmt = (n, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : String(n))
-/** A process that has not exited (a zombie not yet reaped by us has). */
-const alive = (pid) => {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1')
-    return stat[stat.lastIndexOf(')') + 2] !== 'Z'
-  } catch {
-    return false
-  }
-}
-
-/** What went wrong or was left behind, printed after the tables. */
-const notes = []
-const note = (text) => {
-  notes.push(text)
-  console.error(`remus bench: ${text}`)
-}
 
 // ---- hosts, guests, sessions, and their cleanup -----------------------------------------------------
-const hosts = []
-const hvs = new Map()
-/** Remus processes that have not exited yet. */
-const sessions = new Set()
-
-function newHost(tag) {
-  const h = fs.mkdtempSync(path.join(os.tmpdir(), `xlts-br-${tag}-`))
-  hosts.push(h)
-  return h
-}
-function hv(root) {
-  if (!hvs.has(root)) hvs.set(root, new SimHypervisor(root))
-  return hvs.get(root)
-}
-function domainIds(root) {
-  const d = path.join(root, 'domains')
-  return fs.existsSync(d) ? fs.readdirSync(d).filter((x) => /^\d+$/.test(x)) : []
-}
-function hostId(root) {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(root, 'host.json'), 'utf8')).hostId
-  } catch {
-    return undefined
-  }
-}
-/** Processes (not this one) whose command line or environment names one of `roots`. */
-function processesOf(roots) {
-  const found = []
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue
-    let cmd = ''
-    let env = ''
-    try {
-      cmd = fs.readFileSync(`/proc/${e}/cmdline`, 'latin1')
-      env = fs.readFileSync(`/proc/${e}/environ`, 'latin1')
-    } catch {
-      // gone, or not ours to read
-    }
-    if (roots.some((r) => cmd.includes(r) || env.includes(r))) found.push({pid: Number(e), cmd: cmd.split('\0').join(' ').trim()})
-  }
-  return found
-}
-
-function destroyAll(root) {
-  for (const d of domainIds(root)) {
-    const r = spawnSync(NODE, [BIN, '--root', root, 'destroy', d], {env: ENV, encoding: 'utf8', timeout: 15000})
-    if (r.status !== 0 && fs.existsSync(path.join(root, 'domains', d))) note(`destroy ${d} on ${root}: exit ${r.status ?? r.signal}: ${r.stderr.trim()}`)
-  }
-}
-
-/** Stops the Remus sessions still running as an operator does (SIGINT), waiting for them. */
-async function stopSessions() {
-  await Promise.all(
-    [...sessions].map(async (child) => {
-      if (child.exitCode !== null || child.signalCode !== null) return
-      const exited = new Promise((r) => child.once('exit', r))
-      child.kill('SIGINT')
-      const t = setTimeout(() => {
-        note(`remus [${child.pid}] still running 10 s after SIGINT: killed`)
-        child.kill('SIGKILL')
-      }, 10000)
-      await exited
-      clearTimeout(t)
-    }),
-  )
-}
-
-let cleaned = false
-/** Synchronous, so that it also runs from 'exit' (sessions still running get SIGINT, then SIGKILL). */
-function cleanup() {
-  if (cleaned) return
-  cleaned = true
-  for (const child of sessions) {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT')
-  }
-  for (const child of sessions) {
-    const until = Date.now() + 10000
-    while (alive(child.pid) && Date.now() < until) sleepSync(50)
-    if (alive(child.pid)) {
-      note(`remus [${child.pid}] still running 10 s after SIGINT: killed`)
-      child.kill('SIGKILL')
-    }
-  }
-  for (const h of hvs.values()) h.close()
-  // Twice: a backup that took over after a killed primary builds its domain late.
-  for (let pass = 0; pass < 2; pass++) {
-    for (const h of hosts) destroyAll(h)
-    const until = Date.now() + 5000
-    while (processesOf(hosts).length && Date.now() < until) sleepSync(100)
-  }
-  for (const p of processesOf(hosts)) {
-    note(`leftover process [${p.pid}] ${p.cmd}: killed`)
-    try {
-      process.kill(p.pid, 'SIGKILL')
-    } catch {
-      // gone
-    }
-  }
-  for (const h of hosts) {
-    const id = hostId(h)
-    if (id) {
-      for (const f of fs.readdirSync('/dev/shm').filter((f) => f.startsWith(`xl-ts-${id}-`))) {
-        note(`leftover memory file /dev/shm/${f}: removed`)
-        fs.rmSync(path.join('/dev/shm', f), {force: true})
-      }
-    }
-    fs.rmSync(h, {recursive: true, force: true})
-  }
-}
-process.on('exit', cleanup)
-let interrupted = false
-for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(s, async () => {
-    if (interrupted) return
-    interrupted = true
-    console.error(`remus bench: ${s}: stopping the sessions and cleaning up`)
-    await stopSessions()
-    cleanup()
-    process.exit(130)
-  })
-}
-
-/** Creates a guest with `xl-ts create`; returns its domid. */
-async function createGuest(root, name, dirtyPps) {
-  if (interrupted) throw new Error('interrupted')
-  const cfg = path.join(root, `${name}.cfg`)
-  fs.writeFileSync(cfg, [`name = "${name}"`, 'type = "hvm"', `memory = ${MIB}`, 'vcpus = 1', `sim_dirty_rate = ${dirtyPps}`, `sim_working_set = ${WS_MIB}`, 'sim_seed = 1'].join('\n') + '\n')
-  const r = spawnSync(NODE, [BIN, '--root', root, 'create', '-q', cfg], {env: ENV, encoding: 'utf8'})
-  if (r.status !== 0) throw new Error(`create ${name}: ${r.stderr}`)
-  return hv(root).resolve(name)
-}
-
-async function destroyGuest(root, name) {
-  const r = spawnSync(NODE, [BIN, '--root', root, 'destroy', name], {env: ENV, encoding: 'utf8'})
-  if (r.status !== 0) note(`destroy ${name}: ${r.stderr.trim()}`)
-}
+const hosts = createSimHosts({label: 'remus bench', hostPrefix: 'xlts-br', sessionWord: 'remus', mib: MIB, wsMib: WS_MIB})
+const {note, newHost, hv, createGuest, destroyGuest} = hosts
 
 /** The guest's step counter and the droppedSteps counter, with the time they were read. */
 async function stepAt(root, domid) {
@@ -284,94 +115,43 @@ async function throughput(root, domid, seconds, roots = [root]) {
  * it with SIGINT, check the outcome and the backup host.
  */
 async function remusSession(primary, backup, name, domid, intervalMs, seconds, stepRate) {
-  if (interrupted) throw new Error('interrupted')
-  const rune = `XL_TS_ROOT=${q(backup)} exec ${q(NODE)} ${q(BIN)} migrate-receive -r`
-  const args = [BIN, '--root', primary, 'remus', '--json', '-i', String(intervalMs), '-s', '', name, rune]
-  const t0 = performance.now()
-  const child = spawn(NODE, args, {env: ENV, stdio: ['ignore', 'pipe', 'pipe']})
-  sessions.add(child)
-  const events = []
-  let err = ''
-  let buf = ''
-  let firstAt
-  let onFirst
-  const first = new Promise((resolve) => (onFirst = resolve))
-  child.stdout.on('data', (d) => {
-    buf += d
-    let i
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i)
-      buf = buf.slice(i + 1)
-      if (!line.trim()) continue
-      let e
-      try {
-        e = JSON.parse(line)
-      } catch {
-        note(`remus -i ${intervalMs}: not JSON on stdout: ${line}`)
-        continue
-      }
-      events.push(e)
-      if (e.event === 'checkpoint' && firstAt === undefined) {
-        firstAt = performance.now()
-        onFirst()
-      }
-    }
-  })
-  child.stderr.on('data', (d) => (err += d))
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({code, signal})))
-
-  // Unref'd: a race this lost must not keep the bench alive.
-  const timeout = (ms, what) => new Promise((r) => setTimeout(() => r({timeout: what}), ms).unref())
-  const started = await Promise.race([first.then(() => ({})), exited.then((x) => ({exitedEarly: x})), timeout(60000, 'first checkpoint')])
-  if (!started.exitedEarly && !started.timeout) {
-    await sleep(300)
-  }
-  let tp
-  if (!started.exitedEarly && !started.timeout) tp = await throughput(primary, domid, seconds, [primary, backup])
-  const stopAt = performance.now()
-  if (child.exitCode === null) child.kill('SIGINT')
-  const end = await Promise.race([exited, timeout(20000, 'exit after SIGINT')])
-  if (end.timeout) {
-    note(`remus -i ${intervalMs} on ${name}: still running 20 s after SIGINT; killed. stderr:\n${err}`)
-    child.kill('SIGKILL')
-    await exited
-  }
-  sessions.delete(child)
-  const stopMs = performance.now() - stopAt
-  const result = events.find((e) => e.event === 'result')
   const what = `remus -i ${intervalMs} on ${name}`
-  if (started.exitedEarly) throw new Error(`${what} exited before its first checkpoint (${JSON.stringify(started.exitedEarly)}):\n${err}`)
-  if (started.timeout) throw new Error(`${what}: no checkpoint within 60 s:\n${err}`)
-  if (!end.timeout && (end.code !== 0 || result?.outcome !== 'stopped')) {
-    note(`${what}: exit ${end.code ?? end.signal}, result ${JSON.stringify(result)}; stderr:\n${err.trim()}`)
-  }
-  // The backup discards its copy and its receiver exits.
-  const until = performance.now() + 5000
-  while ((domainIds(backup).length || processesOf([backup]).length) && performance.now() < until) await sleep(100)
-  if (domainIds(backup).length) note(`${what}: the backup host still has domain(s) ${domainIds(backup).join(', ')} 5 s after the primary stopped`)
-  for (const p of processesOf([backup])) note(`${what}: backup process [${p.pid}] still running 5 s after the primary stopped: ${p.cmd}`)
+  const s = await runCheckpointSession(hosts, {
+    primary,
+    second: backup,
+    name,
+    mode: ['-i', String(intervalMs)],
+    receive: '-r',
+    what,
+    stepRate,
+    onNotJson: (line) => note(`remus -i ${intervalMs}: not JSON on stdout: ${line}`),
+    whileRunning: async () => {
+      await sleep(300)
+      return throughput(primary, domid, seconds, [primary, backup])
+    },
+  })
+  if (s.left.domains.length) note(`${what}: the backup host still has domain(s) ${s.left.domains.join(', ')} 5 s after the primary stopped`)
+  for (const p of s.left.processes) note(`${what}: backup process [${p.pid}] still running 5 s after the primary stopped: ${p.cmd}`)
   const info = await stepAt(primary, domid).catch((e) => ({error: e.message}))
   if (info.error || info.paused || info.suspended) note(`${what}: the guest is not running at the primary after the stop: ${JSON.stringify(info)}`)
 
-  const cps = events.filter((e) => e.event === 'checkpoint')
-  const steady = cps.filter((e) => e.number >= FIRST_STEADY)
-  const span = steady.length > 1 ? steady.at(-1).atMs - steady[0].atMs : NaN
+  const {steady} = s
   return {
-    events,
-    checkpoints: cps,
+    events: s.events,
+    checkpoints: s.checkpoints,
     steady,
-    acks: events.filter((e) => e.event === 'ack').length,
-    rate: ((steady.length - 1) * 1000) / span,
+    acks: s.events.filter((e) => e.event === 'ack').length,
+    rate: s.rate,
     // Share of the time between the first and last steady suspend the guest spent suspended.
-    pausedShare: steady.slice(0, -1).reduce((x, c) => x + c.pausedMs, 0) / span,
+    pausedShare: steady.slice(0, -1).reduce((x, c) => x + c.pausedMs, 0) / s.span,
     // The guest's own view: per checkpoint period, the time it did not run (period minus the steps
     // it made over its step rate). Covers what pausedMs does not (the suspend request and device
     // model save before its clock starts, steps lost to a CPU-starved guest's reset backlog).
-    stalls: steady.slice(1).map((c, i) => c.atMs - steady[i].atMs - ((c.step - steady[i].step) * 1000) / stepRate),
-    firstMs: firstAt - t0,
-    stopMs,
-    tp,
-    result,
+    stalls: s.stalls,
+    firstMs: s.firstMs,
+    stopMs: s.stopMs,
+    tp: s.during,
+    result: s.result,
   }
 }
 
@@ -398,13 +178,7 @@ const print = (s = '') => {
   out.push(s)
   console.log(s)
 }
-function table(head, rows) {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)))
-  const line = (r) => r.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join('  ').trimEnd()
-  print(line(head))
-  print(widths.map((w) => '-'.repeat(w)).join('  '))
-  for (const r of rows) print(line(r))
-}
+const table = (head, rows) => printTable(head, rows, print)
 
 const A = newHost('a')
 const B = newHost('b')
@@ -489,13 +263,7 @@ try {
     // pause = fixed + perPage * pages, least squares through each rate's (median pages, median pause).
     const pts = results1.map((r) => [r.pages, median(r.all.map((c) => c.pausedMs))])
     if (pts.length > 1) {
-      const n = pts.length
-      const mx = pts.reduce((s, p) => s + p[0], 0) / n
-      const my = pts.reduce((s, p) => s + p[1], 0) / n
-      const sxy = pts.reduce((s, p) => s + (p[0] - mx) * (p[1] - my), 0)
-      const sxx = pts.reduce((s, p) => s + (p[0] - mx) ** 2, 0)
-      const slope = sxy / sxx
-      const fixed = my - slope * mx
+      const {fixed, perPage: slope} = leastSquares(pts)
       const big = results1.reduce((a, b) => (b.pages > a.pages ? b : a))
       const small = results1.reduce((a, b) => (b.pages < a.pages ? b : a))
       print(`line through the medians: pause = ${fmt(fixed)} ms + ${fmt(slope * 1000, 2)} ms per 1000 pages`)
@@ -533,17 +301,7 @@ try {
   print()
   print(`total ${fmt((performance.now() - began) / 1000, 0)} s`)
 } catch (e) {
-  if (!interrupted) {
-    console.error(`remus bench: ${e.stack ?? e}`)
-    process.exitCode = 1
-  }
+  hosts.fail(e)
 } finally {
-  if (interrupted) await new Promise(() => {}) // the signal handler cleans up and exits
-  await stopSessions()
-  cleanup()
-  if (notes.length) {
-    console.log('\nnotes (problems seen while measuring):')
-    for (const n of notes) console.log(`- ${n}`)
-    if (!process.exitCode) process.exitCode = 1
-  }
+  await hosts.finish()
 }
