@@ -104,6 +104,11 @@ export type RemusEvent =
       readonly reason?: 'first' | 'timer' | 'divergence'
       readonly primaryDirty?: number
       readonly secondaryDirty?: number
+      /**
+       * Bytes the save helper wrote from the suspend request to the resume (the checkpoint's libxc
+       * records, and its few messages to us): /proc/<helper>/io wchar.
+       */
+      readonly helperBytes?: number
     }
   /** The backup has checkpoint n whole. */
   | {readonly kind: 'ack'; readonly number: number; readonly atMs: number}
@@ -125,6 +130,17 @@ export interface RemusResult {
   readonly outcome: RemusOutcome
   readonly exitCode: number
   readonly checkpoints: number
+}
+
+/** Bytes a process has written (its /proc/<pid>/io wchar), if it can be read. */
+function helperWchar(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined
+  try {
+    const m = /^wchar:\s*(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/io`, 'latin1'))
+    return m ? Number(m[1]) : undefined
+  } catch {
+    return undefined
+  }
 }
 
 export async function runRemusPrimary(opts: RemusPrimaryOptions): Promise<RemusResult> {
@@ -153,6 +169,10 @@ class RemusPrimary {
   /** COLO: why the next checkpoint is taken, and this checkpoint's dirty sets (from the helper's log). */
   #reason: 'timer' | 'divergence' = 'timer'
   #dirty: {primaryDirty?: number; secondaryDirty?: number} = {}
+  /** The save helper, and its write count at the last suspend request. */
+  #helperPid: number | undefined
+  #wcharAtSuspend: number | undefined
+  #checkpointBytes: number | undefined
   /** COLO: the PVM's step at the last suspend (the comparator drops frames from before it). */
   #stepAtSuspend: number | undefined
 
@@ -247,6 +267,7 @@ class RemusPrimary {
     const hooks: CheckpointHooks = {
       suspending: (n) => {
         this.#suspendAt.set(n, performance.now())
+        this.#wcharAtSuspend = helperWchar(this.#helperPid)
       },
       suspended: async (n) => {
         this.#netbuf?.boundary(n)
@@ -259,6 +280,9 @@ class RemusPrimary {
       resumed: async (n) => {
         const at = this.#suspendAt.get(n) ?? performance.now()
         const pausedMs = performance.now() - at
+        // By the resume the helper has written the checkpoint's records (CHECKPOINT included).
+        const wchar = helperWchar(this.#helperPid)
+        this.#checkpointBytes = wchar !== undefined && this.#wcharAtSuspend !== undefined ? wchar - this.#wcharAtSuspend : undefined
         const step = await this.#guestStep()
         o.onEvent({
           kind: 'checkpoint',
@@ -268,7 +292,9 @@ class RemusPrimary {
           pages: this.#pages,
           ...(step !== undefined ? {step} : {}),
           ...(o.colo ? {reason: n === 1 ? 'first' : this.#reason, ...this.#dirty} : {}),
+          ...(this.#checkpointBytes !== undefined ? {helperBytes: this.#checkpointBytes} : {}),
         })
+        this.#checkpointBytes = undefined
         this.#pages = 0
         this.#dirty = {}
       },
@@ -419,7 +445,10 @@ class RemusPrimary {
       const m = /^checkpoint \d+: (\d+) pages dirty here, (\d+) on the secondary/.exec(e.log.message)
       if (m) this.#dirty = {primaryDirty: Number(m[1]), secondaryDirty: Number(m[2])}
     }
-    if (e.kind === 'helper-started' && e.pid !== undefined) void this.#guardian?.helper(e.pid)
+    if (e.kind === 'helper-started' && e.pid !== undefined) {
+      this.#helperPid = e.pid
+      void this.#guardian?.helper(e.pid)
+    }
     // A checkpoint's pages: the first one's go out as the live round's last pass ("Frames final").
     if (e.kind === 'helper-progress' && /^(Checkpointed save|Frames final)/.test(e.progress.doingWhat)) this.#pages = Number(e.progress.total)
     this.#o.onStreamEvent?.(e)
