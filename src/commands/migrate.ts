@@ -7,6 +7,7 @@ import {strerror} from '../cli/errno.js'
 import {GLOBAL_FLAG_NAMES} from '../cli/argv.js'
 import {UsageError, XlExit} from '../cli/errors.js'
 import {libxlJson} from '../cli/libxl-json.js'
+import {onOperatorSignals} from '../cli/signals.js'
 import type {LogLevel} from '../cli/log.js'
 import {MigrationProgress, type ProgressMode} from '../render/index.js'
 import {parseXlConfig, toDomainConfig} from '../toolstack/config/index.js'
@@ -151,8 +152,7 @@ Exit status: 0 when the domain runs at the target; 1 when the migration failed (
       }
       interrupt.abort()
     }
-    const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
-    for (const s of signals) process.on(s, onSignal)
+    const stopListening = onOperatorSignals(onSignal)
     let result
     try {
       result = await migrateDomain({
@@ -169,7 +169,7 @@ Exit status: 0 when the domain runs at the target; 1 when the migration failed (
         onStreamEvent,
       })
     } finally {
-      for (const s of signals) process.off(s, onSignal)
+      stopListening()
       progress.finish()
       exitSoon()
     }

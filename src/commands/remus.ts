@@ -3,6 +3,7 @@ import {Args, Flags} from '@oclif/core'
 import {XlCommand} from '../cli/base-command.js'
 import {XlExit} from '../cli/errors.js'
 import {libxlJson} from '../cli/libxl-json.js'
+import {onOperatorSignals} from '../cli/signals.js'
 import type {LogLevel} from '../cli/log.js'
 import {EventLines, type MigrateEvent} from '../toolstack/migrate/index.js'
 import {RuneError, buildColoRune, buildRemusRune} from '../toolstack/migrate/rune.js'
@@ -171,9 +172,7 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
     }
 
     const interrupt = new AbortController()
-    const onSignal = (): void => interrupt.abort()
-    const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
-    for (const s of signals) process.on(s, onSignal)
+    const stopListening = onOperatorSignals(() => interrupt.abort())
     let result
     try {
       result = await runRemusPrimary({
@@ -192,7 +191,7 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
         onStreamEvent,
       })
     } finally {
-      for (const s of signals) process.off(s, onSignal)
+      stopListening()
       setTimeout(() => process.exit(), 3000).unref()
     }
     if (result.exitCode !== 0) throw new XlExit('', result.exitCode)

@@ -192,25 +192,34 @@ async function finishReceiver(hv: Hypervisor): Promise<void> {
   closeStream()
 }
 
-/** The sender died before GO: the domain must run here again. */
-async function finishSender(hv: Hypervisor): Promise<void> {
-  const [domidArg = '', name = '', away = ''] = args
-  if (phase === 'go') return
-  if (helperPid !== undefined) {
-    try {
-      process.kill(helperPid, 'SIGKILL')
-    } catch {
-      // gone
-    }
+/** The save helper of the side we guard, if it told us: it must not go on without that side. */
+function killHelper(): void {
+  if (helperPid === undefined) return
+  try {
+    process.kill(helperPid, 'SIGKILL')
+  } catch {
+    // gone
   }
-  const id = Number(domidArg)
-  const info = await infoOrUndefined(hv, id)
-  if (!info || (info.name !== name && info.name !== away)) return
-  if (info.name === away) await hv.rename(id, name)
+}
+
+/** Log-dirty mode off (the save that enabled it is over); failures do not matter here. */
+async function logDirtyOff(hv: Hypervisor, id: number): Promise<void> {
   await hv
     .logDirty(id)
     .disable()
     .catch(() => undefined)
+}
+
+/** The sender died before GO: the domain must run here again. */
+async function finishSender(hv: Hypervisor): Promise<void> {
+  const [domidArg = '', name = '', away = ''] = args
+  if (phase === 'go') return
+  killHelper()
+  const id = Number(domidArg)
+  const info = await infoOrUndefined(hv, id)
+  if (!info || (info.name !== name && info.name !== away)) return
+  if (info.name === away) await hv.rename(id, name)
+  await logDirtyOff(hv, id)
   if (info.state.shutdown && info.state.shutdownReason === SHUTDOWN_SUSPEND) {
     await hv.resume(id, {cancel: true})
     say(`the sender died before GO; resumed domain ${name} (domid ${id})`)
@@ -220,20 +229,11 @@ async function finishSender(hv: Hypervisor): Promise<void> {
 /** The Remus primary died: no two copies may run once the backup holds a checkpoint. */
 async function finishRemusPrimary(hv: Hypervisor): Promise<void> {
   const [domidArg = '', name = ''] = args
-  if (helperPid !== undefined) {
-    try {
-      process.kill(helperPid, 'SIGKILL')
-    } catch {
-      // gone
-    }
-  }
+  killHelper()
   const id = Number(domidArg)
   const info = await infoOrUndefined(hv, id)
   if (!info || info.name !== name) return
-  await hv
-    .logDirty(id)
-    .disable()
-    .catch(() => undefined)
+  await logDirtyOff(hv, id)
   const suspended = info.state.shutdown && info.state.shutdownReason === SHUTDOWN_SUSPEND
   if (acknowledged) {
     if (!info.state.paused) await hv.pause(id)
