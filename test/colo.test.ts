@@ -12,7 +12,9 @@
  *   - the primary killed at random moments (20 runs): the secondary goes on from its last
  *     checkpoint; the secondary killed (20 runs): the primary goes on; never two copies, never none;
  *   - a captured session (both directions) reads back with `xl-ts stream inspect`;
- *   - an interrupt stops COLO cleanly: the primary runs on, the secondary's copy is destroyed.
+ *   - an interrupt stops COLO cleanly: the primary runs on, the secondary's copy is destroyed;
+ *   - a primary silent past --heartbeat-timeout: the secondary takes over, the primary pauses its
+ *     copy instead of resuming it (one copy runs).
  */
 import * as fs from 'node:fs'
 import * as net from 'node:net'
@@ -135,6 +137,32 @@ describe('colo', () => {
       else expect(diverged, JSON.stringify(reasons)).toBe(0)
       await s.done()
     }
+  })
+
+  it('a primary silent past the heartbeat timeout: the secondary takes over, the primary pauses its copy', {timeout: 120_000}, async () => {
+    const g: GuestSpec = {name: 'vm', memMiB: 16, dirtyRate: 1000, workingSetMiB: 4, seed: 26}
+    const s = await setup('chb', g)
+    const run = startRemus(s.a, s.b, s.tmp, ['-c', '--max-interval', '200', '--heartbeat-timeout', '1000'], {}, (r) => r.replace('--colo', '--colo --heartbeat-timeout 1000'))
+    await untilCheckpoints(run, 4)
+    // The primary's toolstack hangs (stopped) for longer than the secondary waits.
+    signal(run.pid!, 'SIGSTOP')
+    await sleep(2500)
+    signal(run.pid!, 'SIGCONT')
+    const r = await run
+    const stderr = String(r.stderr)
+    expect(r.exitCode, stderr).toBe(1)
+    expect(stderr).toContain('no checkpoint request from the primary for 1000 ms (heartbeat timeout)')
+    expect(stderr.split('\n')).toContain('migration target: COLO Failover for domain 1')
+    expect(stderr).toContain('COLO: the secondary may have taken over')
+    expect(await waitNoMarked(s.marker, 20_000)).toEqual([])
+    expect((await guests(s.b)).map((d) => [d.name, isRunning(d)]), 'the secondary runs it').toEqual([['vm', true]])
+    const src = await guests(s.a)
+    expect(src.map((d) => [d.name, d.state.paused]), 'the primary keeps its copy paused').toEqual([['vm', true]])
+    // The timeout must leave the primary room: longer than --max-interval, and COLO only.
+    const xl = (args: string[]) => execa(NODE, [BIN, '--root', s.a, 'remus', ...args, 'vm', 'x'], {env: {XL_TS_BACKEND: 'sim'}, reject: false})
+    expect((await xl(['-c', '--heartbeat-timeout', '100'])).stderr).toContain('must be longer than the longest time between checkpoints')
+    expect((await xl(['--heartbeat-timeout', '10000'])).stderr).toContain('--heartbeat-timeout is for COLO (-c)')
+    await s.done()
   })
 
   it("migrate --colo is remus -c under the design's name; its migration-only flags are refused", {timeout: 120_000}, async () => {

@@ -37,6 +37,7 @@ Exit status: 0 when the handshake completed (the domain runs here, or the sender
     colo: Flags.boolean({summary: 'The stream is a COLO checkpoint stream.'}),
     'coloft-script': Flags.string({summary: 'The COLO proxy script.', helpValue: 'S'}),
     'userspace-colo-proxy': Flags.boolean({summary: 'Use the userspace COLO proxy.'}),
+    'heartbeat-timeout': Flags.integer({summary: 'COLO: fail over when the primary sends no checkpoint request for MS (default: wait, as xl).', helpValue: 'MS', min: 1}),
   }
 
   async run(): Promise<void> {
@@ -87,6 +88,7 @@ Exit status: 0 when the handshake completed (the domain runs here, or the sender
         outFd: back,
         paused: flags.paused,
         ...(flags.colo ? {checkpointed: 'colo' as const} : flags.remus ? {checkpointed: 'remus' as const} : {}),
+        ...(flags['heartbeat-timeout'] !== undefined ? {heartbeatTimeoutMs: flags['heartbeat-timeout']} : {}),
         onEvent,
         onStreamEvent,
         // create_domain with debug: the config as libxl JSON, on stderr.

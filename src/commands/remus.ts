@@ -57,6 +57,11 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
     'no-diskbuf': Flags.boolean({char: 'd', summary: 'Do not replicate disks; unsafe.'}),
     colo: Flags.boolean({char: 'c', summary: 'COLO mode: the backup runs too, checkpoints when the outputs differ.'}),
     'max-interval': Flags.integer({summary: 'COLO: at most MS between two checkpoints (default 5000, as libxl).', helpValue: 'MS', min: 1}),
+    'heartbeat-timeout': Flags.integer({
+      summary: 'COLO: the secondary fails over when no checkpoint request came for MS (passed to it); longer than --max-interval.',
+      helpValue: 'MS',
+      min: 1,
+    }),
     'userspace-colo-proxy': Flags.boolean({char: 'p', summary: 'COLO userspace proxy (with -c).'}),
     json: Flags.boolean({summary: 'NDJSON events on stdout: checkpoints, acknowledgements, released output, result (schema v1).'}),
   }
@@ -78,6 +83,12 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
       if (!flags['no-compression']) process.stderr.write("COLO can't be used with memory compression. Disable memory checkpoint compression now...: Success\n")
     }
     if (flags['max-interval'] !== undefined && !flags.colo) throw new XlExit('xl-ts: remus: --max-interval is for COLO (-c); Remus checkpoints every -i MS', 2)
+    const heartbeat = flags['heartbeat-timeout']
+    if (heartbeat !== undefined) {
+      if (!flags.colo) throw new XlExit('xl-ts: remus: --heartbeat-timeout is for COLO (-c)', 2)
+      const maxInterval = flags['max-interval'] ?? COLO_MAX_INTERVAL_MS
+      if (heartbeat <= maxInterval) throw new XlExit(`xl-ts: remus: --heartbeat-timeout (${heartbeat} ms) must be longer than the longest time between checkpoints (--max-interval, ${maxInterval} ms)`, 2)
+    }
     const intervalMs = interval(flags.interval)
 
     const dom = await this.findDomain(args.domain)
@@ -118,7 +129,12 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
       const target = {sshCommand: flags['ssh-command'] ?? 'ssh', host: args.host, noDaemonize: flags['no-daemonize']}
       try {
         rune = flags.colo
-          ? buildColoRune({...target, userspaceProxy: flags['userspace-colo-proxy'], ...(flags['netbuf-script'] ? {coloftScript: flags['netbuf-script']} : {})})
+          ? buildColoRune({
+              ...target,
+              userspaceProxy: flags['userspace-colo-proxy'],
+              ...(flags['netbuf-script'] ? {coloftScript: flags['netbuf-script']} : {}),
+              ...(heartbeat !== undefined ? {heartbeatTimeoutMs: heartbeat} : {}),
+            })
           : buildRemusRune(target)
       } catch (err) {
         if (err instanceof RuneError) throw new XlExit(`xl-ts: remus: ${err.message}`)
@@ -185,7 +201,15 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
         intervalMs,
         netbuf: !flags['no-netbuf'],
         // A checkpoint when the outputs diverge, at the latest every --max-interval (libxl: 5 s).
-        ...(flags.colo ? {colo: {maxIntervalMs: flags['max-interval'] ?? COLO_MAX_INTERVAL_MS, ...(trigger ? {trigger} : {})}} : {}),
+        ...(flags.colo
+          ? {
+              colo: {
+                maxIntervalMs: flags['max-interval'] ?? COLO_MAX_INTERVAL_MS,
+                ...(trigger ? {trigger} : {}),
+                ...(heartbeat !== undefined ? {heartbeatTimeoutMs: heartbeat} : {}),
+              },
+            }
+          : {}),
         signal: interrupt.signal,
         onEvent,
         onStreamEvent,

@@ -69,6 +69,8 @@ export interface MigrationReceiverOptions {
    * over: renamed, unpaused, exit 0 (XEN-FACTS §1.8). No ready/GO/report.
    */
   readonly checkpointed?: 'remus' | 'colo'
+  /** COLO: fail over when the primary sends no checkpoint request for this long (--heartbeat-timeout). */
+  readonly heartbeatTimeoutMs?: number
   /** The helper's and guardian's environment (default process.env). */
   readonly env?: NodeJS.ProcessEnv
   /** xl's lines and log lines, for stderr. */
@@ -387,6 +389,7 @@ class MigrationReceiver {
         ...(this.#o.checkpointed === 'colo'
           ? {
               backChannel: this.#out,
+              ...(this.#o.heartbeatTimeoutMs !== undefined ? {heartbeatTimeoutMs: this.#o.heartbeatTimeoutMs} : {}),
               onApplied: (n: number) => this.#probe?.record(n, {context: true}),
               onSecondarySuspending: () => this.#forwarder?.pause(),
               onSecondaryResuming: () => this.#forwarder?.resume(),

@@ -43,6 +43,9 @@ import {helperFailure, runStreamHelper} from './helper-run.js'
 import {STREAM_OFFSET_ENV, helperEnv} from './host-env.js'
 import {ColoStateError, writeCheckpointState} from './colo-states.js'
 
+/** The primary sent nothing for longer than the heartbeat timeout. */
+class HeartbeatTimeout extends Error {}
+
 /** libxc's XGR_CHECKPOINT_* answers to the restore helper's checkpoint callback. */
 const XGR_CHECKPOINT_ERROR = 0
 const XGR_CHECKPOINT_SUCCESS = 1
@@ -65,6 +68,11 @@ export interface ReceiveDomainOptions {
    * about to run again. Also while it runs, the probe's moment.
    */
   readonly onApplied?: (n: number) => Promise<void> | void
+  /**
+   * COLO: how long the secondary waits for the primary's next checkpoint request before it takes
+   * the primary for dead and fails over (undefined: for ever, as xl).
+   */
+  readonly heartbeatTimeoutMs?: number
   /** COLO: the secondary guest is about to suspend for a checkpoint / to run again from one. */
   readonly onSecondarySuspending?: () => void
   readonly onSecondaryResuming?: () => void
@@ -369,7 +377,7 @@ class Receiver {
       },
       waitCheckpoint: async () => {
         try {
-          const {raw, record} = await this.#next()
+          const {raw, record} = await this.#nextWithin(this.#o.heartbeatTimeoutMs)
           if (record.kind === 'CHECKPOINT_STATE' && record.state === 'NEW') return 1
           if (record.kind === 'END') {
             // The primary stopped replicating on purpose: end the helper, then do not fail over.
@@ -380,6 +388,7 @@ class Receiver {
           throw new ColoStateError(`invalid section: ${id} (record ${raw.index}), expected: NEW`, false)
         } catch (err) {
           // A read that failed: the primary's stream ended (or broke) where NEW was due.
+          if (err instanceof HeartbeatTimeout) return broken(new ColoStateError(err.message, true))
           return broken(err instanceof MigrateError ? new ColoStateError('the stream from the primary ended', true) : err)
         }
       },
@@ -394,6 +403,26 @@ class Receiver {
           return broken(err)
         }
       },
+    }
+  }
+
+  /**
+   * The next record, or a HeartbeatTimeout when none has come within `ms`: a primary that sends
+   * nothing for that long is taken for dead. The read goes on; once the helper has failed over,
+   * nobody uses what it returns.
+   */
+  async #nextWithin(ms: number | undefined): Promise<ReadRecord> {
+    if (ms === undefined) return this.#next()
+    const read = this.#next()
+    read.catch(() => undefined)
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new HeartbeatTimeout(`no checkpoint request from the primary for ${ms} ms (heartbeat timeout)`)), ms)
+    })
+    try {
+      return await Promise.race([read, timeout])
+    } finally {
+      clearTimeout(timer)
     }
   }
 

@@ -107,6 +107,8 @@ export interface ColoRuneOptions extends RemusRuneOptions {
   readonly coloftScript?: string
   /** --userspace-colo-proxy */
   readonly userspaceProxy: boolean
+  /** --heartbeat-timeout MS (xl-ts only: given only when the operator asks for it). */
+  readonly heartbeatTimeoutMs?: number
 }
 
 /**
@@ -117,6 +119,7 @@ export function buildColoRune(o: ColoRuneOptions): string {
   const words = [o.program ?? RECEIVER_PROGRAM, 'migrate-receive', '--colo']
   if (o.coloftScript) words.push('--coloft-script', o.coloftScript)
   if (o.userspaceProxy) words.push('--userspace-colo-proxy')
+  if (o.heartbeatTimeoutMs !== undefined) words.push('--heartbeat-timeout', String(o.heartbeatTimeoutMs))
   if (o.noDaemonize) words.push('-e')
   return sshRune(o.sshCommand, o.host, words)
 }

@@ -74,6 +74,12 @@ export interface RemusPrimaryOptions {
 export interface ColoOptions {
   /** The longest time between two checkpoints (libxl: 5 s). */
   readonly maxIntervalMs: number
+  /**
+   * The secondary's heartbeat timeout (given to it with --heartbeat-timeout): it fails over when no
+   * checkpoint request came for that long. If we were silent that long ourselves, the secondary may
+   * run the guest now: then a broken channel pauses the guest here instead of resuming it.
+   */
+  readonly heartbeatTimeoutMs?: number
   /** Asks for a checkpoint (the proxy saw the outputs diverge); resolves with why. */
   readonly trigger?: CheckpointTrigger
 }
@@ -166,6 +172,8 @@ class RemusPrimary {
   /** COLO: the secondary has run from a checkpoint (a failover would start it). */
   #secondaryHolds = false
   #resumedAt = 0
+  /** COLO: when the last checkpoint request (NEW) went out. */
+  #requestAt = 0
   /** COLO: why the next checkpoint is taken, and this checkpoint's dirty sets (from the helper's log). */
   #reason: 'timer' | 'divergence' = 'timer'
   #dirty: {primaryDirty?: number; secondaryDirty?: number} = {}
@@ -307,7 +315,10 @@ class RemusPrimary {
       committed: async (n) => {
         this.#checkpoints = n
         if (o.colo) {
-          if (await this.#waitForCheckpointRequest(o.colo)) return true
+          if (await this.#waitForCheckpointRequest(o.colo)) {
+            this.#requestAt = performance.now()
+            return true
+          }
           cleanEnd = await this.#endStream()
           return false
         }
@@ -473,9 +484,35 @@ class RemusPrimary {
       return done('suspend-failed', 1)
     }
     this.#log(this.#checkpoints > 0 ? 'detail' : 'error', `${this.#ha}: Domain suspend terminated with rc ${ERROR_FAIL}: ${why}`)
+    if (this.#secondaryMayRun()) {
+      // Beyond xl, whose split-brain check is a TODO: we were silent longer than the secondary
+      // waits, so it may have failed over and run the guest. Never a second running copy.
+      this.#line(`${this.#ha}: the secondary may have taken over (no checkpoint request for longer than its heartbeat timeout); domain paused at primary so that two copies never run.`)
+      await this.#pauseHere()
+      return done('backup-failed', 1)
+    }
     this.#line(`${this.#ha}: Backup failed? resuming domain at primary.`)
     await this.#resumeHere()
     return done('backup-failed', 1)
+  }
+
+  /** COLO with a heartbeat: did the secondary wait longer than its timeout for our request? */
+  #secondaryMayRun(): boolean {
+    const h = this.#o.colo?.heartbeatTimeoutMs
+    if (h === undefined || !this.#secondaryHolds) return false
+    const answered = this.#requestAt >= this.#resumedAt ? this.#requestAt : performance.now()
+    return answered - this.#resumedAt > h
+  }
+
+  async #pauseHere(): Promise<void> {
+    const id = this.#o.domid
+    try {
+      const info = await this.#hv.info(id)
+      if (!info.state.paused) await this.#hv.pause(id)
+      await this.#hv.logDirty(id).disable().catch(() => undefined)
+    } catch (err) {
+      this.#log('error', `cannot pause domain ${id}: ${(err as Error).message}`)
+    }
   }
 
   async #exists(): Promise<boolean> {
