@@ -7,8 +7,8 @@ import {blockingFd} from '../toolstack/fd/index.js'
 import {XlExit} from '../cli/errors.js'
 import {libxlJson} from '../cli/libxl-json.js'
 import type {LogLevel} from '../cli/log.js'
+import {streamEventPrinter} from '../cli/stream-lines.js'
 import type {DomainConfig} from '../toolstack/config/index.js'
-import {EventLines, type MigrateEvent} from '../toolstack/migrate/index.js'
 import type {MigrationEvent} from '../toolstack/migrate/migration-events.js'
 import {receiveMigration} from '../toolstack/migrate/migration-receiver.js'
 
@@ -63,7 +63,6 @@ Exit status: 0 when the handshake completed (the domain runs here, or the sender
     const stream = blockingOrAsIs(0, 'the migration stream')
     const back = blockingOrAsIs(1, 'the way back')
     const hv = await this.hypervisor()
-    const eventLines = new EventLines()
     const printLine = (level: LogLevel | 'plain', text: string): void => {
       if (level === 'plain') this.logger.plain(text)
       else this.logger.log(level, text)
@@ -72,14 +71,7 @@ Exit status: 0 when the handshake completed (the domain runs here, or the sender
       if (e.kind === 'line') printLine('plain', e.text)
       else if (e.kind === 'log') printLine(e.level, e.text)
     }
-    const onStreamEvent = (e: MigrateEvent): void => {
-      // The helper's logs come worded as libxl's logger words them (`context: level: message`).
-      const worded = e.kind === 'helper-log' || e.kind === 'helper-progress'
-      for (const l of eventLines.lines(e)) {
-        if (worded && l.level !== 'plain' && !this.logger.enabled(logLevel(l.level))) continue
-        printLine(l.level === 'plain' || worded ? 'plain' : logLevel(l.level), l.text)
-      }
-    }
+    const onStreamEvent = streamEventPrinter({enabled: (l) => this.logger.enabled(l), print: printLine, helperProgress: 'worded'})
     let result
     try {
       result = await receiveMigration({
@@ -110,6 +102,3 @@ function blockingOrAsIs(fd: number, what: string): number {
   }
 }
 
-function logLevel(level: string): LogLevel {
-  return (['debug', 'verbose', 'detail', 'progress', 'info', 'notice', 'warning', 'error', 'critical'] as const).find((l) => l === level) ?? 'info'
-}

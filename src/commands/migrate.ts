@@ -9,9 +9,9 @@ import {UsageError, XlExit} from '../cli/errors.js'
 import {libxlJson} from '../cli/libxl-json.js'
 import {onOperatorSignals} from '../cli/signals.js'
 import type {LogLevel} from '../cli/log.js'
+import {streamEventPrinter} from '../cli/stream-lines.js'
 import {MigrationProgress, type ProgressMode} from '../render/index.js'
 import {parseXlConfig, toDomainConfig} from '../toolstack/config/index.js'
-import {EventLines, type MigrateEvent} from '../toolstack/migrate/index.js'
 import type {MigrationEvent} from '../toolstack/migrate/migration-events.js'
 import {migrateDomain} from '../toolstack/migrate/migration-sender.js'
 import {RuneError, buildMigrateRune} from '../toolstack/migrate/rune.js'
@@ -120,7 +120,6 @@ Exit status: 0 when the domain runs at the target; 1 when the migration failed (
       out: (t) => process.stdout.write(t),
       columns: process.stderr.columns ?? 100,
     })
-    const eventLines = new EventLines()
     const printLine = (level: LogLevel | 'plain', text: string): void => {
       if (level !== 'plain' && !this.logger.enabled(level)) return
       progress.beforeLine()
@@ -132,16 +131,8 @@ Exit status: 0 when the domain runs at the target; 1 when the migration failed (
       else if (e.kind === 'log') printLine(e.level, e.text)
       else progress.handle(e)
     }
-    const onStreamEvent = (e: MigrateEvent): void => {
-      // Our bar replaces the helper's progress lines (xl hides them during migration too).
-      if (e.kind === 'helper-progress') return
-      // The helper's logs come worded as libxl's logger words them (`context: level: message`).
-      const worded = e.kind === 'helper-log'
-      for (const l of eventLines.lines(e)) {
-        if (worded && l.level !== 'plain' && !this.logger.enabled(logLevel(l.level))) continue
-        printLine(l.level === 'plain' || worded ? 'plain' : logLevel(l.level), l.text)
-      }
-    }
+    // Our bar replaces the helper's progress lines (xl hides them during migration too).
+    const onStreamEvent = streamEventPrinter({enabled: (l) => this.logger.enabled(l), print: printLine, helperProgress: 'hide'})
 
     // An interrupt before GO aborts and resumes here; after GO the handshake is finished first.
     const interrupt = new AbortController()
@@ -218,10 +209,6 @@ function precopyTuning(flags: {'max-downtime'?: number; bandwidth?: string; 'max
   return t
 }
 
-/** The logger's level for a line level of the libxl layer. */
-function logLevel(level: string): LogLevel {
-  return (['debug', 'verbose', 'detail', 'progress', 'info', 'notice', 'warning', 'error', 'critical'] as const).find((l) => l === level) ?? 'info'
-}
 
 /**
  * A read that can never finish (a transport that left a grandchild holding its pipe) must not keep

@@ -5,7 +5,7 @@ import {XlExit} from '../cli/errors.js'
 import {libxlJson} from '../cli/libxl-json.js'
 import {onOperatorSignals} from '../cli/signals.js'
 import type {LogLevel} from '../cli/log.js'
-import {EventLines, type MigrateEvent} from '../toolstack/migrate/index.js'
+import {streamEventPrinter} from '../cli/stream-lines.js'
 import {RuneError, buildColoRune, buildRemusRune} from '../toolstack/migrate/rune.js'
 import {probePlugQdisc} from '../toolstack/remus/plug-qdisc.js'
 import {SimColoCompare, compareAddressOf} from '../toolstack/remus/sim-colo-compare.js'
@@ -144,7 +144,6 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
     }
 
     const json = flags.json
-    const eventLines = new EventLines()
     const printLine = (level: LogLevel | 'plain', text: string): void => {
       if (level === 'plain') this.logger.plain(text)
       else if (this.logger.enabled(level)) this.logger.log(level, text)
@@ -160,14 +159,7 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
         printLine('debug', `Remus: checkpoint ${e.number} acknowledged by the backup`)
       }
     }
-    const onStreamEvent = (e: MigrateEvent): void => {
-      if (e.kind === 'helper-progress') return
-      const worded = e.kind === 'helper-log'
-      for (const l of eventLines.lines(e)) {
-        if (worded && l.level !== 'plain' && !this.logger.enabled(logLevel(l.level))) continue
-        printLine(l.level === 'plain' || worded ? 'plain' : logLevel(l.level), l.text)
-      }
-    }
+    const onStreamEvent = streamEventPrinter({enabled: (l) => this.logger.enabled(l), print: printLine, helperProgress: 'hide'})
 
     // COLO's proxy on the sim host: the toolstack compares the guests' frames, the secondary's
     // arriving where the first vif's colo_sock_compare_sec_in_ip/port say. Without those keys the
@@ -233,8 +225,4 @@ function interval(text: string | undefined): number {
 function withoutKind<T extends {kind: string}>(e: T): Omit<T, 'kind'> {
   const {kind: _kind, ...rest} = e
   return rest
-}
-
-function logLevel(level: string): LogLevel {
-  return (['debug', 'verbose', 'detail', 'progress', 'info', 'notice', 'warning', 'error', 'critical'] as const).find((l) => l === level) ?? 'info'
 }
