@@ -17,6 +17,7 @@ import {SimHypervisor} from './sim/index.js'
 export * from './port.js'
 export * from './errors.js'
 export {DirtyBitmap} from './dirty-bitmap.js'
+export {frameGuestStep} from './sim/frame.js'
 export {
   SimHypervisor,
   parseFrame,

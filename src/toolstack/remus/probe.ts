@@ -14,7 +14,6 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import {asSim, type Hypervisor} from '../hypervisor/index.js'
-import {checksumMemoryFile} from '../hypervisor/sim/memory.js'
 
 export const PROBE_ENV = 'XL_TS_TEST_REMUS_PROBE'
 export const PROBE_EVERY_ENV = 'XL_TS_TEST_REMUS_PROBE_EVERY'
@@ -56,8 +55,7 @@ export class RemusProbe {
   async record(checkpoint: number, opts: {force?: boolean; failover?: boolean; context?: boolean} = {}): Promise<void> {
     if (!opts.force && checkpoint % this.every !== 0) return
     const sim = asSim(this.hv)!
-    const pages = (await this.hv.info(this.domid)).pages
-    const checksum = opts.context ? await sim.checksum(this.domid) : checksumMemoryFile(sim.memoryPath(this.domid), pages, Buffer.alloc(0))
+    const checksum = opts.context ? await sim.checksum(this.domid) : await sim.memoryChecksum(this.domid)
     const rec: ProbeRecord = {checkpoint, checksum, ...(opts.failover ? {failover: true} : {})}
     fs.appendFileSync(this.file, `${JSON.stringify(rec)}\n`)
   }

@@ -27,7 +27,7 @@
 import * as fs from 'node:fs'
 
 import {FdError, openFdPair, readExact, writeAll, type FdPair} from '../fd/index.js'
-import {asSim, HypervisorError, type Hypervisor} from '../hypervisor/index.js'
+import {asSim, frameGuestStep, HypervisorError, type Hypervisor} from '../hypervisor/index.js'
 import {MigrateError} from '../migrate/errors.js'
 import type {MigrateEvent, MigrateEventHandler} from '../migrate/events.js'
 import {MIGRATE_RECEIVER_BANNER, RECEIVER_STREAM, readFixedMessage} from '../migrate/handshake.js'
@@ -38,7 +38,6 @@ import {Guardian} from '../migrate/guardian.js'
 import {Transport} from '../migrate/transport.js'
 import {LIBXL, encodeLibxcRecord, encodeLibxlRecord} from '../stream/index.js'
 import {SimNetBuffer} from './sim-netbuf.js'
-import {parseFrame} from '../hypervisor/sim/frame.js'
 import {RemusProbe} from './probe.js'
 
 const ERROR_FAIL = -3
@@ -430,13 +429,8 @@ class RemusPrimary {
 
   #released(frames: readonly Buffer[], epoch: number | null): void {
     let maxStep = 0
-    for (const f of frames) {
-      try {
-        maxStep = Math.max(maxStep, parseFrame(f).step)
-      } catch {
-        // not one of the sim guest's frames: still released
-      }
-    }
+    // (A frame that is not a sim guest's carries no step: it is released all the same.)
+    for (const f of frames) maxStep = Math.max(maxStep, frameGuestStep(f) ?? 0)
     this.#o.onEvent({kind: 'netbuf-release', epoch, frames: frames.length, maxStep, atMs: this.#now()})
   }
 

@@ -16,8 +16,7 @@
  */
 import * as net from 'node:net'
 
-import type {Hypervisor, Subscription} from '../hypervisor/index.js'
-import {parseFrame} from '../hypervisor/sim/frame.js'
+import {frameGuestStep, type Hypervisor, type Subscription} from '../hypervisor/index.js'
 import type {CheckpointTrigger} from './remus-primary.js'
 
 /** Frames larger than this are not the sim guest's: the connection is dropped. */
@@ -57,12 +56,9 @@ class FrameSplitter {
   }
 }
 
+/** A frame that carries no step is never taken for one from before the last checkpoint. */
 function stepOf(frame: Buffer): number {
-  try {
-    return parseFrame(frame).step
-  } catch {
-    return Number.MAX_SAFE_INTEGER
-  }
+  return frameGuestStep(frame) ?? Number.MAX_SAFE_INTEGER
 }
 
 export interface CompareStats {

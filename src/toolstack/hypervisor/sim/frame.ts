@@ -103,6 +103,18 @@ const macString = (b: Buffer): string => [...b].map((x) => x.toString(16).padSta
 const ipString = (v: number): string => [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join('.')
 
 /** Parses and checks a frame the sim guest emitted (every length and both checksums); throws on anything wrong. */
+/**
+ * The guest step a simulated guest's frame carries (the step that sent it), or undefined for a
+ * frame that is not one (the sim's extra for Remus/COLO on the sim host: netbuf and the proxy).
+ */
+export function frameGuestStep(frame: Buffer): number | undefined {
+  try {
+    return parseFrame(frame).step
+  } catch {
+    return undefined
+  }
+}
+
 export function parseFrame(frame: Buffer): ParsedFrame {
   const fail = (why: string): never => {
     throw new Error(`bad sim frame: ${why}`)

@@ -749,6 +749,12 @@ export class SimHypervisor implements Hypervisor {
     })
   }
 
+  /** sha256 (hex) of the memory file alone (a Remus backup's vCPU state waits for the failover). */
+  async memoryChecksum(domid: number): Promise<string> {
+    if (domid === 0) throw dom0Refuses('checksummed')
+    return this.held(domid, async (rec) => checksumMemoryFile(rec.memPath, rec.pages, Buffer.alloc(0)))
+  }
+
   /** sha256 (hex) over the memory file followed by the vCPU context; the guest is held still meanwhile. */
   async checksum(domid: number): Promise<string> {
     if (domid === 0) throw dom0Refuses('checksummed')
