@@ -32,8 +32,8 @@ export interface QmpConnectOptions {
   readonly maxLineBytes?: number
 }
 
-/** Connects to a unix socket, however long its path. Resolves once connected. */
-function connectUnix(socketPath: string): Promise<net.Socket> {
+/** Connects to a unix socket, however long its path. Resolves once connected. (Also used by colo/frame-channel.ts.) */
+export function connectUnix(socketPath: string): Promise<net.Socket> {
   return new Promise<net.Socket>((resolve, reject) => {
     let dirFd: number | undefined
     let target = socketPath
