@@ -51,7 +51,7 @@ try {
   await xl(hostB, 'sim', 'checksum', '--verify', 'vm1')
 
   say('xl-ts --root b remus -c --json vm1 ...   (COLO: host b primary, host a secondary; both copies run)')
-  const colo = execa('node', [cli, '--root', hostB, 'remus', '-c', '--json', '--max-interval', '300', '-s', '', 'vm1', `exec node ${cli} --root ${hostA} migrate-receive --colo`], {
+  const colo = execa('node', [cli, '--root', hostB, 'remus', '-c', '-p', '--json', '--max-interval', '300', '-s', '', 'vm1', `exec node ${cli} --root ${hostA} migrate-receive --colo`], {
     stdout: 'pipe',
     stderr: 'inherit',
     reject: false,

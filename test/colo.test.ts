@@ -25,7 +25,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {BIN} from './support/cli.js'
 import {NODE, ensureBuilt, guests, isRunning, markedProcesses, receiverCommand, shellQuote, sim, waitNoMarked, type GuestSpec} from './support/migrate.js'
-import {cleanups, events, isBackupProcess, probeLines, setup, signal, sleep, startRemus} from './support/remus.js'
+import {cleanups, events, freePort, isBackupProcess, probeLines, setup, signal, sleep, startRemus, untilCheckpoints} from './support/remus.js'
 
 beforeAll(async () => {
   await ensureBuilt()
@@ -34,27 +34,6 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of cleanups.splice(0)) await c()
 })
-
-/** A TCP port nobody listens on right now. */
-async function freePort(): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as net.AddressInfo).port
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
-}
-
-/** Waits until the run's NDJSON shows `n` checkpoints. */
-async function untilCheckpoints(run: {stdout: NodeJS.ReadableStream | null}, n: number, ms = 60_000): Promise<void> {
-  let out = ''
-  run.stdout?.on('data', (d: Buffer) => (out += d.toString()))
-  const end = Date.now() + ms
-  while (Date.now() < end) {
-    if (events(out.slice(0, out.lastIndexOf('\n') + 1)).filter((e) => e.event === 'checkpoint').length >= n) return
-    await sleep(20)
-  }
-  throw new Error(`no ${n} checkpoints within ${ms} ms:\n${out.slice(-2000)}`)
-}
 
 /** Checkpoint number -> [primary's checksum, secondary's checksum] for those both sides recorded. */
 function pairs(tmp: string): Map<number, [string, string]> {
@@ -71,7 +50,7 @@ describe('colo', () => {
   it('a 256 MiB guest with nondeterminism: after every checkpoint of 100+ the secondary equals the primary', {timeout: 300_000}, async () => {
     const g: GuestSpec = {name: 'vm', memMiB: 256, dirtyRate: 3000, workingSetMiB: 32, seed: 21, packetRate: 100, nondeterminism: 0.01}
     const s = await setup('cacc', g)
-    const run = startRemus(s.a, s.b, s.tmp, ['-c', '--max-interval', '50'], {XL_TS_TEST_REMUS_PROBE: s.tmp})
+    const run = startRemus(s.a, s.b, s.tmp, ['-c', '-p', '--max-interval', '50'], {XL_TS_TEST_REMUS_PROBE: s.tmp})
     await untilCheckpoints(run, 105, 240_000)
     run.kill('SIGINT')
     const r = await run
@@ -96,7 +75,7 @@ describe('colo', () => {
     // Enough nondeterminism that in every 50 ms the secondary takes its own path somewhere.
     const g: GuestSpec = {name: 'vm', memMiB: 32, dirtyRate: 3000, workingSetMiB: 8, seed: 22, nondeterminism: 0.05}
     const s = await setup('cnob', g)
-    const run = startRemus(s.a, s.b, s.tmp, ['-c', '--max-interval', '50'], {XL_TS_TEST_REMUS_PROBE: s.tmp, XL_TS_TEST_COLO_IGNORE_SVM_DIRTY: '1'})
+    const run = startRemus(s.a, s.b, s.tmp, ['-c', '-p', '--max-interval', '50'], {XL_TS_TEST_REMUS_PROBE: s.tmp, XL_TS_TEST_COLO_IGNORE_SVM_DIRTY: '1'})
     await untilCheckpoints(run, 12)
     run.kill('SIGINT')
     await run
@@ -122,7 +101,7 @@ describe('colo', () => {
         vif: `mac=00:16:3e:00:00:01,colo_sock_compare_sec_in_ip=127.0.0.1,colo_sock_compare_sec_in_port=${port}`,
       }
       const s = await setup(`cdiv${nondeterminism ? 1 : 0}`, g)
-      const run = startRemus(s.a, s.b, s.tmp, ['-c', '--max-interval', '1000'])
+      const run = startRemus(s.a, s.b, s.tmp, ['-c', '-p', '--max-interval', '1000'])
       await untilCheckpoints(run, 2)
       await sleep(4000)
       run.kill('SIGINT')
@@ -142,7 +121,7 @@ describe('colo', () => {
   it('a primary silent past the heartbeat timeout: the secondary takes over, the primary pauses its copy', {timeout: 120_000}, async () => {
     const g: GuestSpec = {name: 'vm', memMiB: 16, dirtyRate: 1000, workingSetMiB: 4, seed: 26}
     const s = await setup('chb', g)
-    const run = startRemus(s.a, s.b, s.tmp, ['-c', '--max-interval', '200', '--heartbeat-timeout', '1000'], {}, (r) => r.replace('--colo', '--colo --heartbeat-timeout 1000'))
+    const run = startRemus(s.a, s.b, s.tmp, ['-c', '-p', '--max-interval', '200', '--heartbeat-timeout', '1000'], {}, (r) => r.replace('--colo', '--colo --heartbeat-timeout 1000'))
     await untilCheckpoints(run, 4)
     // The primary's toolstack hangs (stopped) for longer than the secondary waits.
     signal(run.pid!, 'SIGSTOP')
@@ -168,7 +147,7 @@ describe('colo', () => {
   it("migrate --colo is remus -c under the design's name; its migration-only flags are refused", {timeout: 120_000}, async () => {
     const g: GuestSpec = {name: 'vm', memMiB: 16, dirtyRate: 1000, workingSetMiB: 4, seed: 25}
     const s = await setup('cmig', g)
-    const run = execa(NODE, [BIN, '--root', s.a, 'migrate', '--colo', '--json', '--max-interval', '50', '-s', '', 'vm', receiverCommand(s.b, {args: ['--colo']})], {
+    const run = execa(NODE, [BIN, '--root', s.a, 'migrate', '--colo', '-p', '--json', '--max-interval', '50', '-s', '', 'vm', receiverCommand(s.b, {args: ['--colo']})], {
       env: {XL_TS_BACKEND: 'sim', XL_TS_TEST_HOOK_DIR: s.tmp, TMPDIR: s.tmp},
       reject: false,
       stdin: 'ignore',
@@ -190,7 +169,7 @@ describe('colo', () => {
     const s = await setup('ccap', g)
     const fwd = path.join(s.tmp, 'forward.bin')
     const back = path.join(s.tmp, 'back.bin')
-    const run = startRemus(s.a, s.b, s.tmp, ['-c', '--max-interval', '50'], {}, (receiver) => `tee ${shellQuote(fwd)} | ${receiver} | tee ${shellQuote(back)}`)
+    const run = startRemus(s.a, s.b, s.tmp, ['-c', '-p', '--max-interval', '50'], {}, (receiver) => `tee ${shellQuote(fwd)} | ${receiver} | tee ${shellQuote(back)}`)
     await untilCheckpoints(run, 6)
     run.kill('SIGINT')
     const r = await run
@@ -228,7 +207,7 @@ describe('colo', () => {
       it(`run ${c.i + 1}: the ${c.victim} host killed ${c.delay} ms after checkpoint 2`, {timeout: 120_000}, async () => {
         const g: GuestSpec = {name: 'vm', memMiB: 16, dirtyRate: 2000, workingSetMiB: 4, seed: 300 + c.i, nondeterminism: 0.001}
         const s = await setup(`ck${c.i}`, g)
-        const run = startRemus(s.a, s.b, s.tmp, ['-c', '--max-interval', '50'])
+        const run = startRemus(s.a, s.b, s.tmp, ['-c', '-p', '--max-interval', '50'])
         await untilCheckpoints(run, 2)
         await sleep(c.delay)
         const backup = markedProcesses(s.marker).filter((p) => isBackupProcess(p.cmd))

@@ -170,3 +170,30 @@ describe('determinism', () => {
     expect(leftovers(root, hv.hostId)).toEqual(NOTHING)
   })
 })
+
+describe('the guest disk workload', () => {
+  it('its writes are a pure function of the vCPU context, carried in the context blob, and absent in old contexts', async () => {
+    const {initialGuestState, encodeContext, decodeContext} = await import('../src/toolstack/hypervisor/sim/context.js')
+    const {GuestCpu, replayDiskWrites, diskWriteOffset, DISK_BLOCK_BYTES} = await import('../src/toolstack/hypervisor/sim/workload.js')
+    const spec: WorkloadSpec = {dirtyRate: 500, workingSetMiB: 4, seed: 9, nondeterminism: 0, packetRate: 0, diskRate: 50}
+    const start = initialGuestState(spec, 4096)
+    expect(start.diskEvery, 'a write every 20 steps at 1000 steps/s').toBe(20)
+    const all = replayDiskWrites(start, 1000)
+    expect(all.map((w) => w.index)).toEqual(Array.from({length: 50}, (_, i) => i))
+    expect(new Set(all.map((w) => w.pattern)).size, 'patterns come from the PRNG').toBeGreaterThan(20)
+    // Run 400 steps, carry the context over, run 600 more: the same writes as 1000 in one go.
+    const first: {index: number; pattern: number}[] = []
+    const cpu = new GuestCpu(start)
+    const sink = (to: typeof first) => ({writePage: () => undefined, frame: () => undefined, diskWrite: (index: number, pattern: number) => to.push({index, pattern})})
+    cpu.run(400, sink(first), Math.random)
+    const carried = decodeContext(encodeContext(cpu.save(), 2_400_000), 4096)
+    expect([carried.diskEvery, carried.diskWrites]).toEqual([20, 20])
+    const second: {index: number; pattern: number}[] = []
+    new GuestCpu(carried).run(600, sink(second), Math.random)
+    expect([...first, ...second]).toEqual(all)
+    // A context from before the disk (zeros where the disk fields are) writes nothing.
+    const old = encodeContext({...start, diskEvery: 0, diskWrites: 0}, 2_400_000)
+    expect(replayDiskWrites(decodeContext(old, 4096), 1000)).toEqual([])
+    expect(diskWriteOffset(130, 8 << 20), 'writes wrap around the disk').toBe(2 * DISK_BLOCK_BYTES)
+  })
+})

@@ -8,7 +8,13 @@ import type {LogLevel} from '../cli/log.js'
 import {streamEventPrinter} from '../cli/stream-lines.js'
 import {RuneError, buildColoRune, buildRemusRune} from '../toolstack/migrate/rune.js'
 import {probePlugQdisc} from '../toolstack/remus/plug-qdisc.js'
-import {SimColoCompare, compareAddressOf} from '../toolstack/remus/sim-colo-compare.js'
+import {ProxyConfigError, proxyEndpointsOf} from '../toolstack/colo/compare-args.js'
+import {QemuColoCompare} from '../toolstack/colo/compare-proxy.js'
+import {PrimaryColoDisks} from '../toolstack/colo/disk-devices.js'
+import {probeKernelColoProxy} from '../toolstack/colo/kernel-proxy.js'
+import {QdiskError, coloDisksOf, type ColoDisk} from '../toolstack/colo/qdisk-config.js'
+import type {LibxlDiskJson} from '../toolstack/config/domain.js'
+import {asSim, parseFrame} from '../toolstack/hypervisor/index.js'
 import {runRemusPrimary, type RemusEvent} from '../toolstack/remus/remus-primary.js'
 
 /** xl's default checkpoint interval (main_remus: "def. 200ms"). */
@@ -95,7 +101,7 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
     const hv = await this.hypervisor()
     const backupFailed = (lines: string[]): never => {
       for (const l of lines) this.logger.log('error', l)
-      this.logger.plain('Remus: Backup failed? resuming domain at primary.')
+      this.logger.plain(`${flags.colo ? 'COLO' : 'Remus'}: Backup failed? resuming domain at primary.`)
       throw new XlExit('', 1)
     }
     // libxl_domain_remus_start's check (xl has sent its preamble by then; we check first).
@@ -106,17 +112,36 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
     const stored = await hv.storedConfig(dom.domid)
     if (!stored && !flags.blackhole) throw new XlExit('No config file stored for running domain and none supplied - cannot start remus.')
     const configJson = stored ? libxlJson(stored) : ''
-    // With disk replication on, every disk must be one the checkpoint devices handle (DRBD with
-    // Xen's Remus); this host has none of those.
+    // With disk replication on, every disk must be one the checkpoint devices handle: COLO qdisks
+    // (QEMU's block replication) with -c; DRBD disks with Xen's Remus, which this host has none of.
     const disks = Array.isArray(stored?.disks) ? stored.disks.length : 0
-    if (!flags['no-diskbuf'] && disks > 0) {
+    let coloDisks: ColoDisk[] = []
+    if (flags.colo && disks > 0) {
+      try {
+        coloDisks = coloDisksOf(stored!.disks as LibxlDiskJson[], (p) => p)
+      } catch (err) {
+        if (!(err instanceof QdiskError)) throw err
+        backupFailed([`Domain ${dom.domid}:${err.message}`, `Domain ${dom.domid}:COLO: failed to setup device for guest with domid ${dom.domid}, rc -18`])
+      }
+      // QEMU replicates the writes made after replication starts (the first checkpoint): until then
+      // the guest must not write, and its disks must be the same on both hosts (libxl assumes so).
+      if (!dom.state.paused) {
+        throw new XlExit(
+          `xl-ts: remus: domain ${dom.domid} has COLO disks and is running: its disk writes would be replicated only from the first checkpoint on. ` +
+            `Pause it (xl-ts pause ${dom.domid}, or create it with -p), make its disks the same on the secondary, then start COLO: it runs again after the first checkpoint.`,
+        )
+      }
+    } else if (!flags['no-diskbuf'] && disks > 0) {
       backupFailed([`Domain ${dom.domid}:device not handled by checkpoint (disk replication needs DRBD disks; use -d with -F to run without it)`, `Domain ${dom.domid}:Remus: failed to setup device, rc -19`])
     }
-    // On the sim host the toolstack holds the guest's frames itself; a real host needs the plug
-    // qdisc (scripts/remus-netbuf-setup), which some kernels lack.
+    // COLO's proxy: libxl's kernel proxy without -p (out-of-tree modules: refused where they are
+    // missing), QEMU's colo-compare with -p. The sim host has a device model; real hosts are not wired.
+    if (flags.colo && !flags['userspace-colo-proxy']) {
+      const kernel = probeKernelColoProxy()
+      backupFailed([`Domain ${dom.domid}:COLO: ${kernel.available ? 'the kernel COLO proxy is not wired to xl-ts; use -p (userspace proxy)' : kernel.reason}`])
+    }
     if (flags.colo && hv.backend !== 'sim') {
-      // libxl's COLO needs the kernel proxy (netlink 28, xt_PMYCOLO) or QEMU's colo-compare (-p).
-      backupFailed([`Domain ${dom.domid}:COLO: ${flags['userspace-colo-proxy'] ? 'the userspace proxy (QEMU colo-compare) is not wired to real hosts yet' : 'the kernel COLO proxy (netlink 28, xt_PMYCOLO) is not available on these kernels; use -p (userspace proxy)'}`])
+      backupFailed([`Domain ${dom.domid}:COLO: the userspace proxy (QEMU colo-compare) is not wired to real hosts yet`])
     }
     if (!flags.colo && !flags['no-netbuf'] && hv.backend !== 'sim') {
       const probe = await probePlugQdisc()
@@ -161,21 +186,50 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
     }
     const onStreamEvent = streamEventPrinter({enabled: (l) => this.logger.enabled(l), print: printLine, helperProgress: 'hide'})
 
-    // COLO's proxy on the sim host: the toolstack compares the guests' frames, the secondary's
-    // arriving where the first vif's colo_sock_compare_sec_in_ip/port say. Without those keys the
-    // timer alone takes checkpoints (what Xen's userspace mode does when nobody asks).
-    let trigger: SimColoCompare | undefined
+    // COLO's userspace proxy: the domain's device model runs colo-compare when the first vif says
+    // where the secondary's frames come in (colo_sock_compare_sec_in_ip/port); we feed it the PVM's
+    // frames, take what it releases and its DO_CHECKPOINT requests. Without it, the timer alone
+    // takes checkpoints (what libxl's userspace mode does when nobody asks).
+    /** Events count their times from here (atMs). */
+    const started = performance.now()
+    let trigger: QemuColoCompare | undefined
+    let devices: PrimaryColoDisks | undefined
     if (flags.colo) {
-      const address = compareAddressOf(stored)
-      if (address) {
+      const endpoint = await hv.deviceModel(dom.domid)
+      let endpoints
+      try {
+        endpoints = endpoint ? proxyEndpointsOf(stored, endpoint.folder) : undefined
+      } catch (err) {
+        if (!(err instanceof ProxyConfigError)) throw err
+        backupFailed([`Domain ${dom.domid}:COLO: ${err.message}`])
+      }
+      if (endpoints) {
+        const sim = asSim(hv)
         try {
-          trigger = await SimColoCompare.start(hv, dom.domid, address, {onLog: (t) => this.logger.log('warning', t)})
+          trigger = await QemuColoCompare.start({
+            endpoints,
+            subscribe: (onFrame) => hv.subscribeFrames(dom.domid, onFrame),
+            // The sim guest's frames carry their sequence number: reset() waits for the PVM's last ones.
+            ...(sim ? {frameIndex: (f: Buffer) => frameSeq(f)} : {}),
+            onRelease: (frame, atMs, via) => {
+              if (json) process.stdout.write(`${JSON.stringify({v: 1, event: 'release', atMs: atMs - started, via, ...frameFields(frame)})}\n`)
+            },
+            onLog: (level, text) => printLine(level === 'warning' ? 'warning' : level, `COLO proxy: ${text}`),
+          })
         } catch (err) {
-          throw new XlExit(`xl-ts: remus: cannot listen for the secondary's frames on ${address.host}:${address.port}: ${(err as Error).message}`)
+          backupFailed([`Domain ${dom.domid}:COLO: cannot start the userspace proxy: ${(err as Error).message}`])
         }
-        this.logger.log('detail', `COLO: comparing the guests' output; the secondary's frames come to ${address.host}:${address.port}`)
+        this.logger.log('detail', `COLO: colo-compare in the device model compares the guests' output; the secondary's frames go to ${endpoints.secondaryIn.host}:${endpoints.secondaryIn.port}`)
       } else {
         this.logger.log('info', `COLO: no colo_sock_compare_sec_in_ip/port on the first vif: checkpoints every ${flags['max-interval'] ?? COLO_MAX_INTERVAL_MS} ms by the timer only`)
+      }
+      if (coloDisks.length > 0) {
+        try {
+          devices = await PrimaryColoDisks.open(hv, dom.domid, coloDisks, (level, text) => printLine(level, text))
+        } catch (err) {
+          await trigger?.close()
+          backupFailed([`Domain ${dom.domid}:COLO: cannot reach the device model: ${(err as Error).message}`, `Domain ${dom.domid}:COLO: failed to setup device for guest with domid ${dom.domid}, rc -3`])
+        }
       }
     }
 
@@ -198,11 +252,13 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
               colo: {
                 maxIntervalMs: flags['max-interval'] ?? COLO_MAX_INTERVAL_MS,
                 ...(trigger ? {trigger} : {}),
+                ...(devices ? {devices} : {}),
                 ...(heartbeat !== undefined ? {heartbeatTimeoutMs: heartbeat} : {}),
               },
             }
           : {}),
         signal: interrupt.signal,
+        startedAt: started,
         onEvent,
         onStreamEvent,
       })
@@ -220,6 +276,25 @@ function interval(text: string | undefined): number {
   if (!/^\s*\d+\s*$/.test(text)) throw new XlExit(`xl-ts: remus: -i takes milliseconds, not "${text}"`, 2)
   const n = Number(text)
   return n === 0 ? DEFAULT_INTERVAL_MS : n
+}
+
+/** The sim guest's frame sequence number (undefined for a frame that is not one of its). */
+function frameSeq(frame: Buffer): number | undefined {
+  try {
+    return parseFrame(frame).seq
+  } catch {
+    return undefined
+  }
+}
+
+/** What a released frame shows in --json: the sim guest's step and sequence number, or its length. */
+function frameFields(frame: Buffer): Record<string, number> {
+  try {
+    const f = parseFrame(frame)
+    return {step: f.step, seq: f.seq, bytes: frame.length}
+  } catch {
+    return {bytes: frame.length}
+  }
 }
 
 function withoutKind<T extends {kind: string}>(e: T): Omit<T, 'kind'> {

@@ -10,6 +10,8 @@ import {fileURLToPath} from 'node:url'
 import {execa} from 'execa'
 import {expect} from 'vitest'
 
+import {reapDeviceModels} from '../../src/toolstack/device-model/index.js'
+
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const BIN = path.join(ROOT, 'bin', 'run.js')
 
@@ -161,6 +163,8 @@ export async function cleanupHost(root: string, opts: {netns?: string} = {}): Pr
     if (pid !== undefined && pid > 0 && procStart(pid) === start && killQuietly(pid)) forced.push(`killed domain process ${pid}`)
   }
   for (const pid of hostProcesses(root)) if (killQuietly(pid)) forced.push(`killed process ${pid}`)
+  // Device models die with their domain process (parent-death signal); one that did not is ended by its pid file.
+  for (const r of await reapDeviceModels(root).catch(() => [])) if (r.how === 'sigterm' || r.how === 'sigkill') forced.push(`reaped QEMU in ${r.folder} (${r.how})`)
   if (id) {
     for (const f of shmFiles(root)) {
       fs.rmSync(f, {force: true})

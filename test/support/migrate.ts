@@ -28,11 +28,24 @@ export interface GuestSpec {
   nondeterminism?: number
   /** One vif spec (xl's vif = [ '...' ]). */
   vif?: string
+  /** One disk spec (xl's disk = [ '...' ]); a relative target is relative to the host folder. */
+  disk?: string
+  /** Disk writes per second (sim_disk_rate), to the first COLO disk. */
+  diskRate?: number
+  /** Created paused (xl create -p). */
+  paused?: boolean
 }
 
 /** The sim workload a guest made from this spec runs (as create makes it from the config). */
 export function workloadOf(g: GuestSpec): WorkloadSpec {
-  return {dirtyRate: g.dirtyRate, workingSetMiB: Math.min(g.workingSetMiB, g.memMiB), seed: g.seed, nondeterminism: g.nondeterminism ?? 0, packetRate: g.packetRate ?? 0}
+  return {
+    dirtyRate: g.dirtyRate,
+    workingSetMiB: Math.min(g.workingSetMiB, g.memMiB),
+    seed: g.seed,
+    nondeterminism: g.nondeterminism ?? 0,
+    packetRate: g.packetRate ?? 0,
+    ...(g.diskRate ? {diskRate: g.diskRate} : {}),
+  }
 }
 
 export function sim(root: string): SimHypervisor {
@@ -50,11 +63,13 @@ export async function createGuest(root: string, g: GuestSpec): Promise<number> {
     sim_working_set: g.workingSetMiB,
     sim_seed: g.seed,
     ...(g.packetRate ? {sim_packet_rate: g.packetRate} : {}),
+    ...(g.diskRate ? {sim_disk_rate: g.diskRate} : {}),
     // A fraction: xl.cfg numbers are integers, so it goes as a string.
     ...(g.nondeterminism ? {sim_nondeterminism: String(g.nondeterminism)} : {}),
   })
   if (g.vif) fs.appendFileSync(cfg, `vif = [ ${JSON.stringify(g.vif)} ]\n`)
-  const r = await execa(NODE, [BIN, '--root', root, 'create', '-q', cfg], {reject: false, env: {XL_TS_BACKEND: 'sim'}})
+  if (g.disk) fs.appendFileSync(cfg, `disk = [ ${JSON.stringify(g.disk)} ]\n`)
+  const r = await execa(NODE, [BIN, '--root', root, 'create', '-q', ...(g.paused ? ['-p'] : []), cfg], {reject: false, env: {XL_TS_BACKEND: 'sim'}})
   if (r.exitCode !== 0) throw new Error(`create ${g.name}: ${r.stderr}`)
   const hv = sim(root)
   try {
@@ -217,7 +232,8 @@ export function markedProcesses(marker: string): {pid: number; cmd: string}[] {
       continue
     }
     if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z') continue
-    if (cmd.includes('domain-main.js')) continue
+    // A domain and its device model are the host's, not the run's.
+    if (cmd.includes('domain-main.js') || cmd.includes('qemu-system')) continue
     if (env.split('\0').includes(marker)) out.push({pid: Number(e), cmd: cmd.split('\0').join(' ').trim()})
   }
   return out

@@ -3,6 +3,7 @@
  * --json [-c]` to the second (`-s ''`), its NDJSON events, the test probe's checksums, clean-up.
  */
 import * as fs from 'node:fs'
+import * as net from 'node:net'
 
 import {execa, type ResultPromise} from 'execa'
 
@@ -25,7 +26,7 @@ export interface ProbeLine {
 }
 
 /** Two hosts, a guest on the first, a scratch folder for the probe and temp files, all cleaned up. */
-export async function setup(tag: string, g: GuestSpec) {
+export async function setup(tag: string, g: GuestSpec, prepare?: (root: string) => Promise<void>) {
   const a = newHost(`${tag}a`)
   const b = newHost(`${tag}b`)
   const tmp = scratchDir(`remus-${tag}`)
@@ -43,6 +44,10 @@ export async function setup(tag: string, g: GuestSpec) {
     fs.rmSync(tmp, {recursive: true, force: true})
   }
   cleanups.push(cleanup)
+  for (const root of prepare ? [a, b] : []) {
+    fs.mkdirSync(root, {recursive: true})
+    await prepare!(root)
+  }
   const domid = await createGuest(a, g)
   const done = async (): Promise<void> => {
     await cleanup()
@@ -127,3 +132,25 @@ export function signal(pid: number, sig: NodeJS.Signals): void {
     // gone
   }
 }
+
+/** A TCP port nobody listens on right now. */
+export async function freePort(): Promise<number> {
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as net.AddressInfo).port
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  return port
+}
+
+/** Waits until the run's NDJSON shows `n` checkpoints. */
+export async function untilCheckpoints(run: {stdout: NodeJS.ReadableStream | null}, n: number, ms = 60_000): Promise<void> {
+  let out = ''
+  run.stdout?.on('data', (d: Buffer) => (out += d.toString()))
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    if (events(out.slice(0, out.lastIndexOf('\n') + 1)).filter((e) => e.event === 'checkpoint').length >= n) return
+    await sleep(20)
+  }
+  throw new Error(`no ${n} checkpoints within ${ms} ms:\n${out.slice(-2000)}`)
+}
+

@@ -35,6 +35,7 @@ export function simWorkload(config: DomainConfig): WorkloadSpec | undefined {
     seed: sim.sim_seed ?? 0,
     nondeterminism: sim.sim_nondeterminism ?? 0,
     packetRate: sim.sim_packet_rate ?? 0,
+    ...(sim.sim_disk_rate !== undefined ? {diskRate: sim.sim_disk_rate} : {}),
   }
 }
 

@@ -66,6 +66,8 @@ export interface SimSettings {
   sim_nondeterminism?: number
   /** Packets the guest emits per second. */
   sim_packet_rate?: number
+  /** Disk writes per second, to the first COLO disk through the device model. */
+  sim_disk_rate?: number
 }
 
 export interface DomainConfig {
@@ -262,7 +264,7 @@ function action(cfg: ParsedConfig, key: string, dflt: string): ShutdownAction {
 
 function simSettings(cfg: ParsedConfig): SimSettings {
   const sim: SimSettings = {}
-  for (const key of ['sim_dirty_rate', 'sim_working_set', 'sim_seed', 'sim_packet_rate'] as const) {
+  for (const key of ['sim_dirty_rate', 'sim_working_set', 'sim_seed', 'sim_packet_rate', 'sim_disk_rate'] as const) {
     const v = getInt(cfg, key, {min: 0})
     if (v !== undefined) sim[key] = v
   }

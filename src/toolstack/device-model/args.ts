@@ -10,6 +10,11 @@
 
 /** The QMP socket, in the domain folder. */
 export const QMP_SOCKET = 'qmp.sock'
+/**
+ * A second QMP monitor for the toolstack (libxl's `qmp-libxl-<domid>`), in the domain folder: the
+ * first (QMP_SOCKET) stays with whoever started QEMU, and QEMU serves one client per monitor.
+ */
+export const TOOLSTACK_QMP_SOCKET = 'qmp-libxl.sock'
 /** `<pid> <start time>` of the QEMU process (proc.ts identity), in the domain folder. */
 export const PID_FILE = 'qemu.pid'
 /** The QEMU that runs unless told otherwise: Debian's qemu-system-x86 (7.2 on bookworm). */
@@ -27,6 +32,8 @@ export interface DeviceModelArgs {
   readonly name?: string
   /** Appended as given: -blockdev, -drive, -chardev, -object iothread / colo-compare, -S, ... */
   readonly extraArgs?: readonly string[]
+  /** Also open the toolstack's monitor (TOOLSTACK_QMP_SOCKET). */
+  readonly toolstackMonitor?: boolean
 }
 
 /**
@@ -45,6 +52,7 @@ export function deviceModelArgs(options: DeviceModelArgs = {}): string[] {
     ...(options.name === undefined ? [] : ['-name', `guest=${qemuOptValue(options.name)}`]),
     '-qmp',
     `unix:${QMP_SOCKET},server=on,wait=off`,
+    ...(options.toolstackMonitor ? ['-qmp', `unix:${TOOLSTACK_QMP_SOCKET},server=on,wait=off`] : []),
     ...(options.extraArgs ?? []),
   ]
 }

@@ -59,6 +59,8 @@ export interface DeviceModelOptions {
   readonly binary?: string
   /** Appended to QEMU's arguments; relative paths in them are relative to the folder. */
   readonly extraArgs?: readonly string[]
+  /** Also open the toolstack's QMP monitor (TOOLSTACK_QMP_SOCKET in the folder). */
+  readonly toolstackMonitor?: boolean
   /** From spawn to a negotiated QMP connection (default 10 s). */
   readonly startTimeoutMs?: number
   /** The QMP client's default command timeout (default 10 s). */
@@ -398,6 +400,8 @@ async function connectWhenReady(dm: DeviceModel, options: DeviceModelOptions): P
       if (err instanceof QmpTimeoutError) break
       const notYet = err instanceof QmpConnectionError && err.code === 'connect' && (err.errno === 'ENOENT' || err.errno === 'ECONNREFUSED')
       if (!notYet) {
+        // QEMU closing on us is QEMU exiting (a bad -drive, say): say what it said.
+        if (await Promise.race([dm.exited.then(() => true), sleep(OUTPUT_DRAIN_MS * 2).then(() => false)])) throw await exitedError()
         const code = err instanceof QmpConnectionError && err.code === 'not-qmp' ? 'not-qmp' : 'exited'
         throw new DeviceModelError(code, dm.folder, `QEMU pid ${dm.pid}: ${(err as Error).message}`, {...details(), cause: err})
       }

@@ -1,5 +1,5 @@
 /** Device models: one QEMU per domain, in its folder, over QMP (device-model.ts says how). */
-export {DEFAULT_QEMU, PID_FILE, QEMU_ENV, QMP_SOCKET, deviceModelArgs, qemuOptValue, type DeviceModelArgs} from './args.js'
+export {DEFAULT_QEMU, PID_FILE, QEMU_ENV, QMP_SOCKET, TOOLSTACK_QMP_SOCKET, deviceModelArgs, qemuOptValue, type DeviceModelArgs} from './args.js'
 export {DeviceModelError, type DeviceModelErrorCode} from './errors.js'
 export {readPidFile, type PidRecord, type ReapHow, type ReapOptions, type ReapResult} from './pid-file.js'
 export {

@@ -8,7 +8,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import {isAlive, waitGone} from '../hypervisor/sim/proc.js'
-import {PID_FILE, QMP_SOCKET} from './args.js'
+import {PID_FILE, QMP_SOCKET, TOOLSTACK_QMP_SOCKET} from './args.js'
 import {DeviceModelError} from './errors.js'
 
 export interface PidRecord {
@@ -40,7 +40,7 @@ export function writePidFile(folder: string, record: PidRecord): void {
 /** Removes the pid file and the QMP socket of `folder`; returns the names it removed. */
 export function removeDeviceModelFiles(folder: string): string[] {
   const removed: string[] = []
-  for (const name of [PID_FILE, QMP_SOCKET]) {
+  for (const name of [PID_FILE, QMP_SOCKET, TOOLSTACK_QMP_SOCKET]) {
     try {
       fs.unlinkSync(path.join(folder, name))
       removed.push(name)

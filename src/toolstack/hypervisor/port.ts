@@ -19,6 +19,8 @@ export interface WorkloadSpec {
   nondeterminism: number
   /** Network frames emitted per second. */
   packetRate: number
+  /** Disk writes per second, to the guest's first COLO disk through its device model (default 0). */
+  diskRate?: number
 }
 
 /** What it takes to build a domain. */
@@ -62,6 +64,19 @@ export interface CreateOptions {
   paused: boolean
   /** Build an empty domain whose memory and state a restore fills in; it is created paused. */
   forRestore?: boolean
+  /**
+   * Restored as a COLO secondary (libxl's colo_restore_enable, set by migrate-receive --colo): its
+   * COLO disks get the secondary's replication layout in the device model.
+   */
+  coloSecondary?: boolean
+}
+
+/** Where the toolstack reaches a domain's device model (QEMU). */
+export interface DeviceModelEndpoint {
+  /** The toolstack's QMP socket (libxl: /var/run/xen/qmp-libxl-<domid>). */
+  readonly qmpSocket: string
+  /** Relative chardev socket paths in QEMU's arguments are relative to this folder. */
+  readonly folder: string
 }
 
 export interface TscInfo {
@@ -158,6 +173,9 @@ export interface Hypervisor {
 
   /** The guest's network output, frame by frame, until closed or the domain goes away. */
   subscribeFrames(domid: number, onFrame: (frame: Buffer) => void): Promise<Subscription>
+
+  /** The domain's device model, or undefined when it has none (no COLO disk, no COLO proxy). */
+  deviceModel(domid: number): Promise<DeviceModelEndpoint | undefined>
 
   /** Releases the back end's handles (cached connections); domains are not affected. */
   close?(): void | Promise<void>

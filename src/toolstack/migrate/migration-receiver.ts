@@ -46,8 +46,10 @@ import type {MigrationEventHandler} from './migration-events.js'
 import {receiveDomain, type ReceiveResult} from './receiver.js'
 import {readSavefileHeader} from './savefile.js'
 import {REMUS_ACK} from './remus-ack.js'
-import {RemusProbe, checkpointHeldAt} from '../remus/probe.js'
-import {compareAddressOf, forwardSecondaryFrames, type SecondaryForwarder} from '../remus/sim-colo-compare.js'
+import {RemusProbe, SKIP_DISK_CHECKPOINT_ENV, checkpointHeldAt} from '../remus/probe.js'
+import {SecondaryColoDisks, coloDisksOfConfig} from '../colo/disk-devices.js'
+import {proxyEndpointsOf} from '../colo/compare-args.js'
+import {forwardSecondaryFrames, type SecondaryForwarder} from '../colo/secondary-forwarder.js'
 
 const ERROR_FAIL = -3
 const ERROR_INVAL = -6
@@ -124,6 +126,8 @@ class MigrationReceiver {
   #forwarder: SecondaryForwarder | undefined
   /** Remus: the test probe (XL_TS_TEST_REMUS_PROBE), if asked for. */
   #probe: RemusProbe | undefined
+  /** COLO: the secondary's COLO disks (none without). */
+  #disks: SecondaryColoDisks | undefined
   /** Remus: whole checkpoints received. */
   #checkpoints = 0
   /** COLO: the secondary guest ran when the stream ended. */
@@ -154,6 +158,7 @@ class MigrationReceiver {
       return {outcome: this.#started ? 'started' : 'failed', exitCode: 1}
     } finally {
       await this.#forwarder?.stop()
+      await this.#disks?.close()
       // Whatever happened, the guardian has nothing left to do unless we die before this.
       await this.#guardian?.done()
     }
@@ -264,6 +269,15 @@ class MigrationReceiver {
         .logDirty(domid)
         .disable()
         .catch(() => undefined)
+      // Its disk: the last checkpoint's, with the guest's own writes since committed on top.
+      if (this.#disks) {
+        try {
+          const f = await this.#disks.failover()
+          if (f) this.#log('detail', `COLO: disk replication failed over in ${f.ms.toFixed(0)} ms (commit ${f.commitMs.toFixed(0)} ms)`)
+        } catch (err) {
+          this.#log('error', `COLO: disk failover: ${(err as Error).message}`)
+        }
+      }
       if (!this.#secondaryRunning) {
         try {
           await this.#hv.resume(domid, {cancel: false})
@@ -355,7 +369,7 @@ class MigrationReceiver {
     const spec = domainSpec({...config, c_info: {...config.c_info, name: incoming}}, hv.backend)
     let domid: number
     try {
-      domid = await hv.create(spec, {paused: true, forRestore: true})
+      domid = await hv.create(spec, {paused: true, forRestore: true, ...(this.#o.checkpointed === 'colo' ? {coloSecondary: true} : {})})
     } catch (err) {
       if (err instanceof HypervisorError && err.code === 'name-in-use') throw new CreateFailure(ERROR_FAIL, [`Domain with name "${incoming}" already exists.`])
       throw new CreateFailure(ERROR_FAIL, [`xl-ts: error: cannot create domain ${incoming}: ${(err as Error).message}`])
@@ -365,12 +379,24 @@ class MigrationReceiver {
     if (this.#o.checkpointed) this.#probe = RemusProbe.fromEnv(hv, domid, 'secondary', this.#o.env ?? process.env)
     // COLO on the sim host: the SVM's frames go to the primary's comparator (the first vif's
     // colo_sock_compare_sec_in_ip/port), from its first run on.
-    const address = this.#o.checkpointed === 'colo' && asSim(hv) ? compareAddressOf(config as unknown as Record<string, unknown>) : undefined
+    const address = this.#o.checkpointed === 'colo' && asSim(hv) ? proxyEndpointsOf(config as unknown as Record<string, unknown>, '')?.secondaryIn : undefined
     if (address) {
       this.#forwarder = await forwardSecondaryFrames(hv, domid, address, (t) => this.#log('warning', t))
       this.#forwarder.pause()
     }
     this.#log('detail', `created domain ${incoming} (domid ${domid}) for the incoming stream`)
+    // COLO disks: replicated into this host's images through the device model (XEN-FACTS §8).
+    const coloDisks = this.#o.checkpointed === 'colo' ? coloDisksOfConfig(config as unknown as Record<string, unknown>) : []
+    if (coloDisks.length > 0) {
+      try {
+        this.#disks = await SecondaryColoDisks.open(hv, domid, coloDisks)
+      } catch (err) {
+        throw new CreateFailure(ERROR_FAIL, [`xl-ts: error: COLO: cannot reach the device model of domain ${domid}: ${(err as Error).message}`])
+      }
+    }
+    let applied = 0
+    const skipDiskCheckpoint = (this.#o.env ?? process.env)[SKIP_DISK_CHECKPOINT_ENV] === '1'
+    const disks = this.#disks
 
     try {
       const received = await receiveDomain({
@@ -390,7 +416,22 @@ class MigrationReceiver {
           ? {
               backChannel: this.#out,
               ...(this.#o.heartbeatTimeoutMs !== undefined ? {heartbeatTimeoutMs: this.#o.heartbeatTimeoutMs} : {}),
-              onApplied: (n: number) => this.#probe?.record(n, {context: true}),
+              onApplied: async (n: number) => {
+                applied = n
+                await this.#probe?.record(n, {context: true})
+              },
+              ...(disks
+                ? {
+                    devices: {
+                      setup: () => disks.setup(),
+                      preresume: async () => {
+                        if (!skipDiskCheckpoint) await disks.preresume()
+                        await this.#probe?.recordView(applied)
+                      },
+                      postsuspend: () => disks.postsuspend(),
+                    },
+                  }
+                : {}),
               onSecondarySuspending: () => this.#forwarder?.pause(),
               onSecondaryResuming: () => this.#forwarder?.resume(),
             }

@@ -73,6 +73,11 @@ export interface ReceiveDomainOptions {
    * the primary for dead and fails over (undefined: for ever, as xl).
    */
   readonly heartbeatTimeoutMs?: number
+  /**
+   * COLO: the secondary's checkpoint devices (its COLO disks), at libxl's points of each cycle
+   * (XEN-FACTS §7.3). A failure breaks the cycle as a broken stream does.
+   */
+  readonly devices?: SecondaryCheckpointDevices
   /** COLO: the secondary guest is about to suspend for a checkpoint / to run again from one. */
   readonly onSecondarySuspending?: () => void
   readonly onSecondaryResuming?: () => void
@@ -91,6 +96,16 @@ export interface ReceiveDomainOptions {
   /** Event channels for the xenstore and console rings (libxl allocates them; the sim has none). */
   readonly storeEvtchn?: number
   readonly consoleEvtchn?: number
+}
+
+/** The secondary's COLO devices (libxl's checkpoint device ops on the restore side). */
+export interface SecondaryCheckpointDevices {
+  /** The first resume, before SVM_READY: set the devices up and start replicating. */
+  setup(): Promise<void>
+  /** Every later resume, before SVM_READY (while the primary is still suspended): take the checkpoint. */
+  preresume(): Promise<void>
+  /** After the guest suspended, before SVM_SUSPENDED: still replicating? */
+  postsuspend(): Promise<void>
 }
 
 export interface ReceiveResult {
@@ -362,7 +377,17 @@ class Receiver {
       postcopy: async () => {
         try {
           await this.#o.onApplied?.(this.#checkpoints)
-          if (first) await hv.logDirty(domid).enable()
+          if (first) {
+            await hv.logDirty(domid).enable()
+            await this.#o.devices?.setup()
+          } else {
+            // libxl takes the disks' checkpoint after SVM_READY, when the primary may already run
+            // and write: a write that reaches the secondary's image before its checkpoint would
+            // show in the secondary's view (the checkpoint empties the hidden disk that kept the
+            // old data). Taken before SVM_READY, the primary is still suspended (QEMU's own COLO
+            // orders it so too); the stream is the same.
+            await this.#o.devices?.preresume()
+          }
           await writeCheckpointState(back, 'SVM_READY', 'the back channel')
           this.#o.onSecondaryResuming?.()
           if (first) await hv.unpause(domid)
@@ -397,6 +422,7 @@ class Receiver {
           this.#o.onSecondarySuspending?.()
           await hv.suspend(domid)
           this.#coloRunning = false
+          await this.#o.devices?.postsuspend()
           await writeCheckpointState(back, 'SVM_SUSPENDED', 'the back channel')
           return 1
         } catch (err) {

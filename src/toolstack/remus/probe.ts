@@ -9,19 +9,39 @@
  * The checksum is sha256 of the guest's memory file alone for Remus (the backup's vCPU state is
  * applied only at failover), of memory and vCPU context for COLO. The primary takes it while the guest is suspended; the backup while its domain
  * holds exactly that checkpoint (see `checkpointHeldAt`). Sim hosts only: elsewhere it does nothing.
+ *
+ * A guest with a device-model disk (COLO disks) adds `disk`, sha256 of its disk image at the same
+ * moment; the COLO secondary also checks, once its disk took the checkpoint (`recordView`), that the
+ * guest's view of the disk through QEMU holds what the image held when the checkpoint arrived
+ * (`{checkpoint, view: {blocks, mismatches}}` lines): its own writes since the last checkpoint gone.
  */
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
+import * as crypto from 'node:crypto'
+
 import {asSim, type Hypervisor} from '../hypervisor/index.js'
+import {DISK_BLOCK_BYTES} from '../hypervisor/sim/workload.js'
 
 export const PROBE_ENV = 'XL_TS_TEST_REMUS_PROBE'
 export const PROBE_EVERY_ENV = 'XL_TS_TEST_REMUS_PROBE_EVERY'
+/**
+ * A test switch (=1): the COLO secondary skips its disks' checkpoint, so the guest's own writes are
+ * not dropped; what the probe's view check must then catch.
+ */
+export const SKIP_DISK_CHECKPOINT_ENV = 'XL_TS_TEST_COLO_SKIP_DISK_CHECKPOINT'
 
 export interface ProbeRecord {
   readonly checkpoint: number
   readonly checksum: string
   readonly failover?: boolean
+  /** sha256 of the guest's disk image. */
+  readonly disk?: string
+}
+
+export interface ProbeViewRecord {
+  readonly checkpoint: number
+  readonly view: {readonly blocks: number; readonly mismatches: number}
 }
 
 /**
@@ -34,6 +54,9 @@ export function checkpointHeldAt(callback: number): number {
 }
 
 export class RemusProbe {
+  /** Per checkpoint: each disk block's byte (256: not one byte all over), for recordView. */
+  readonly #patterns = new Map<number, number[]>()
+
   private constructor(
     private readonly hv: Hypervisor,
     private readonly domid: number,
@@ -56,7 +79,32 @@ export class RemusProbe {
     if (!opts.force && checkpoint % this.every !== 0) return
     const sim = asSim(this.hv)!
     const checksum = opts.context ? await sim.checksum(this.domid) : await sim.memoryChecksum(this.domid)
-    const rec: ProbeRecord = {checkpoint, checksum, ...(opts.failover ? {failover: true} : {})}
+    const image = sim.diskImage(this.domid)
+    const disk = image ? readImage(image) : undefined
+    if (disk) this.#patterns.set(checkpoint, disk.patterns)
+    const rec: ProbeRecord = {checkpoint, checksum, ...(opts.failover ? {failover: true} : {}), ...(disk ? {disk: disk.sha256} : {})}
     fs.appendFileSync(this.file, `${JSON.stringify(rec)}\n`)
   }
+
+  /** The guest's disk view against the image as `record` saw it for this checkpoint (if it did). */
+  async recordView(checkpoint: number): Promise<void> {
+    const patterns = this.#patterns.get(checkpoint)
+    if (!patterns) return
+    this.#patterns.clear()
+    const {blocks, mismatches} = await asSim(this.hv)!.verifyDiskView(this.domid, patterns)
+    const rec: ProbeViewRecord = {checkpoint, view: {blocks, mismatches: mismatches.length}}
+    fs.appendFileSync(this.file, `${JSON.stringify(rec)}\n`)
+  }
+}
+
+/** sha256 of a disk image and the byte each block is filled with (256: not one byte). */
+function readImage(file: string): {sha256: string; patterns: number[]} {
+  const data = fs.readFileSync(file)
+  const patterns: number[] = []
+  for (let off = 0; off + DISK_BLOCK_BYTES <= data.length; off += DISK_BLOCK_BYTES) {
+    const block = data.subarray(off, off + DISK_BLOCK_BYTES)
+    const b = block[0]!
+    patterns.push(block.every((x) => x === b) ? b : 256)
+  }
+  return {sha256: crypto.createHash('sha256').update(data).digest('hex'), patterns}
 }

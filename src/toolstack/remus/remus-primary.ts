@@ -66,6 +66,8 @@ export interface RemusPrimaryOptions {
   /** Where the fd pair's private directory is made (default os.tmpdir()). */
   readonly tmpDir?: string
   readonly onEvent: (e: RemusEvent) => void
+  /** The time events count from (performance.now(); default: when the run starts). */
+  readonly startedAt?: number
   /** The libxl layer's events (for -v lines). */
   readonly onStreamEvent?: MigrateEventHandler
 }
@@ -81,14 +83,34 @@ export interface ColoOptions {
   readonly heartbeatTimeoutMs?: number
   /** Asks for a checkpoint (the proxy saw the outputs diverge); resolves with why. */
   readonly trigger?: CheckpointTrigger
+  /** The checkpoint devices (COLO disks) of the primary, driven at libxl's points of each cycle. */
+  readonly devices?: CheckpointDevices
+}
+
+/**
+ * libxl's checkpoint device ops for the primary's COLO devices (XEN-FACTS §7.2, §8): their errors
+ * stop COLO (the guest then runs on here alone).
+ */
+export interface CheckpointDevices {
+  /** After the guest suspended for checkpoint n: are the devices still replicating (not for n = 1)? */
+  postsuspend(n: number): Promise<void>
+  /** Before the guest resumes after checkpoint n (the secondary holds it): n = 1 starts replication, later ones checkpoint. */
+  preresume(n: number): Promise<void>
+  /** Replication is over (the secondary failed, or stopped): the devices go on alone. */
+  teardown(): Promise<void>
 }
 
 /** The proxy side of COLO: when a checkpoint is wanted. */
 export interface CheckpointTrigger {
   /** Resolves when the outputs diverged since the last reset, or never. */
   next(since: number): Promise<'divergence'>
-  /** Both guests start again from the checkpoint the PVM was suspended for (at `step`, if known). */
-  reset?(step: number | undefined): void
+  /** When the last request came (performance.now()). */
+  readonly lastRequest?: {readonly atMs: number}
+  /**
+   * Both guests start again from the checkpoint the PVM was suspended for (at `step`, having sent
+   * `framesAtSuspend` frames, when known): the proxy's preresume.
+   */
+  reset?(step: number | undefined, framesAtSuspend?: number): Promise<void> | void
   close(): Promise<void>
 }
 
@@ -107,6 +129,8 @@ export type RemusEvent =
       readonly pages: number
       readonly step?: number
       readonly reason?: 'first' | 'timer' | 'divergence'
+      /** COLO, a divergence: when the proxy asked for it (same clock as atMs). */
+      readonly requestedAtMs?: number
       readonly primaryDirty?: number
       readonly secondaryDirty?: number
       /**
@@ -155,7 +179,7 @@ export async function runRemusPrimary(opts: RemusPrimaryOptions): Promise<RemusR
 class RemusPrimary {
   readonly #o: RemusPrimaryOptions
   readonly #hv: Hypervisor
-  readonly #started = performance.now()
+  readonly #started: number
   #pair: FdPair | undefined
   #sendFd = -1
   #transport: Transport | undefined
@@ -175,6 +199,8 @@ class RemusPrimary {
   #requestAt = 0
   /** COLO: why the next checkpoint is taken, and this checkpoint's dirty sets (from the helper's log). */
   #reason: 'timer' | 'divergence' = 'timer'
+  /** COLO: when the proxy asked for the checkpoint being taken (performance.now()), if it did. */
+  #requestedAt: number | undefined
   #dirty: {primaryDirty?: number; secondaryDirty?: number} = {}
   /** The save helper, and its write count at the last suspend request. */
   #helperPid: number | undefined
@@ -182,9 +208,12 @@ class RemusPrimary {
   #checkpointBytes: number | undefined
   /** COLO: the PVM's step at the last suspend (the comparator drops frames from before it). */
   #stepAtSuspend: number | undefined
+  /** COLO: the frames the PVM had sent by the last suspend (all of them go to the proxy before its checkpoint). */
+  #framesAtSuspend: number | undefined
 
   constructor(opts: RemusPrimaryOptions) {
     this.#o = opts
+    this.#started = opts.startedAt ?? performance.now()
     this.#hv = opts.hypervisor
   }
 
@@ -231,6 +260,7 @@ class RemusPrimary {
     // Replication is over either way: whatever is held goes out, later output at once.
     await this.#netbuf?.close().catch(() => undefined)
     await o.colo?.trigger?.close().catch(() => undefined)
+    await o.colo?.devices?.teardown().catch((err: unknown) => this.#log('error', `COLO: cannot tear down the disks' replication: ${(err as Error).message}`))
     const result = await this.#finish(failure, stoppedCleanly)
     await this.#cleanup()
     await this.#guardian?.done()
@@ -268,6 +298,9 @@ class RemusPrimary {
     if (o.netbuf && !o.colo) this.#netbuf = await SimNetBuffer.start(this.#hv, o.domid, (frames, epoch) => this.#released(frames, epoch))
 
     let cleanEnd = false
+    // COLO starts with the primary paused (libxl assumes it: with COLO disks nothing it writes before
+    // the first checkpoint would be replicated); it runs from the first resume on.
+    const unpauseAfterFirst = o.colo !== undefined && (await this.#hv.info(o.domid)).state.paused
     const probe = RemusProbe.fromEnv(this.#hv, o.domid, 'primary', o.env ?? process.env)
     /** When the next checkpoint is due: every interval from the first, or at once when behind. */
     let due = 0
@@ -278,11 +311,18 @@ class RemusPrimary {
       },
       suspended: async (n) => {
         this.#netbuf?.boundary(n)
-        if (o.colo?.trigger?.reset) this.#stepAtSuspend = await this.#guestStep()
+        if (o.colo?.trigger?.reset) {
+          const at = await this.#guestCounters()
+          this.#stepAtSuspend = at?.step
+          this.#framesAtSuspend = at?.frames
+        }
         await probe?.record(n, {context: o.colo !== undefined})
+        await o.colo?.devices?.postsuspend(n)
       },
-      secondaryReady: () => {
-        o.colo?.trigger?.reset?.(this.#stepAtSuspend)
+      secondaryReady: async (n) => {
+        // libxl's preresume: the proxy first (COLO_CHECKPOINT), then the disks.
+        await o.colo?.trigger?.reset?.(this.#stepAtSuspend, this.#framesAtSuspend)
+        await o.colo?.devices?.preresume(n)
       },
       resumed: async (n) => {
         const at = this.#suspendAt.get(n) ?? performance.now()
@@ -299,13 +339,18 @@ class RemusPrimary {
           pages: this.#pages,
           ...(step !== undefined ? {step} : {}),
           ...(o.colo ? {reason: n === 1 ? 'first' : this.#reason, ...this.#dirty} : {}),
+          ...(o.colo && n > 1 && this.#reason === 'divergence' && this.#requestedAt !== undefined ? {requestedAtMs: this.#requestedAt - this.#started} : {}),
           ...(this.#checkpointBytes !== undefined ? {helperBytes: this.#checkpointBytes} : {}),
         })
         this.#checkpointBytes = undefined
         this.#pages = 0
         this.#dirty = {}
       },
-      secondaryResumed: async () => {
+      secondaryResumed: async (n) => {
+        if (n === 1 && unpauseAfterFirst) {
+          await this.#hv.unpause(o.domid)
+          this.#log('detail', `COLO: domain ${o.domid} unpaused after the first checkpoint`)
+        }
         // COLO: the secondary holds a checkpoint and runs: if we die now, it takes over.
         if (!this.#secondaryHolds) await this.#guardian?.acknowledged()
         this.#secondaryHolds = true
@@ -363,14 +408,26 @@ class RemusPrimary {
     const since = this.#resumedAt || performance.now()
     const due = since + colo.maxIntervalMs
     let diverged = false
-    const request = colo.trigger?.next(since).then(() => (diverged = true))
+    let wake: () => void = () => undefined
+    const request = colo.trigger?.next(since).then(() => {
+      diverged = true
+      wake()
+    })
     request?.catch(() => undefined)
+    // Woken at once by the request; otherwise every 20 ms to see a stop request or the timer.
     while (!this.#stop && !diverged && performance.now() < due) {
       const left = due - performance.now()
-      await new Promise((r) => setTimeout(r, Math.max(1, Math.min(left, 20))))
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, Math.max(1, Math.min(left, 20)))
+        wake = () => {
+          clearTimeout(t)
+          r()
+        }
+      })
     }
     if (this.#stop) return false
     this.#reason = diverged ? 'divergence' : 'timer'
+    this.#requestedAt = diverged ? colo.trigger?.lastRequest?.atMs : undefined
     return true
   }
 
@@ -435,10 +492,16 @@ class RemusPrimary {
   }
 
   async #guestStep(): Promise<number | undefined> {
+    return (await this.#guestCounters())?.step
+  }
+
+  /** The sim guest's step and frames sent so far (undefined elsewhere). */
+  async #guestCounters(): Promise<{step: number; frames: number} | undefined> {
     const sim = asSim(this.#hv)
     if (!sim) return undefined
     try {
-      return (await sim.runtime(this.#o.domid)).step
+      const r = await sim.runtime(this.#o.domid)
+      return {step: r.step, frames: r.frames}
     } catch {
       return undefined
     }

@@ -20,18 +20,19 @@
  *      64  u32  first pfn of the working set
  *      68  u32  pages in the working set
  *      72  u32  seed
- *      76  u32  zero
+ *      76  u32  disk write period in steps (0: the guest writes no disk)
  *      80  u64  page writes so far
  *      88  u64  frames emitted so far (the next frame's sequence number)
  *      96  u64  perturbations taken so far
  *     104  u8[6] MAC address of the guest's NIC
  *     110  u16  UDP source port
  *     112  u32  IPv4 source address
- *     116  u32  zero
+ *     116  u32  disk writes so far (mod 2^32; the next write's index)
  *   END (typecode 0, length 0)
  *
- * The page-write and frame sequence that follows is a pure function of SIM_GUEST (plus host-local
- * randomness when nondeterminism > 0).
+ * The page-write, frame and disk-write sequence that follows is a pure function of SIM_GUEST (plus
+ * host-local randomness when nondeterminism > 0). The two disk fields were zero in contexts written
+ * before the guest had a disk, which reads as "no disk writes": old contexts stay valid.
  */
 import {HypervisorError} from '../errors.js'
 import type {CpuPolicy, HvmParam, TscInfo, WorkloadSpec} from '../port.js'
@@ -72,6 +73,10 @@ export interface GuestState {
   mac: Buffer
   udpPort: number
   ipv4: number
+  /** A disk write every this many steps (0: none). */
+  diskEvery: number
+  /** Disk writes issued so far: the index of the next one. */
+  diskWrites: number
 }
 
 const TWO32 = 4294967296
@@ -100,6 +105,7 @@ export function checkWorkload(spec: WorkloadSpec | undefined, pages: number, dom
   }
   rate(spec.dirtyRate, 'dirtyRate', 10_000_000)
   rate(spec.packetRate, 'packetRate', 1_000_000)
+  rate(spec.diskRate ?? 0, 'diskRate', 10_000)
   rate(spec.workingSetMiB, 'workingSetMiB', (pages * 4096) / (1 << 20))
   if (!Number.isFinite(spec.nondeterminism) || spec.nondeterminism < 0 || spec.nondeterminism > 1) bad(`nondeterminism ${spec.nondeterminism} is not in 0..1`)
   if (!Number.isInteger(spec.seed)) bad(`seed ${spec.seed} is not an integer`)
@@ -107,17 +113,19 @@ export function checkWorkload(spec: WorkloadSpec | undefined, pages: number, dom
 
 /** The state a freshly built guest starts from. */
 export function initialGuestState(spec: WorkloadSpec | undefined, pages: number): GuestState {
-  const w = spec ?? {dirtyRate: 0, workingSetMiB: 0, seed: 0, nondeterminism: 0, packetRate: 0}
+  const w: WorkloadSpec = spec ?? {dirtyRate: 0, workingSetMiB: 0, seed: 0, nondeterminism: 0, packetRate: 0}
   const usable = guestPages(pages)
   const wsPages = w.workingSetMiB > 0 ? Math.min(usable, Math.max(1, Math.floor(w.workingSetMiB * 256))) : usable
   const seed = w.seed >>> 0
   const h = mix32(seed ^ 0x7f4a7c15)
   const mac = Buffer.from([0x00, 0x16, 0x3e, (h >>> 16) & 0x7f, (h >>> 8) & 0xff, h & 0xff])
+  const stepRate = Math.max(MIN_STEP_RATE, Math.ceil(w.dirtyRate), Math.ceil(w.packetRate))
+  const diskRate = w.diskRate ?? 0
   return {
     hasWorkload: true,
     step: 0,
     prng: seedState(seed),
-    stepRate: Math.max(MIN_STEP_RATE, Math.ceil(w.dirtyRate), Math.ceil(w.packetRate)),
+    stepRate,
     dirtyRate: w.dirtyRate,
     packetRate: w.packetRate,
     nondeterminism: w.nondeterminism,
@@ -130,6 +138,8 @@ export function initialGuestState(spec: WorkloadSpec | undefined, pages: number)
     mac,
     udpPort: 40000 + (mix32(seed) % 20000),
     ipv4: ((10 << 24) | ((h & 0xffff) << 8) | (2 + (mix32(h) % 250))) >>> 0,
+    diskEvery: diskRate > 0 ? Math.max(1, Math.round(stepRate / diskRate)) : 0,
+    diskWrites: 0,
   }
 }
 
@@ -152,6 +162,8 @@ export function emptyGuestState(): GuestState {
     mac: Buffer.from([0x00, 0x16, 0x3e, 0, 0, 0]),
     udpPort: 40000,
     ipv4: 0x0a000002,
+    diskEvery: 0,
+    diskWrites: 0,
   }
 }
 
@@ -191,6 +203,8 @@ export function encodeContext(g: GuestState, tscKhz: number): Buffer {
   g.mac.copy(b, 104, 0, 6)
   b.writeUInt16LE(g.udpPort, 110)
   b.writeUInt32LE(g.ipv4 >>> 0, 112)
+  b.writeUInt32LE(g.diskEvery >>> 0, 76)
+  b.writeUInt32LE(g.diskWrites >>> 0, 116)
   o += SIM_GUEST_BYTES
   // END descriptor: already zero.
   return out
@@ -248,6 +262,8 @@ export function decodeContext(blob: Buffer, pages: number, domid?: number): Gues
     mac: Buffer.from(b.subarray(104, 110)),
     udpPort: b.readUInt16LE(110),
     ipv4: b.readUInt32LE(112),
+    diskEvery: b.readUInt32LE(76),
+    diskWrites: b.readUInt32LE(116),
   }
   if (g.prng.every((w) => w === 0)) bad('PRNG state is all zero')
   if (!(g.stepRate >= 1 && g.stepRate <= 1e8)) bad(`step rate ${g.stepRate}`)

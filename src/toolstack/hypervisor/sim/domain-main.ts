@@ -25,7 +25,8 @@ import type {DomainRecord, LaunchSpec} from './layout.js'
 import {fillPage, PAGE_SIZE, SPECIAL_PAGES} from './page.js'
 import {procStart} from './proc.js'
 import {encodeMessage, MessageDecoder, PROTOCOL_VERSION, type Ops, type Request, type RuntimeInfo, type WireCpuPolicy} from './protocol.js'
-import {GuestCpu, type GuestOutput} from './workload.js'
+import {startDomainDeviceModel, type DomainDeviceModel} from './domain-device-model.js'
+import {GuestCpu, DISK_BLOCK_BYTES, diskWriteOffset, type GuestOutput} from './workload.js'
 
 const TICK_MS = 4
 /** Steps run per slice at most: 20 ms of guest time, then the event loop gets a turn. */
@@ -104,6 +105,10 @@ let cpuPolicy = defaultCpuPolicy()
 const logDirty = {enabled: false, bits: new Uint8Array(0), epoch: 0, writes: 0}
 const writeLog = {enabled: false, epochs: new Map<number, {pfns: Uint32Array; n: number}>()}
 
+/** The device model (COLO disks, proxy), and the guest's disk behind it: set before the domain is ready. */
+let deviceModel: DomainDeviceModel | undefined
+let disk: DomainDeviceModel['disk']
+
 const subscribers = new Set<net.Socket>()
 /** Connections holding the guest still (checksum, integrity check): released when they close. */
 const holders = new Map<net.Socket, number>()
@@ -129,6 +134,10 @@ const output: GuestOutput = {
       }
       e.pfns[e.n++] = pfn
     }
+  },
+  diskWrite(index, pattern) {
+    // A guest without a device model has no disk to write: the request goes nowhere.
+    if (disk) disk.queue.push(diskWriteOffset(index, disk.bytes), DISK_BLOCK_BYTES, pattern)
   },
   frame(frame) {
     device.txFrames++
@@ -182,6 +191,8 @@ function reschedule(): void {
 function tick(): void {
   timer = undefined
   if (!executing() || !busy()) return
+  // Blocked on its disk: runs again when a request completes (onProgress reschedules).
+  if (disk?.queue.backlogged) return
   const rate = guest.state.stepRate
   const now = performance.now()
   let due = baseStep + Math.floor(((now - baseTime) * rate) / 1000) - guest.step
@@ -232,7 +243,13 @@ function runtimeInfo(): RuntimeInfo {
     stopAt,
     holds: holders.size,
     framesDropped,
+    ...(disk ? {disk: disk.queue.stats()} : {}),
   }
+}
+
+/** Suspend and pause answer once the guest's disk requests are done (QEMU's stop drains too). */
+function afterDiskDrained(): Promise<{}> | {} {
+  return disk && disk.queue.pending > 0 ? disk.queue.drained().then(() => ({})) : {}
 }
 
 function u64(text: string, what: string): bigint {
@@ -260,14 +277,14 @@ function checkPolicy(p: WireCpuPolicy): void {
   }
 }
 
-type Handler<K extends keyof Ops> = (args: Ops[K]['args'], socket: net.Socket) => Ops[K]['result']
+type Handler<K extends keyof Ops> = (args: Ops[K]['args'], socket: net.Socket) => Ops[K]['result'] | Promise<Ops[K]['result']>
 const handlers: {[K in keyof Ops]: Handler<K>} = {
   hello: () => ({protocol: PROTOCOL_VERSION, domid, pid: process.pid}),
   info: () => runtimeInfo(),
   pause: () => {
     paused = true
     reschedule()
-    return {}
+    return afterDiskDrained()
   },
   unpause: () => {
     paused = false
@@ -279,7 +296,7 @@ const handlers: {[K in keyof Ops]: Handler<K>} = {
     suspended = true
     log(`suspended at step ${guest.step}`)
     reschedule()
-    return {}
+    return afterDiskDrained()
   },
   resume: ({cancel}) => {
     if (!suspended) fault('bad-state', 'is not suspended (shutdown reason is not suspend)')
@@ -398,6 +415,17 @@ const handlers: {[K in keyof Ops]: Handler<K>} = {
     }
     return {step: guest.step}
   },
+  'disk-verify': async ({patterns}) => {
+    if (!disk) return fault('bad-state', 'has no device-model disk')
+    if (!Array.isArray(patterns) || patterns.length > Math.floor(disk.bytes / DISK_BLOCK_BYTES)) fault('bad-request', 'patterns do not fit the disk')
+    const mismatches: number[] = []
+    for (let i = 0; i < patterns.length; i++) {
+      const p = patterns[i]!
+      if (p > 255) continue
+      if (!(await disk.io.verify(disk.drive, p, i * DISK_BLOCK_BYTES, DISK_BLOCK_BYTES))) mismatches.push(i)
+    }
+    return {blocks: patterns.length, mismatches}
+  },
   'write-log': ({enable}) => {
     writeLog.enabled = enable
     writeLog.epochs.clear()
@@ -412,26 +440,29 @@ const handlers: {[K in keyof Ops]: Handler<K>} = {
 
 function handle(req: Request, socket: net.Socket): void {
   const id = req.id
-  let answer: unknown
+  const failed = (e: unknown): unknown => {
+    if (e instanceof DomainFault || e instanceof HypervisorError) return {id, ok: false, code: e.code, message: e.message}
+    log(`request ${req.op} failed: ${(e as Error).stack ?? String(e)}`)
+    return {id, ok: false, code: 'backend-failure', message: `domain ${domid}: ${req.op} failed: ${(e as Error).message}`}
+  }
+  const reply = (answer: unknown): void => {
+    if (req.op === 'destroy' && (answer as {ok: boolean}).ok) {
+      socket.write(encodeMessage(answer), () => teardown('destroy'))
+      setTimeout(() => teardown('destroy'), 200).unref()
+      return
+    }
+    if (!socket.destroyed) socket.write(encodeMessage(answer))
+  }
   try {
     if (dying) fault('no-such-domain', 'is being destroyed')
     const h = handlers[req.op] as Handler<keyof Ops> | undefined
     if (!h) fault('bad-request', `unknown control request ${JSON.stringify(req.op)}`)
     const result = h!(req as never, socket)
-    answer = {id, ok: true, ...result}
+    if (result instanceof Promise) result.then((r) => reply({id, ok: true, ...r}), (e: unknown) => reply(failed(e)))
+    else reply({id, ok: true, ...result})
   } catch (e) {
-    if (e instanceof DomainFault || e instanceof HypervisorError) answer = {id, ok: false, code: e.code, message: e.message}
-    else {
-      log(`request ${req.op} failed: ${(e as Error).stack ?? String(e)}`)
-      answer = {id, ok: false, code: 'backend-failure', message: `domain ${domid}: ${req.op} failed: ${(e as Error).message}`}
-    }
+    reply(failed(e))
   }
-  if (req.op === 'destroy' && (answer as {ok: boolean}).ok) {
-    socket.write(encodeMessage(answer), () => teardown('destroy'))
-    setTimeout(() => teardown('destroy'), 200).unref()
-    return
-  }
-  if (!socket.destroyed) socket.write(encodeMessage(answer))
 }
 
 // ---- teardown -----------------------------------------------------------------------------------
@@ -455,8 +486,19 @@ function teardown(reason: string, code = 0): void {
   rm(() => fs.closeSync(memFd))
   rm(() => fs.unlinkSync(launch.memPath))
   rm(() => fs.unlinkSync(launch.socketPath))
-  rm(() => fs.rmSync(folder!, {recursive: true, force: true}))
-  setImmediate(() => process.exit(code))
+  const gone = (): void => {
+    rm(() => fs.rmSync(folder!, {recursive: true, force: true}))
+    setImmediate(() => process.exit(code))
+  }
+  // QEMU goes first (its sockets are in the folder); it would die with us anyway (parent-death signal).
+  if (deviceModel) {
+    deviceModel.dm
+      .stop({quitTimeoutMs: 1000, termTimeoutMs: 1000, killTimeoutMs: 1000})
+      .catch((e: unknown) => log(`device model: ${(e as Error).message}`))
+      .finally(gone)
+  } else {
+    gone()
+  }
 }
 
 for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => teardown(sig))
@@ -495,18 +537,44 @@ try {
 } catch {
   // not there: good
 }
-server.listen(launch.socketPath, () => {
-  fs.chmodSync(launch.socketPath, 0o600)
-  const record: DomainRecord = {...launch, pid: process.pid, pidStart: procStart(process.pid) ?? 0, readyAt: Date.now()}
-  const recordPath = path.join(folder, 'domain.json')
-  fs.writeFileSync(`${recordPath}.tmp`, JSON.stringify(record, null, 2))
-  fs.renameSync(`${recordPath}.tmp`, recordPath)
-  try {
-    fs.writeSync(3, 'ready\n')
-    fs.closeSync(3)
-  } catch {
-    // started without a readiness pipe, or the creator is gone
-  }
-  log(`ready: control socket ${launch.socketPath}, ${paused ? 'paused' : 'running'}`)
-  reschedule()
-})
+function listen(): void {
+  server.listen(launch.socketPath, () => {
+    fs.chmodSync(launch.socketPath, 0o600)
+    const record: DomainRecord = {...launch, pid: process.pid, pidStart: procStart(process.pid) ?? 0, readyAt: Date.now()}
+    const recordPath = path.join(folder!, 'domain.json')
+    fs.writeFileSync(`${recordPath}.tmp`, JSON.stringify(record, null, 2))
+    fs.renameSync(`${recordPath}.tmp`, recordPath)
+    try {
+      fs.writeSync(3, 'ready\n')
+      fs.closeSync(3)
+    } catch {
+      // started without a readiness pipe, or the creator is gone
+    }
+    log(`ready: control socket ${launch.socketPath}, ${paused ? 'paused' : 'running'}`)
+    reschedule()
+  })
+}
+
+// A guest blocked on its disk runs again as soon as a request completes.
+const onDiskProgress = (): void => {
+  if (timer === undefined && !disk?.queue.backlogged) reschedule()
+}
+startDomainDeviceModel(launch, folder, log, onDiskProgress).then(
+  (dm) => {
+    deviceModel = dm
+    disk = dm?.disk
+    if (dying) return
+    listen()
+  },
+  (e: unknown) => {
+    const why = `cannot start the device model: ${(e as Error).message}`
+    log(why)
+    // The creator reads this from the readiness pipe: the domain folder (and its log) goes with us.
+    try {
+      fs.writeSync(3, `failed: ${why.replaceAll('\n', ' ')}\n`)
+    } catch {
+      // no readiness pipe
+    }
+    teardown('device model failed', 1)
+  },
+)

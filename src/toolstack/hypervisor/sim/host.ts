@@ -10,10 +10,12 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
+import {TOOLSTACK_QMP_SOCKET} from '../../device-model/args.js'
 import {entryPointFile} from '../../entry-points.js'
 import {DirtyBitmap} from '../dirty-bitmap.js'
 import {HypervisorError, LIBXL_ERROR} from '../errors.js'
 import type {
+  DeviceModelEndpoint,
   CpuPolicy,
   CreateOptions,
   DomainInfo,
@@ -26,6 +28,7 @@ import type {
   TscInfo,
 } from '../port.js'
 import {checkWorkload, decodeContext} from './context.js'
+import {guestDiskImage} from './domain-device-model.js'
 import {ConnectionLost, ControlClient} from './client.js'
 import {DOMID_FIRST_RESERVED, HostLayout, type DomainRecord, type LaunchSpec} from './layout.js'
 import {withLock} from './lock.js'
@@ -448,6 +451,7 @@ export class SimHypervisor implements Hypervisor {
         ...(spec.workload ? {workload: {...spec.workload}} : {}),
         paused: opts.paused || forRestore,
         forRestore,
+        ...(opts.coloSecondary ? {coloSecondary: true} : {}),
         creator: {pid: me.pid, start: me.start},
         createdAt: Date.now(),
       }
@@ -511,8 +515,11 @@ export class SimHypervisor implements Hypervisor {
           if (e) reject(e)
           else resolve()
         }
-        const onExit = (code: number | null, signal: string | null): void =>
-          done(new HypervisorError('backend-failure', `domain ${domid} failed to start (${signal ?? `exit ${code}`}):\n${tail(logFile)}`, domid))
+        const onExit = (code: number | null, signal: string | null): void => {
+          // A domain that gives up says why on the pipe (its folder, log included, is gone then).
+          const why = /^failed: (.*)$/m.exec(said)?.[1]
+          done(new HypervisorError('backend-failure', `domain ${domid} failed to start (${signal ?? `exit ${code}`}): ${why ?? `\n${tail(logFile)}`}`, domid))
+        }
         child.once('exit', onExit)
         child.once('error', done)
         pipe.on('data', (chunk: Buffer) => {
@@ -709,11 +716,30 @@ export class SimHypervisor implements Hypervisor {
     return {close: async () => client.close()}
   }
 
+  async deviceModel(domid: number): Promise<DeviceModelEndpoint | undefined> {
+    const folder = this.layout.domainDir(this.access(domid).domid)
+    const qmpSocket = path.join(folder, TOOLSTACK_QMP_SOCKET)
+    return fs.existsSync(qmpSocket) ? {qmpSocket, folder} : undefined
+  }
+
   // ---- the sim's own (not on the port) ------------------------------------------------------------
 
   /** The domain process's view: steps, writes, frames, perturbations, pause/suspend flags. */
   async runtime(domid: number): Promise<SimRuntime> {
     return this.call(domid, 'info', {}, 'inspected')
+  }
+
+  /** The image the guest's disk writes land in (its first COLO disk's target), if it has one. */
+  diskImage(domid: number): string | undefined {
+    return guestDiskImage(this.access(domid))
+  }
+
+  /**
+   * Checks the guest's disk as its device model shows it (a COLO secondary: through its active and
+   * hidden disks): block i (DISK_BLOCK_BYTES) must hold byte patterns[i] all over (256: skipped).
+   */
+  async verifyDiskView(domid: number, patterns: readonly number[]): Promise<{blocks: number; mismatches: number[]}> {
+    return this.call(domid, 'disk-verify', {patterns: [...patterns]}, 'inspected', 60_000)
   }
 
   /** Where the domain's memory lives (/dev/shm/xl-ts-<hostid>-<domid>). */

@@ -11,6 +11,8 @@
  *                                 rename rewrites it (under the host lock)
  *       ctl                       the control socket (mode 0600)
  *       domain.log                the domain process's stdout/stderr
+ *       qmp.sock, qmp-libxl.sock  the device model's QMP monitors (the domain's, the toolstack's),
+ *       qemu.pid                  when the domain has one (COLO disks or proxy), and its chardevs
  *   /dev/shm/xl-ts-<hostId>-<domid>   guest memory (pages of 4096 bytes)
  */
 import * as path from 'node:path'
@@ -42,6 +44,8 @@ export interface LaunchSpec {
   workload?: WorkloadSpec
   paused: boolean
   forRestore: boolean
+  /** Restored as a COLO secondary (the device model's disk layout). */
+  coloSecondary?: boolean
   creator: {pid: number; start: number}
   createdAt: number
 }

@@ -7,6 +7,7 @@
  * Binary data (bitmaps, contexts, frames) travels as base64 strings, 64-bit values as decimal strings.
  * Page contents never travel here: they move by pread/pwrite on the memory file.
  */
+import type {GuestDiskStats} from './guest-disk.js'
 import type {HypervisorErrorCode} from '../errors.js'
 
 export const PROTOCOL_VERSION = 1
@@ -42,6 +43,8 @@ export interface RuntimeInfo {
   holds: number
   /** Frames dropped because a subscriber did not keep up. */
   framesDropped: number
+  /** The guest's disk requests to its device model (a guest with a device-model disk only). */
+  disk?: GuestDiskStats
 }
 
 export interface WireHvmParam {
@@ -73,6 +76,8 @@ export interface LogDirtyResult {
 /** Every op: its arguments and its result. */
 export interface Ops {
   hello: {args: {}; result: {protocol: number; domid: number; pid: number}}
+  /** Checks the guest's disk as its device model shows it: block i holds byte patterns[i] all over (256: not checked). */
+  'disk-verify': {args: {patterns: number[]}; result: {blocks: number; mismatches: number[]}}
   info: {args: {}; result: RuntimeInfo}
   pause: {args: {}; result: {}}
   unpause: {args: {}; result: {}}

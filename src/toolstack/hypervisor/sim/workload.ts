@@ -4,6 +4,10 @@
  * sequence of writes and frames is a pure function of the state in the vCPU context; timers only
  * decide how many steps run per tick. With nondeterminism p > 0, before each step a host-local
  * random event (not the PRNG) with probability p perturbs the PRNG state, so two copies drift apart.
+ *
+ * The guest's disk: every `diskEvery`-th step writes one block of its first disk (block
+ * `diskBlock(index, blocks)` filled with one byte taken from the PRNG state), so the disk's content
+ * too is a pure function of the vCPU context and the steps run: `replayDiskWrites` gives it.
  */
 import type {GuestState} from './context.js'
 import {buildFrame} from './frame.js'
@@ -15,6 +19,17 @@ export interface GuestOutput {
   /** Writes page `pfn` with generation `gen` (the step number) and marks it dirty. */
   writePage(pfn: number, gen: number): void
   frame(frame: Buffer): void
+  /** Writes disk block number `index` (mod the disk's blocks, see diskBlock) filled with `pattern`. */
+  diskWrite(index: number, pattern: number): void
+}
+
+/** The guest writes its disk in blocks of this many bytes. */
+export const DISK_BLOCK_BYTES = 64 * 1024
+
+/** The byte offset of disk write `index` on a disk of `diskBytes` (writes walk the disk and wrap). */
+export function diskWriteOffset(index: number, diskBytes: number): number {
+  const blocks = Math.floor(diskBytes / DISK_BLOCK_BYTES)
+  return blocks > 0 ? (index % blocks) * DISK_BLOCK_BYTES : 0
 }
 
 export class GuestCpu {
@@ -71,6 +86,21 @@ export class GuestCpu {
         const seq = s.frames++
         out.frame(buildFrame({mac: s.mac, ipv4: s.ipv4, udpPort: s.udpPort, step, seq, stateHash: prng.hash()}))
       }
+      if (s.diskEvery > 0 && step % s.diskEvery === 0) {
+        out.diskWrite(s.diskWrites, prng.hash() & 0xff)
+        s.diskWrites = (s.diskWrites + 1) >>> 0
+      }
     }
   }
+}
+
+/**
+ * The disk writes a guest makes from `state` over `steps` steps when nothing perturbs it
+ * (nondeterminism 0), in order: what its disk holds is the initial image with these applied.
+ */
+export function replayDiskWrites(state: GuestState, steps: number): {index: number; pattern: number}[] {
+  const writes: {index: number; pattern: number}[] = []
+  const cpu = new GuestCpu({...state, nondeterminism: 0})
+  cpu.run(steps, {writePage: () => undefined, frame: () => undefined, diskWrite: (index, pattern) => writes.push({index, pattern})}, Math.random)
+  return writes
 }
