@@ -1,9 +1,11 @@
 /**
  * The main job on the simulated host: two hosts (two state folders), a running 256 MiB guest on
  * the first, a live migration to the second with xl's messages and a progress bar, then the page
- * integrity check on the target. Then COLO: the guest, now on the second host, is protected by a
- * secondary on the first (`xl-ts remus -c`), checkpoints scroll by, the second host "dies" (every
- * process of it is killed: toolstack, save helper, the guest), and the secondary takes over.
+ * integrity check on the target. Then COLO: a second guest with a COLO disk and a colo-compare vif
+ * (its device model is a real QEMU) is protected by a secondary on the second host (`xl-ts remus
+ * -c -p`); checkpoints scroll by, taken when the guests' outputs diverge; the first host "dies"
+ * (every process of it is killed: toolstack, save helper, the guest and its QEMU), the secondary
+ * takes over, and its disk image is the primary's as of the last checkpoint plus its own writes.
  * Run: npm run demo (after bash scripts/setup).
  */
 import {execa} from 'execa'
@@ -50,8 +52,31 @@ try {
   say('page integrity of vm1 on host b (every page consistent, like QEMU\'s migration test)')
   await xl(hostB, 'sim', 'checksum', '--verify', 'vm1')
 
-  say('xl-ts --root b remus -c --json vm1 ...   (COLO: host b primary, host a secondary; both copies run)')
-  const colo = execa('node', [cli, '--root', hostB, 'remus', '-c', '-p', '--json', '--max-interval', '300', '-s', '', 'vm1', `exec node ${cli} --root ${hostA} migrate-receive --colo`], {
+  // COLO: vm2 on host a with a COLO disk (both hosts start with the same image: the operator's
+  // copy) and colo-compare; created paused (its disk must not change before replication starts).
+  for (const root of [hostA, hostB]) await execa('qemu-img', ['create', '-q', '-f', 'raw', path.join(root, 'vm2.raw'), '32M'])
+  const cfg2 = path.join(dir, 'vm2.cfg')
+  writeFileSync(
+    cfg2,
+    [
+      'name = "vm2"',
+      'type = "hvm"',
+      'memory = 64',
+      'sim_dirty_rate = 2000',
+      'sim_working_set = 16',
+      'sim_seed = 8',
+      'sim_packet_rate = 100',
+      'sim_disk_rate = 20',
+      'sim_nondeterminism = "0.0003"',
+      `disk = [ 'format=raw,vdev=hda,access=rw,colo,colo-host=127.0.0.1,colo-port=${9100 + (process.pid % 800)},colo-export=colo1,active-disk=vm2-active.qcow2,hidden-disk=vm2-hidden.qcow2,target=vm2.raw' ]`,
+      `vif = [ 'mac=00:16:3e:00:00:02,colo_sock_compare_sec_in_ip=127.0.0.1,colo_sock_compare_sec_in_port=${9900 + (process.pid % 800)}' ]`,
+      '',
+    ].join('\n'),
+  )
+  say('host a: xl-ts create -p vm2.cfg  (a COLO disk, replicated by QEMU, and colo-compare on its vif)')
+  await xl(hostA, 'create', '-p', cfg2)
+  say('xl-ts --root a remus -c -p --json vm2 ...   (COLO: host a primary, host b secondary; both copies run)')
+  const colo = execa('node', [cli, '--root', hostA, 'remus', '-c', '-p', '--json', '-s', '', 'vm2', `exec node ${cli} --root ${hostB} migrate-receive --colo`], {
     stdout: 'pipe',
     stderr: 'inherit',
     reject: false,
@@ -59,26 +84,29 @@ try {
   // One line per checkpoint from the NDJSON events: why, the primary's dirty pages (A), the
   // secondary's (B), what was sent (A u B), how long the guests stood still.
   let pending = ''
+  let released = 0
   colo.stdout?.on('data', (d: Buffer) => {
     pending += d.toString()
     for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
       const e = JSON.parse(pending.slice(0, nl)) as Record<string, number | string>
       pending = pending.slice(nl + 1)
+      if (e.event === 'release') released++
       if (e.event === 'checkpoint') {
-        console.log(`checkpoint ${e.number} (${e.reason}): A ${e.primaryDirty ?? '-'} pages, B ${e.secondaryDirty ?? '-'}, sent ${e.pages}, paused ${Number(e.pausedMs).toFixed(1)} ms`)
+        const asked = e.requestedAtMs !== undefined ? `, ${(Number(e.atMs) - Number(e.requestedAtMs)).toFixed(1)} ms after colo-compare asked` : ''
+        console.log(`checkpoint ${e.number} (${e.reason}${asked}): A ${e.primaryDirty ?? '-'} pages, B ${e.secondaryDirty ?? '-'}, sent ${e.pages}, paused ${Number(e.pausedMs).toFixed(1)} ms; ${released} frames released so far`)
       }
     }
   })
-  await sleep(4000)
-  say('host b dies: its toolstack, its save helper and the guest itself are killed (SIGKILL)')
-  killHost(hostB)
+  await sleep(6000)
+  say('host a dies: its toolstack, its save helper, the guest and its QEMU are killed (SIGKILL)')
+  killHost(hostA)
   await colo
   await sleep(1500)
-  say('after the failover: host a runs vm1 from the last checkpoint, host b has nothing')
+  say('after the failover: host b runs vm2 from the last checkpoint, host a has nothing')
   await xl(hostA, 'list')
   await xl(hostB, 'list')
-  await xl(hostA, 'sim', 'checksum', '--verify', 'vm1')
+  await xl(hostB, 'sim', 'checksum', '--verify', 'vm2')
 } finally {
-  for (const root of [hostA, hostB]) await execa('node', [cli, '--root', root, 'destroy', 'vm1'], {reject: false})
+  for (const root of [hostA, hostB]) for (const vm of ['vm1', 'vm2']) await execa('node', [cli, '--root', root, 'destroy', vm], {reject: false})
   rmSync(dir, {recursive: true, force: true})
 }

@@ -28,7 +28,7 @@ import {initialGuestState} from '../src/toolstack/hypervisor/sim/context.js'
 import {DISK_BLOCK_BYTES, diskWriteOffset, replayDiskWrites} from '../src/toolstack/hypervisor/sim/workload.js'
 import {BIN} from './support/cli.js'
 import {NODE, ensureBuilt, guests, isRunning, markedProcesses, sim, waitNoMarked, workloadOf, type GuestSpec} from './support/migrate.js'
-import {cleanups, events, freePort, isBackupProcess, setup, signal, sleep, startRemus, untilCheckpoints, type Event} from './support/remus.js'
+import {cleanups, events, freePort, isBackupProcess, probeLines, setup, signal, sleep, startRemus, untilCheckpoints, type Event} from './support/remus.js'
 
 beforeAll(async () => {
   await ensureBuilt()
@@ -39,22 +39,6 @@ afterAll(async () => {
 })
 
 const DISK_BYTES = 8 << 20
-
-interface DiskProbe {
-  checkpoint: number
-  checksum?: string
-  disk?: string
-  view?: {blocks: number; mismatches: number}
-}
-
-function diskProbes(file: string): DiskProbe[] {
-  if (!fs.existsSync(file)) return []
-  return fs
-    .readFileSync(file, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as DiskProbe)
-}
 
 /** A guest with one COLO disk (8 MiB raw, zeros, the same on both hosts), created paused. */
 async function diskGuest(tag: string, over: Partial<GuestSpec> = {}) {
@@ -144,8 +128,8 @@ describe('COLO devices (real QEMU)', () => {
       run.kill('SIGINT')
       const r = await run
       expect(r.exitCode, String(r.stderr).slice(-2000)).toBe(0)
-      const primary = diskProbes(path.join(s.tmp, 'primary.ndjson'))
-      const secondary = diskProbes(path.join(s.tmp, 'secondary.ndjson'))
+      const primary = probeLines(path.join(s.tmp, 'primary.ndjson'))
+      const secondary = probeLines(path.join(s.tmp, 'secondary.ndjson'))
       const views = secondary.filter((p) => p.view)
       if (skip) {
         // Without the secondary's disk checkpoint its own (diverged) writes stay in its view.

@@ -8,11 +8,7 @@ import type {LogLevel} from '../cli/log.js'
 import {streamEventPrinter} from '../cli/stream-lines.js'
 import {RuneError, buildColoRune, buildRemusRune} from '../toolstack/migrate/rune.js'
 import {probePlugQdisc} from '../toolstack/remus/plug-qdisc.js'
-import {ProxyConfigError, proxyEndpointsOf} from '../toolstack/colo/compare-args.js'
-import {QemuColoCompare} from '../toolstack/colo/compare-proxy.js'
-import {PrimaryColoDisks} from '../toolstack/colo/disk-devices.js'
-import {probeKernelColoProxy} from '../toolstack/colo/kernel-proxy.js'
-import {QdiskError, coloDisksOf, type ColoDisk} from '../toolstack/colo/qdisk-config.js'
+import {PrimaryColoDisks, ProxyConfigError, QdiskError, QemuColoCompare, coloDisksOf, probeKernelColoProxy, proxyEndpointsOf, type ColoDisk} from '../toolstack/colo/index.js'
 import type {LibxlDiskJson} from '../toolstack/config/domain.js'
 import {asSim, parseFrame} from '../toolstack/hypervisor/index.js'
 import {runRemusPrimary, type RemusEvent} from '../toolstack/remus/remus-primary.js'
@@ -33,7 +29,9 @@ If this host (or the stream) dies, the backup takes over with the last whole che
 
 -b (replicate to /dev/null, no backup), -n and -d are unsafe and need -F, as in xl.
 
--c (COLO, "xl-ts migrate --colo" is the same): both copies run; at each checkpoint the backup (migrate-receive --colo) sends back the pages it dirtied and the primary sends those and its own, so the backup becomes an exact copy again. A checkpoint is taken when asked for (the outputs diverged) or at the latest every --max-interval MS (5 s, as libxl). -c conflicts with -i, -b, -n and -d; -p (userspace proxy) needs -c, as in xl.
+-c (COLO, "xl-ts migrate --colo" is the same): both copies run; at each checkpoint the backup (migrate-receive --colo) sends back the pages it dirtied and the primary sends those and its own, so the backup becomes an exact copy again. A checkpoint is taken when QEMU's colo-compare asks for one (the outputs diverged) or at the latest every --max-interval MS (5 s, as libxl). -c conflicts with -i, -b, -n and -d; -p (userspace proxy) needs -c, as in xl, and COLO needs -p here: without it libxl uses the kernel proxy (netlink 28, xt_PMYCOLO), which is not part of Linux.
+
+COLO disks (disk spec keys colo, colo-host, colo-port, colo-export, active-disk, hidden-disk) are replicated by the domain's device model (QEMU block replication over NBD); every disk must be one, the domain must be paused when COLO starts (create -p; its images the same on both hosts), and it runs from the first checkpoint on.
 
 Exit status: 0 when the domain was destroyed here or replication was stopped on request; 1 when replication failed (see the lines before for where the domain runs); 2 on bad usage; 255 for xl's option conflicts.`
 
@@ -44,6 +42,7 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
       description: 'To a second simulated host on this machine (the host string is the command):',
       command: `<%= config.bin %> --root ./host-a <%= command.id %> -s '' vm1 'XL_TS_ROOT=./host-b <%= config.bin %> migrate-receive -r'`,
     },
+    {description: 'COLO with QEMU colo-compare as the proxy, at most 2 s between checkpoints:', command: '<%= config.bin %> <%= command.id %> -c -p --max-interval 2000 vm1 host2'},
   ]
 
   static override args = {

@@ -21,8 +21,13 @@ export interface Event {
 
 export interface ProbeLine {
   checkpoint: number
+  /** Absent on a view line. */
   checksum: string
   failover?: boolean
+  /** sha256 of the guest's disk image (a COLO disk). */
+  disk?: string
+  /** The COLO secondary's disk view check. */
+  view?: {blocks: number; mismatches: number}
 }
 
 /** Two hosts, a guest on the first, a scratch folder for the probe and temp files, all cleaned up. */

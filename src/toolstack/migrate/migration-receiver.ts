@@ -47,9 +47,7 @@ import {receiveDomain, type ReceiveResult} from './receiver.js'
 import {readSavefileHeader} from './savefile.js'
 import {REMUS_ACK} from './remus-ack.js'
 import {RemusProbe, SKIP_DISK_CHECKPOINT_ENV, checkpointHeldAt} from '../remus/probe.js'
-import {SecondaryColoDisks, coloDisksOfConfig} from '../colo/disk-devices.js'
-import {proxyEndpointsOf} from '../colo/compare-args.js'
-import {forwardSecondaryFrames, type SecondaryForwarder} from '../colo/secondary-forwarder.js'
+import {SecondaryColoDisks, coloDisksOfConfig, forwardSecondaryFrames, proxyEndpointsOf, type SecondaryForwarder} from '../colo/index.js'
 
 const ERROR_FAIL = -3
 const ERROR_INVAL = -6

@@ -2,8 +2,8 @@
  * A simulated domain's device model: the QEMU that Xen's toolstack starts for an HVM guest, here
  * only for a guest that needs one for COLO (XEN-FACTS §8.3, §9.2): COLO disks (the primary's quorum
  * drive, or the secondary's replication layout when restored as a COLO secondary) and the userspace
- * proxy (colo-compare, when the first vif names where the secondary's frames come in; not on a COLO
- * secondary, as libxl).
+ * proxy (colo-compare, when the first vif names where the secondary's frames come in; only for a
+ * domain created, not restored, as libxl).
  *
  * It is started by the domain process before the domain is ready and ends with it (the device
  * model's parent-death signal covers a domain process that is killed). Two QMP monitors: the
@@ -58,7 +58,9 @@ export async function startDomainDeviceModel(
   const allDisks = (Array.isArray(config.disks) ? config.disks : []) as LibxlDiskJson[]
   const disks: ColoDisk[] = hasColoDisks(allDisks) ? coloDisksOf(allDisks, (p) => simDiskPath(launch.root, p)) : []
   const mode: QdiskMode | undefined = disks.length === 0 ? undefined : launch.coloSecondary ? 'secondary' : 'primary'
-  const proxy = launch.coloSecondary ? undefined : proxyEndpointsOf(config, folder)
+  // libxl gives colo-compare only to a domain it creates, not to one it restores (an incoming
+  // migration, a COLO secondary): a restored copy would also clash with its source's listening port.
+  const proxy = launch.forRestore ? undefined : proxyEndpointsOf(config, folder)
   if (!mode && !proxy) return undefined
 
   if (mode === 'secondary') {
