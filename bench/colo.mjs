@@ -5,7 +5,7 @@
  * read from `--json` (NDJSON checkpoint events). Runs on the build: `npm run bench -- colo`.
  *
  *   (1) pause time per checkpoint vs |A u B|: a --mib guest dirtying each of --rates pages/s over
- *       --ws-mib MiB, a fresh guest per rate, run as a COLO pair (`remus -c --max-interval MS`, no
+ *       --ws-mib MiB, a fresh guest per rate, run as a COLO pair (`remus -c -p --max-interval MS`, no
  *       comparator keys on the vif: only the timer asks for checkpoints) for --seconds. Per
  *       checkpoint from the 2nd: pausedMs (median, p95), |A| (primaryDirty), |B| (secondaryDirty)
  *       and |A u B| (pages; medians), the guest stall (from its step counter).
@@ -82,7 +82,7 @@ async function session(kind, primary, second, name, domid, seconds) {
     primary,
     second,
     name,
-    mode: colo ? ['-c', '--max-interval', String(MAX_INTERVAL)] : ['-i', String(MAX_INTERVAL)],
+    mode: colo ? ['-c', '-p', '--max-interval', String(MAX_INTERVAL)] : ['-i', String(MAX_INTERVAL)],
     receive: colo ? '--colo' : '-r',
     what,
     stepRate: Math.max(MIN_STEP_RATE, rateOf(name)),

@@ -19,7 +19,7 @@ export const FIRST_STEADY = 2
  * the second host to have neither domains nor processes (what it still has is `left`, for the
  * caller to report). Throws if the session exited before its first checkpoint or never made one.
  *
- * mode: the remus options (['-i', '100'] or ['-c', '--max-interval', '100']); receive: the
+ * mode: the remus options (['-i', '100'] or ['-c', '-p', '--max-interval', '100']); receive: the
  * migrate-receive option ('-r' or '--colo'); what: how the notes name the session; stepRate: the
  * guest's steps/s, for its stalls; onNotJson(line): for a stdout line that is not JSON (default:
  * a note).

@@ -60,7 +60,7 @@ Exit status: 0 when the domain runs at the target; 1 when the migration failed (
     'max-iters': Flags.integer({summary: 'At most N precopy rounds (xl: 5).', helpValue: 'N', min: 1}),
     'dirty-threshold': Flags.integer({summary: 'Stop precopy below N dirty pages (xl: 50).', helpValue: 'N', min: 1}),
     json: Flags.boolean({summary: 'NDJSON progress and result on stdout (schema v1).'}),
-    colo: Flags.boolean({summary: 'COLO instead of a migration: the same as "remus -c" (with --colo, -p selects the userspace proxy).'}),
+    colo: Flags.boolean({summary: 'COLO instead of a migration: the same as "remus -c" (with --colo, -p selects the userspace proxy, QEMU colo-compare, which COLO needs: the kernel proxy is not part of Linux).'}),
     'max-interval': Flags.integer({summary: 'With --colo: at most MS between two checkpoints.', helpValue: 'MS', min: 1}),
   }
 
