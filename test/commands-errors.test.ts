@@ -1,6 +1,7 @@
 /**
  * Bad input to every domain command, through the built CLI: each gives xl's exit status and
- * exactly one line on stderr (xl's words where xl has them), never a stack trace, and changes
+ * exactly one error line on stderr (xl's words where xl has them), followed by one
+ * `xl-ts: hint: ...` line where errors.ts has a hint for it, never a stack trace, and changes
  * nothing on the host.
  */
 import * as fs from 'node:fs'
@@ -8,7 +9,7 @@ import * as path from 'node:path'
 
 import {afterEach, beforeAll, beforeEach, describe, expect, it} from 'vitest'
 
-import {cleanupHost, ensureBuilt, newHost, oneErrorLine, writeConfig, xl} from './support/cli.js'
+import {cleanupHost, ensureBuilt, lines, newHost, writeConfig, xl, type Run} from './support/cli.js'
 
 let root: string
 let cfg: string
@@ -26,12 +27,29 @@ afterEach(async () => {
   await cleanupHost(root)
 })
 
-/** Runs the CLI on this test's host and checks the exit status and the single stderr line. */
-async function fails(args: string[], exit: number, line: string | RegExp): Promise<void> {
+const HINT_USAGE = (cmd: string) => `xl-ts: hint: see 'xl-ts ${cmd} --help'`
+const HINT_DOMAIN = "xl-ts: hint: 'xl-ts list' shows the domains on this host"
+const HINT_CONFIG = /^xl-ts: hint: (fix .* at line \d+, column \d+|key=value setting \d+, column \d+): /
+
+/**
+ * The error line of a failed run, after checking the rest of stderr: nothing more when `hint` is
+ * undefined, else exactly that hint line; never a stack trace.
+ */
+function errorLine(r: Run, hint: string | RegExp | undefined, what = ''): string {
+  const l = lines(r.stderr)
+  expect(r.stderr, what).not.toMatch(/^\s+at /m)
+  expect(l, `${what}\nstderr: ${r.stderr}`).toHaveLength(hint === undefined ? 1 : 2)
+  if (typeof hint === 'string') expect(l[1], what).toBe(hint)
+  else if (hint) expect(l[1], what).toMatch(hint)
+  return l[0] as string
+}
+
+/** Runs the CLI on this test's host and checks the exit status, the error line and its hint (if any). */
+async function fails(args: string[], exit: number, line: string | RegExp, hint?: string | RegExp): Promise<void> {
   const r = await xl(args, {root})
   const what = `xl-ts ${args.join(' ')}`
   expect(r.exitCode, `${what}\nstderr: ${r.stderr}`).toBe(exit)
-  const got = oneErrorLine(r)
+  const got = errorLine(r, hint, what)
   if (typeof line === 'string') expect(got, what).toBe(line)
   else expect(got, what).toMatch(line)
   expect(r.stdout, what).toBe('')
@@ -64,9 +82,9 @@ describe('unknown domains', () => {
       ['list', 'err-vm', bad],
       ['sim', 'checksum', bad],
     ]
-    await Promise.all(each.map(args => fails(args, 1, invalid)))
-    await fails(['domid', bad], 1, `Can't get domid of domain name '${bad}', maybe this domain does not exist.`)
-    await fails(['domname', bad], 1, 'Invalid domain id.')
+    await Promise.all(each.map(args => fails(args, 1, invalid, HINT_DOMAIN)))
+    await fails(['domid', bad], 1, `Can't get domid of domain name '${bad}', maybe this domain does not exist.`, HINT_DOMAIN)
+    await fails(['domname', bad], 1, 'Invalid domain id.', HINT_DOMAIN)
     expect(await names()).toEqual(['Domain-0', 'err-vm'])
   })
 
@@ -75,12 +93,12 @@ describe('unknown domains', () => {
     const id = '4242'
     const notFound = `${id} is an invalid domain identifier (rc=-21)`
     const each = [['pause', id], ['unpause', id], ['rename', id, 'other'], ['shutdown', id], ['sim', 'checksum', id]]
-    await Promise.all(each.map(args => fails(args, 1, notFound)))
-    await fails(['destroy', id], 1, 'destroy failed (rc=-21)')
-    await fails(['list', id], 1, `Error: Domain '${id}' does not exist.`)
-    await fails(['domname', id], 1, `Can't get domain name of domain id '${id}', maybe this domain does not exist.`)
+    await Promise.all(each.map(args => fails(args, 1, notFound, HINT_DOMAIN)))
+    await fails(['destroy', id], 1, 'destroy failed (rc=-21)', HINT_DOMAIN)
+    await fails(['list', id], 1, `Error: Domain '${id}' does not exist.`, HINT_DOMAIN)
+    await fails(['domname', id], 1, `Can't get domain name of domain id '${id}', maybe this domain does not exist.`, HINT_DOMAIN)
     // domid takes its argument as a name, even all digits.
-    await fails(['domid', '1'], 1, `Can't get domid of domain name '1', maybe this domain does not exist.`)
+    await fails(['domid', '1'], 1, `Can't get domid of domain name '1', maybe this domain does not exist.`, HINT_DOMAIN)
     expect(await names()).toEqual(['Domain-0', 'err-vm'])
   })
 
@@ -135,15 +153,16 @@ describe('config files', () => {
   it('a syntax error: file:line:column, "Failed to parse config: Invalid argument", exit 1', async () => {
     const bad = path.join(root, 'bad.cfg')
     fs.writeFileSync(bad, 'name = "x"\nmemory = 25 6\n')
-    await fails(['create', '-q', bad], 1, new RegExp(`^${bad}:2:13: .*\\(Failed to parse config: Invalid argument\\)$`))
+    await fails(['create', '-q', bad], 1, new RegExp(`^${bad}:2:13: .*\\(Failed to parse config: Invalid argument\\)$`), `xl-ts: hint: fix ${bad} at line 2, column 13: xl.cfg is KEY = VALUE, one a line (or ;), strings in quotes (name="vm1"), lists in [ ... ]`)
     const unterminated = path.join(root, 'unterminated.cfg')
     fs.writeFileSync(unterminated, 'name = "x\n')
-    await fails(['create', '-q', unterminated], 1, new RegExp(`^${unterminated}:1:\\d+: .*\\(Failed to parse config: Invalid argument\\)$`))
+    await fails(['create', '-q', unterminated], 1, new RegExp(`^${unterminated}:1:\\d+: .*\\(Failed to parse config: Invalid argument\\)$`), HINT_CONFIG)
     // With "Parsing config from" before it, as xl prints it.
     const r = await xl(['create', bad], {root})
     expect(r.exitCode).toBe(1)
     expect(r.stderr.split('\n')[0]).toBe(`Parsing config from ${bad}`)
-    expect(r.stderr.trimEnd().split('\n')).toHaveLength(2)
+    expect(r.stderr.trimEnd().split('\n')).toHaveLength(3)
+    expect(r.stderr.trimEnd().split('\n')[2]).toMatch(HINT_CONFIG)
     expect(await names()).toEqual(['Domain-0'])
   })
 
@@ -153,15 +172,16 @@ describe('config files', () => {
   })
 
   it('bad key=value settings: file "command line", line and column, exit 1', async () => {
-    await fails(['create', '-q', cfg, 'memory=abc'], 1, /^command line:1:8: .*\(Failed to parse config: Invalid argument\)$/)
-    await fails(['create', '-q', cfg, 'vcpus=1', 'memory=12 3'], 1, /^command line:2:\d+: /)
+    await fails(['create', '-q', cfg, 'memory=abc'], 1, /^command line:1:8: .*\(Failed to parse config: Invalid argument\)$/, /^xl-ts: hint: key=value setting 1, column 8: /)
+    await fails(['create', '-q', cfg, 'vcpus=1', 'memory=12 3'], 1, /^command line:2:\d+: /, /^xl-ts: hint: key=value setting 2, column \d+: /)
+    // Not a syntax error (a string where a number goes): the line says it all, no hint.
     await fails(['create', '-q', cfg, 'memory="lots"'], 1, /^command line:1:8: /)
     await fails(['create', '-q', cfg, 'type="xyz"'], 1, /^command line:1:6: Invalid domain type 'xyz'/)
     expect(await names()).toEqual(['Domain-0'])
   })
 
   it('a second config file is bad usage, exit 2', async () => {
-    await fails(['create', '-q', cfg, 'other.cfg'], 2, /^xl-ts: create: unexpected argument 'other.cfg'/)
+    await fails(['create', '-q', cfg, 'other.cfg'], 2, /^xl-ts: create: unexpected argument 'other.cfg'/, HINT_USAGE('create'))
   })
 })
 
@@ -183,21 +203,22 @@ describe('usage', () => {
     await Promise.all(
       each.map(args => {
         const flag = args.find(a => a.startsWith('-')) as string
-        return fails(args, 2, `option \`${flag.startsWith('--') ? flag : flag.slice(1)}' not supported.`)
+        const cmd = args[0] === 'sim' ? 'sim checksum' : (args[0] as string)
+        return fails(args, 2, `option \`${flag.startsWith('--') ? flag : flag.slice(1)}' not supported.`, HINT_USAGE(cmd))
       }),
     )
   })
 
   it('a missing argument: "\'xl-ts CMD\' requires at least N argument(s).", exit 2', async () => {
     const each = ['destroy', 'pause', 'unpause', 'domid', 'domname', 'sim checksum']
-    await Promise.all(each.map(cmd => fails(cmd.split(' '), 2, `'xl-ts ${cmd}' requires at least 1 argument.`)))
-    await fails(['rename'], 2, `'xl-ts rename' requires at least 2 arguments.`)
-    await fails(['rename', 'err-vm'], 2, `'xl-ts rename' requires at least 2 arguments.`)
+    await Promise.all(each.map(cmd => fails(cmd.split(' '), 2, `'xl-ts ${cmd}' requires at least 1 argument.`, HINT_USAGE(cmd))))
+    await fails(['rename'], 2, `'xl-ts rename' requires at least 2 arguments.`, HINT_USAGE('rename'))
+    await fails(['rename', 'err-vm'], 2, `'xl-ts rename' requires at least 2 arguments.`, HINT_USAGE('rename'))
   })
 
   it('too many arguments or a bad option value: exit 2', async () => {
-    await fails(['pause', 'a', 'b'], 2, 'xl-ts: pause: unexpected argument: b')
-    await fails(['list', '--backend', 'vmware'], 2, /^xl-ts: list: Expected --backend=vmware to be one of: sim, xen$/)
+    await fails(['pause', 'a', 'b'], 2, 'xl-ts: pause: unexpected argument: b', HINT_USAGE('pause'))
+    await fails(['list', '--backend', 'vmware'], 2, /^xl-ts: list: Expected --backend=vmware to be one of: sim, xen$/, HINT_USAGE('list'))
   })
 
   it('shutdown without a domain or -a: exit 1, as xl', async () => {
@@ -205,7 +226,7 @@ describe('usage', () => {
     await fails(['shutdown', '-w'], 1, 'You must specify -a or a domain id.')
   })
 
-  it('the back end that is not there yet: one line, exit 1', async () => {
-    await fails(['list', '--backend', 'xen'], 1, /^xl-ts: list: .*xen back end is not supported/)
+  it('the back end that is not there yet: one line and how to pick the simulated host, exit 1', async () => {
+    await fails(['list', '--backend', 'xen'], 1, /^xl-ts: list: .*xen back end is not supported/, /^xl-ts: hint: XL_TS_BACKEND=sim \(or --backend sim\) /)
   })
 })

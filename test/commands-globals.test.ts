@@ -80,7 +80,11 @@ describe('error rendering', () => {
     const hv = new HypervisorError('backend-failure', 'the domain process died\nwith a long story')
     expect(renderError(hv, {command: 'create', failureExit: 3})).toEqual({line: 'xl-ts: create: the domain process died with a long story', exitCode: 3})
     const cfg = new ConfigError('syntax', 'vm.cfg', 3, 9, 'unexpected token')
-    expect(renderError(cfg, {command: 'create'})).toEqual({line: 'vm.cfg:3:9: unexpected token (Failed to parse config: Invalid argument)', exitCode: 1})
+    expect(renderError(cfg, {command: 'create'})).toEqual({
+      line: 'vm.cfg:3:9: unexpected token (Failed to parse config: Invalid argument)',
+      exitCode: 1,
+      hint: 'fix vm.cfg at line 3, column 9: xl.cfg is KEY = VALUE, one a line (or ;), strings in quotes (name="vm1"), lists in [ ... ]',
+    })
     const missing = new ConfigError('missing', 'vm.cfg', 0, 0, 'Domain name must be specified.')
     expect(renderError(missing, {command: 'create'})).toEqual({line: 'vm.cfg: Domain name must be specified.', exitCode: 1})
   })

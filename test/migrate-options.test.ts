@@ -228,7 +228,7 @@ describe('names that look like shell', () => {
     dirs.push(dir)
     const r = await migrate(a, ['-s', ssh.command, `vm;touch ${dir}/a`, `host$(touch ${dir}/b)`])
     expect(r.exitCode).toBe(1)
-    expect(r.stderr.trim()).toBe(`vm;touch ${dir}/a is an invalid domain identifier (rc=-6)`)
+    expect(r.stderr.trim()).toBe(`vm;touch ${dir}/a is an invalid domain identifier (rc=-6)\nxl-ts: hint: 'xl-ts list' shows the domains on this host`)
     expect(fs.readdirSync(dir)).toEqual([])
   })
 
@@ -247,12 +247,12 @@ describe('bad usage', () => {
     expect((await migrate(a, ['onlyone'])).exitCode).toBe(2)
     const bad = await migrate(a, ['--timeout', 'soon', 'x', 'y'])
     expect(bad.exitCode).toBe(2)
-    expect(bad.stderr.trim()).toBe('xl-ts: migrate: --timeout must be a positive number, not "soon"')
+    expect(bad.stderr.trim()).toBe('xl-ts: migrate: --timeout must be a positive number, not "soon"\nxl-ts: hint: see \'xl-ts migrate --help\'')
     expect((await migrate(a, ['--max-downtime', '0', 'x', 'y'])).exitCode).toBe(2)
-    expect((await migrate(a, ['-x', 'x', 'y'])).stderr.trim()).toBe("option `x' not supported.")
+    expect((await migrate(a, ['-x', 'x', 'y'])).stderr.trim()).toBe("option `x' not supported.\nxl-ts: hint: see 'xl-ts migrate --help'")
     const missing = await migrate(a, ['nosuch', 'y'])
     expect(missing.exitCode).toBe(1)
-    expect(missing.stderr.trim()).toBe('nosuch is an invalid domain identifier (rc=-6)')
+    expect(missing.stderr.trim()).toBe("nosuch is an invalid domain identifier (rc=-6)\nxl-ts: hint: 'xl-ts list' shows the domains on this host")
   })
 
   it('migrate-receive with an argument prints its usage and exits 1, as xl', async () => {

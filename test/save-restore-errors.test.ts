@@ -17,8 +17,8 @@ import {SimHypervisor} from '../src/toolstack/hypervisor/index.js'
 import {ensureBuilt, lines, newHost, randomTag, writeConfig, xl, type Run} from './support/cli.js'
 import {cleanupSaveHost, expectOnlyDom0, helperProcesses, inspectRecords, type InspectedRecord} from './support/save-restore.js'
 
-/** xl's informational lines around a save or restore; everything else on stderr is an error line. */
-const INFO = [/^Saving to /, /^Loading new save file /, /^ Savefile contains xl domain config/, /^Parsing config from /, /^xc: /]
+/** xl's informational lines around a save or restore, and our hints; everything else on stderr is an error line. */
+const INFO = [/^Saving to /, /^Loading new save file /, /^ Savefile contains xl domain config/, /^Parsing config from /, /^xc: /, /^xl-ts: hint: /]
 
 function errorLines(r: Run): string[] {
   return lines(r.stderr).filter(l => !INFO.some(re => re.test(l)))
@@ -254,15 +254,15 @@ describe('save failures leave the domain running', {timeout: 300_000}, () => {
   it('bad usage', async () => {
     const one = await xl(['save', name], {root: hostA})
     expect(one.exitCode).toBe(2)
-    expect(lines(one.stderr)).toEqual(["'xl-ts save' requires at least 2 arguments."])
+    expect(lines(one.stderr)).toEqual(["'xl-ts save' requires at least 2 arguments.", "xl-ts: hint: see 'xl-ts save --help'"])
     const four = await xl(['save', name, 'a', 'b', 'c'], {root: hostA})
     expect(four.exitCode).toBe(1)
     const bad = await xl(['save', '-x', name, 'f'], {root: hostA})
     expect(bad.exitCode).toBe(2)
-    expect(lines(bad.stderr)).toEqual(["option `x' not supported."])
+    expect(lines(bad.stderr)).toEqual(["option `x' not supported.", "xl-ts: hint: see 'xl-ts save --help'"])
     const none = await xl(['restore'], {root: hostB})
     expect(none.exitCode).toBe(2)
-    expect(lines(none.stderr)).toEqual(["'xl-ts restore' requires at least 1 argument."])
+    expect(lines(none.stderr)).toEqual(["'xl-ts restore' requires at least 1 argument.", "xl-ts: hint: see 'xl-ts restore --help'"])
     await expectRunning()
   })
 })

@@ -54,7 +54,8 @@ export function preprocessArgv(argv: readonly string[], isCommand: (words: reado
       break
     }
     if (!arg.startsWith('-') || arg === '-') break
-    if (PASS_THROUGH.has(arg)) return {argv: [...argv], moved: false, command: []}
+    // oclif knows only --help before a command: `xl-ts -h` is the same.
+    if (PASS_THROUGH.has(arg)) return {argv: argv.map((a, k) => (k === i && a === '-h' ? '--help' : a)), moved: false, command: []}
     const eq = arg.indexOf('=')
     const name = eq >= 0 ? arg.slice(0, eq) : arg
     if (VALUE_OPTIONS.has(name)) {

@@ -10,7 +10,7 @@ import {createHypervisor} from '../toolstack/hypervisor/index.js'
 import type {DomainInfo, Hypervisor} from '../toolstack/hypervisor/port.js'
 import {HypervisorError} from '../toolstack/hypervisor/errors.js'
 import {GLOBAL_FLAG_NAMES} from './argv.js'
-import {EXIT_FAILURE, LIBXL, UsageError, XlExit, printError, renderError, stripOclif} from './errors.js'
+import {EXIT_FAILURE, LIBXL, UsageError, XlExit, hostError, printError, renderError, stripOclif, withHint} from './errors.js'
 import {Log} from './log.js'
 
 /** oclif's FlagOutput and ArgOutput (not exported by @oclif/core). */
@@ -47,6 +47,8 @@ export function globalFlags(omit: readonly GlobalChar[] = []) {
     ...(has('f') ? {force: Flags.boolean({char: 'f', summary: 'Force execution (xl -f).', helpGroup: 'GLOBAL'})} : {}),
     ...(has('t') ? {'progress-cr': Flags.boolean({char: 't', summary: 'Show progress with CR (xl -t).', helpGroup: 'GLOBAL'})} : {}),
     ...(has('T') ? {timestamps: Flags.boolean({char: 'T', summary: 'Show timestamps and pid in log lines (xl -T).', helpGroup: 'GLOBAL'})} : {}),
+    // xl's commands all take -h for their help (def_getopt).
+    help: Flags.help({char: 'h', description: "Show this command's help (xl <command> -h)."}),
     [GLOBAL_FLAG_NAMES.verbose]: Flags.integer({hidden: true, min: 0}),
     [GLOBAL_FLAG_NAMES.dryRun]: Flags.boolean({hidden: true}),
     [GLOBAL_FLAG_NAMES.force]: Flags.boolean({hidden: true}),
@@ -142,6 +144,8 @@ export abstract class XlCommand extends Command {
   /** oclif's parse errors, worded as xl's def_getopt words them (xl_utils.c), exit status 2. */
   private usageError(err: unknown, options: Interfaces.Input<any, any, any>): Error {
     if (!(err instanceof Error)) return err as Error
+    // -h / --help printed the help and asks to exit 0: not a usage error.
+    if (/EEXIT: 0/.test(err.message) || (err as {oclif?: {exit?: number}}).oclif?.exit === 0) return new XlExit('', 0)
     const kind = err.constructor.name
     if (kind === 'NonExistentFlagsError') {
       const flag = ((err as unknown as {flags?: string[]}).flags ?? [])[0] ?? ''
@@ -163,10 +167,15 @@ export abstract class XlCommand extends Command {
   protected async hypervisor(): Promise<Hypervisor> {
     if (!this.#hypervisor) {
       this.logger.debug(`hypervisor: backend ${this.globals.backend ?? '(default)'}, root ${this.globals.root ?? '(default)'}`)
-      this.#hypervisor = await createHypervisor({
-        ...(this.globals.backend ? {backend: this.globals.backend} : {}),
-        ...(this.globals.root ? {root: this.globals.root} : {}),
-      })
+      try {
+        this.#hypervisor = await createHypervisor({
+          ...(this.globals.backend ? {backend: this.globals.backend} : {}),
+          ...(this.globals.root ? {root: this.globals.root} : {}),
+        })
+      } catch (err) {
+        // Choosing the host failed (the back end, the state folder): errors.ts hints at the options.
+        throw hostError(err)
+      }
     }
     return this.#hypervisor
   }
@@ -188,8 +197,8 @@ export abstract class XlCommand extends Command {
       return info
     } catch (err) {
       if (err instanceof HypervisorError && err.code === 'no-such-domain') {
-        if (numeric && missingId) throw missingId(qualifier)
-        throw invalidDomain(qualifier, numeric ? LIBXL.ERROR_DOMAIN_NOTFOUND : LIBXL.ERROR_INVAL)
+        if (numeric && missingId) throw withHint(missingId(qualifier), 'unknown-domain')
+        throw withHint(invalidDomain(qualifier, numeric ? LIBXL.ERROR_DOMAIN_NOTFOUND : LIBXL.ERROR_INVAL), 'unknown-domain')
       }
       throw err
     }

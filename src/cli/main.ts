@@ -4,7 +4,7 @@
  * a broken installation) get xl's words and status here; a command's own errors are rendered by
  * XlCommand.catch. Nothing leaves here as a stack trace.
  */
-import {Config, Errors, flush, run} from '@oclif/core'
+import {Config, Errors, flush, run, settings} from '@oclif/core'
 
 import {UnknownGlobalOption, preprocessArgv, type Preprocessed} from './argv.js'
 import {EXIT_FAILURE, printError, renderError} from './errors.js'
@@ -14,6 +14,9 @@ import {EXIT_FAILURE, printError, renderError} from './errors.js'
  * any path inside the package, as oclif's execute takes it.
  */
 export async function main(argv: readonly string[], root: string): Promise<void> {
+  // xl-ts always runs its compiled dist/: oclif need not look for TypeScript sources (it would,
+  // and warn, under NODE_ENV=development or test in an installed copy).
+  settings.enableAutoTranspile = false
   let command = 'xl-ts'
   // A reader that goes away (`xl-ts list | head -1`) ends the output, not the program with a trace.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {

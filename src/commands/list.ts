@@ -41,7 +41,7 @@ export default class List extends XlCommand {
 
 -l prints the domain configs as libxl JSON, as "xl list -l" does. --json (an xl-ts addition for scripts) prints one JSON array with the same facts as the table.
 
-Exit status: 0; 1 when a domain named on the command line does not exist.`
+Exit status: 0; 1 when a domain named on the command line does not exist; 2 on bad usage.`
 
   static override examples = [
     {description: 'All domains:', command: '<%= config.bin %> <%= command.id %>'},

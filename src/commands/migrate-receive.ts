@@ -26,6 +26,15 @@ With -r the stream is a Remus stream ("xl-ts remus" runs it): there is no ready/
 
 Exit status: 0 when the handshake completed (the domain runs here, or the sender was told to resume); 1 otherwise.`
 
+  static override examples = [
+    {description: 'What "xl-ts migrate vm1 host2" runs on host2 (over ssh):', command: '<%= config.bin %> <%= command.id %>'},
+    {description: 'The COLO secondary, failing over when the primary asks for no checkpoint for 10 s:', command: '<%= config.bin %> <%= command.id %> --colo --heartbeat-timeout 10000'},
+    {
+      description: 'Two simulated hosts on one machine: the sender runs the receiver itself (-s ""):',
+      command: `<%= config.bin %> --root ./host-a migrate -s '' vm1 'XL_TS_ROOT=./host-b <%= config.bin %> <%= command.id %>'`,
+    },
+  ]
+
   static override strict = false
 
   static override flags = {

@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 
-import {XlCommand} from '../cli/base-command.js'
+import {XlCommand, globalFlags} from '../cli/base-command.js'
 import {XlExit} from '../cli/errors.js'
 import {libxlJson} from '../cli/libxl-json.js'
 import {onOperatorSignals} from '../cli/signals.js'
@@ -49,6 +49,9 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
     domain: Args.string({description: 'domain name or id', required: true, ignoreStdin: true}),
     host: Args.string({description: 'the backup host (with -s "": the command to run; required even with -b, as xl)', required: true, ignoreStdin: true}),
   }
+
+  // -N is remus's netbuf script here, not the global dry run (xl -N remus ... still is).
+  static override baseFlags = globalFlags(['N'])
 
   static override flags = {
     interval: Flags.string({char: 'i', summary: 'Checkpoint every MS milliseconds (default 200).', helpValue: 'MS'}),
