@@ -6,7 +6,11 @@
  * instead of resolving and loading a dozen to some forty modules, which halves the helper's start-up. The
  * bundle is made from tsc's output, so it is current when it is not older than that output (tsc
  * rewrites every file it emits); a missing or older bundle (tsc run alone, a failed bundling) is
- * never started: the built file is, so old code never runs.
+ * never started: the built file is, so old code never runs. That holds in a checkout (src/ beside
+ * dist/), where tsc may run alone. An installed package (`npm pack`, whose prepack builds both, and
+ * no src/) has nothing that could make a bundle stale, and its times say nothing: npm writes every
+ * file at install time, in no fixed order, so a bundle is often a few ms older than tsc's output of
+ * its program. There a bundle that exists is started.
  *
  * This module is bundled into those programs too, where import.meta.url is the bundle's: the root is
  * two folders up from src/toolstack/, dist/toolstack/ and dist/bundle/ alike.
@@ -52,8 +56,19 @@ export function currentFile(built: string, bundle: string): string {
   return d === undefined || b >= d ? bundle : built
 }
 
-/** The file to run with `node` for a program: its bundle when current, else tsc's output. */
+/** Whether this is a checkout, where tsc may rewrite dist/ without bundling; not an installed package. */
+let checkout: boolean | undefined
+function isCheckout(): boolean {
+  checkout ??= fs.existsSync(path.join(ROOT, 'src'))
+  return checkout
+}
+
+/**
+ * The file to run with `node` for a program: its bundle when current (in a checkout) or when it
+ * exists (in an installed package), else tsc's output.
+ */
 export function entryPointFile(name: EntryPoint): string {
   const {built, bundle} = entryPointFiles(name)
-  return currentFile(built, bundle)
+  if (isCheckout()) return currentFile(built, bundle)
+  return mtimeMs(bundle) === undefined ? built : bundle
 }
