@@ -368,7 +368,7 @@ function mainPage(commands, pkg, globals) {
         `Each command's page lists them too: they may also be given after the command's name, except where the command uses the letter for an option of its own` +
         (owners.length > 0 ? ` (${owners.join(', ')})` : '') +
         '.' +
-        (without.length > 0 ? ` ${without.join(', ')} ${without.length === 1 ? 'takes' : 'take'} none of them.` : ''),
+        (without.length > 0 ? ` ${without.join(', ')} ${without.length === 1 ? 'has' : 'have'} no use for them and ${without.length === 1 ? 'ignores' : 'ignore'} them.` : ''),
     ),
   )
 

@@ -3,6 +3,9 @@
  * happen before any command runs, and the pieces of src/cli on their own: argv preprocessing, the
  * libxl JSON printer, the error renderer, the list row format.
  */
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+
 import {execa} from 'execa'
 import {afterEach, beforeAll, beforeEach, describe, expect, it, vi} from 'vitest'
 
@@ -224,6 +227,15 @@ describe('global options through the CLI', () => {
     const r = await xl(['-f', 'destroy', '0'], {root})
     expect(r.exitCode).toBe(1)
     expect(oneErrorLine(r)).toMatch(/^Not destroying domain 0; use -f to force\./)
+  })
+
+  it('a command with no use for the global options runs with them ignored (stream inspect, autocomplete)', async () => {
+    const file = path.join(root, 'tiny.bin')
+    fs.writeFileSync(file, 'xy')
+    const r = await xl(['-v', '--root', root, 'stream', 'inspect', file], {root})
+    expect(r.exitCode).toBe(1)
+    expect(r.stdout).toContain('too short for any stream format')
+    expect(r.stderr).not.toContain('Nonexistent flag')
   })
 
   it('an unknown global option or command: xl\'s message, exit 1', async () => {

@@ -34,6 +34,8 @@ export interface Preprocessed {
   argv: string[]
   /** True when there were global options before the command. */
   moved: boolean
+  /** argv without the leading global options (for a command that takes none). */
+  withoutGlobals: string[]
   /** The words that name the command (`['sim', 'checksum']`); empty when none does. */
   command: string[]
 }
@@ -55,7 +57,10 @@ export function preprocessArgv(argv: readonly string[], isCommand: (words: reado
     }
     if (!arg.startsWith('-') || arg === '-') break
     // oclif knows only --help before a command: `xl-ts -h` is the same.
-    if (PASS_THROUGH.has(arg)) return {argv: argv.map((a, k) => (k === i && a === '-h' ? '--help' : a)), moved: false, command: []}
+    if (PASS_THROUGH.has(arg)) {
+      const same = argv.map((a, k) => (k === i && a === '-h' ? '--help' : a))
+      return {argv: same, moved: false, withoutGlobals: same, command: []}
+    }
     const eq = arg.indexOf('=')
     const name = eq >= 0 ? arg.slice(0, eq) : arg
     if (VALUE_OPTIONS.has(name)) {
@@ -95,8 +100,8 @@ export function preprocessArgv(argv: readonly string[], isCommand: (words: reado
     if (isCommand(rest.slice(0, n))) known = n
   }
   const command = rest.slice(0, known)
-  if (globals.length === 0) return {argv: rest, moved: false, command}
+  if (globals.length === 0) return {argv: rest, moved: false, withoutGlobals: rest, command}
   // Globals go after the command's words (after the first word when no command matches).
   const idLength = known > 0 ? known : Math.min(1, rest.length)
-  return {argv: [...rest.slice(0, idLength), ...globals, ...rest.slice(idLength)], moved: true, command}
+  return {argv: [...rest.slice(0, idLength), ...globals, ...rest.slice(idLength)], moved: true, withoutGlobals: rest, command}
 }

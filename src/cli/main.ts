@@ -6,7 +6,7 @@
  */
 import {Config, Errors, flush, run, settings} from '@oclif/core'
 
-import {UnknownGlobalOption, preprocessArgv, type Preprocessed} from './argv.js'
+import {GLOBAL_FLAG_NAMES, UnknownGlobalOption, preprocessArgv, type Preprocessed} from './argv.js'
 import {EXIT_FAILURE, printError, renderError} from './errors.js'
 
 /**
@@ -35,7 +35,11 @@ export async function main(argv: readonly string[], root: string): Promise<void>
       return
     }
     if (pre.command.length > 0) command = pre.command.join(' ')
-    await run(pre.argv, config)
+    // A command that does not take xl's global options (stream inspect reads no host; a plugin's,
+    // such as autocomplete) runs without them, as xl ignores those a command has no use for.
+    const found = pre.moved ? config.findCommand(pre.command.join(':')) : undefined
+    const takesGlobals = found === undefined || GLOBAL_FLAG_NAMES.verbose in (found.flags ?? {})
+    await run(takesGlobals ? pre.argv : pre.withoutGlobals, config)
   } catch (err) {
     if (err instanceof Errors.CLIError && /^command .* not found$/.test(err.message)) {
       // xl.c main: fprintf(stderr, "command not implemented\n"); ret = EXIT_FAILURE
