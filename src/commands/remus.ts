@@ -8,9 +8,9 @@ import type {LogLevel} from '../cli/log.js'
 import {streamEventPrinter} from '../cli/stream-lines.js'
 import {RuneError, buildColoRune, buildRemusRune} from '../toolstack/migrate/rune.js'
 import {probePlugQdisc} from '../toolstack/remus/plug-qdisc.js'
-import {PrimaryColoDisks, ProxyConfigError, QdiskError, QemuColoCompare, coloDisksOf, probeKernelColoProxy, proxyEndpointsOf, type ColoDisk} from '../toolstack/colo/index.js'
+import {ColoSetupError, QdiskError, coloDisksOf, openPrimaryColoDevices, probeKernelColoProxy, type ColoDisk, type PrimaryColoDevices} from '../toolstack/colo/index.js'
 import type {LibxlDiskJson} from '../toolstack/config/domain.js'
-import {asSim, parseFrame} from '../toolstack/hypervisor/index.js'
+import {parseFrame} from '../toolstack/hypervisor/index.js'
 import {runRemusPrimary, type RemusEvent} from '../toolstack/remus/remus-primary.js'
 
 /** xl's default checkpoint interval (main_remus: "def. 200ms"). */
@@ -188,51 +188,27 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
     }
     const onStreamEvent = streamEventPrinter({enabled: (l) => this.logger.enabled(l), print: printLine, helperProgress: 'hide'})
 
-    // COLO's userspace proxy: the domain's device model runs colo-compare when the first vif says
-    // where the secondary's frames come in (colo_sock_compare_sec_in_ip/port); we feed it the PVM's
-    // frames, take what it releases and its DO_CHECKPOINT requests. Without it, the timer alone
-    // takes checkpoints (what libxl's userspace mode does when nobody asks).
     /** Events count their times from here (atMs). */
     const started = performance.now()
-    let trigger: QemuColoCompare | undefined
-    let devices: PrimaryColoDisks | undefined
+    let colo: PrimaryColoDevices = {}
     if (flags.colo) {
-      const endpoint = await hv.deviceModel(dom.domid)
-      let endpoints
       try {
-        endpoints = endpoint ? proxyEndpointsOf(stored, endpoint.folder) : undefined
+        colo = await openPrimaryColoDevices({
+          hypervisor: hv,
+          domid: dom.domid,
+          config: stored,
+          disks: coloDisks,
+          onRelease: (frame, atMs, via) => {
+            if (json) process.stdout.write(`${JSON.stringify({v: 1, event: 'release', atMs: atMs - started, via, ...frameFields(frame)})}\n`)
+          },
+          onLog: (level, text) => printLine(level, text),
+        })
       } catch (err) {
-        if (!(err instanceof ProxyConfigError)) throw err
-        backupFailed([`Domain ${dom.domid}:COLO: ${err.message}`])
+        if (err instanceof ColoSetupError) backupFailed([...err.lines])
+        throw err
       }
-      if (endpoints) {
-        const sim = asSim(hv)
-        try {
-          trigger = await QemuColoCompare.start({
-            endpoints,
-            subscribe: (onFrame) => hv.subscribeFrames(dom.domid, onFrame),
-            // The sim guest's frames carry their sequence number: reset() waits for the PVM's last ones.
-            ...(sim ? {frameIndex: (f: Buffer) => frameSeq(f)} : {}),
-            onRelease: (frame, atMs, via) => {
-              if (json) process.stdout.write(`${JSON.stringify({v: 1, event: 'release', atMs: atMs - started, via, ...frameFields(frame)})}\n`)
-            },
-            onLog: (level, text) => printLine(level === 'warning' ? 'warning' : level, `COLO proxy: ${text}`),
-          })
-        } catch (err) {
-          backupFailed([`Domain ${dom.domid}:COLO: cannot start the userspace proxy: ${(err as Error).message}`])
-        }
-        this.logger.log('detail', `COLO: colo-compare in the device model compares the guests' output; the secondary's frames go to ${endpoints.secondaryIn.host}:${endpoints.secondaryIn.port}`)
-      } else {
-        this.logger.log('info', `COLO: no colo_sock_compare_sec_in_ip/port on the first vif: checkpoints every ${flags['max-interval'] ?? COLO_MAX_INTERVAL_MS} ms by the timer only`)
-      }
-      if (coloDisks.length > 0) {
-        try {
-          devices = await PrimaryColoDisks.open(hv, dom.domid, coloDisks, (level, text) => printLine(level, text))
-        } catch (err) {
-          await trigger?.close()
-          backupFailed([`Domain ${dom.domid}:COLO: cannot reach the device model: ${(err as Error).message}`, `Domain ${dom.domid}:COLO: failed to setup device for guest with domid ${dom.domid}, rc -3`])
-        }
-      }
+      if (colo.secondaryIn) this.logger.log('detail', `COLO: colo-compare in the device model compares the guests' output; the secondary's frames go to ${colo.secondaryIn.host}:${colo.secondaryIn.port}`)
+      else this.logger.log('info', `COLO: no colo_sock_compare_sec_in_ip/port on the first vif: checkpoints every ${flags['max-interval'] ?? COLO_MAX_INTERVAL_MS} ms by the timer only`)
     }
 
     const interrupt = new AbortController()
@@ -253,8 +229,8 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
           ? {
               colo: {
                 maxIntervalMs: flags['max-interval'] ?? COLO_MAX_INTERVAL_MS,
-                ...(trigger ? {trigger} : {}),
-                ...(devices ? {devices} : {}),
+                ...(colo.trigger ? {trigger: colo.trigger} : {}),
+                ...(colo.devices ? {devices: colo.devices} : {}),
                 ...(heartbeat !== undefined ? {heartbeatTimeoutMs: heartbeat} : {}),
               },
             }
@@ -278,15 +254,6 @@ function interval(text: string | undefined): number {
   if (!/^\s*\d+\s*$/.test(text)) throw new XlExit(`xl-ts: remus: -i takes milliseconds, not "${text}"`, 2)
   const n = Number(text)
   return n === 0 ? DEFAULT_INTERVAL_MS : n
-}
-
-/** The sim guest's frame sequence number (undefined for a frame that is not one of its). */
-function frameSeq(frame: Buffer): number | undefined {
-  try {
-    return parseFrame(frame).seq
-  } catch {
-    return undefined
-  }
 }
 
 /** What a released frame shows in --json: the sim guest's step and sequence number, or its length. */

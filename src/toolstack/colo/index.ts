@@ -4,6 +4,7 @@
  * QEMU's colo-compare, fed the guests' frames and spoken to over its notify_dev.
  */
 export {PrimaryColoDisks, SecondaryColoDisks, coloDisksOfConfig} from './disk-devices.js'
+export {ColoSetupError, openPrimaryColoDevices, type PrimaryColoDevices, type PrimaryColoDevicesOptions} from './primary-devices.js'
 export {QdiskError, coloDisksOf, diskDevNumber, hasColoDisks, qdiskIds, type ColoDisk, type ColoDiskFormat, type QdiskIds} from './qdisk-config.js'
 export {guestDrive, qdiskArgs, type QdiskMode} from './qdisk-args.js'
 export {imageVirtualSize, prepareSecondaryImages, type PreparedDisk, type PreparedImage} from './qdisk-images.js'
