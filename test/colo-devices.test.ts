@@ -40,15 +40,16 @@ afterAll(async () => {
 
 const DISK_BYTES = 8 << 20
 
+/** The guest these tests run: 16 MiB, 500 pages/s over 4 MiB. */
+function smallGuest(seed: number): GuestSpec {
+  return {name: 'vm', memMiB: 16, dirtyRate: 500, workingSetMiB: 4, seed}
+}
+
 /** A guest with one COLO disk (8 MiB raw, zeros, the same on both hosts), created paused. */
 async function diskGuest(tag: string, over: Partial<GuestSpec> = {}) {
   const port = await freePort()
   const g: GuestSpec = {
-    name: 'vm',
-    memMiB: 16,
-    dirtyRate: 500,
-    workingSetMiB: 4,
-    seed: 41,
+    ...smallGuest(41),
     diskRate: 40,
     paused: true,
     disk: `format=raw,vdev=hda,access=rw,colo,colo-host=127.0.0.1,colo-port=${port},colo-export=colo1,active-disk=active.qcow2,hidden-disk=hidden.qcow2,target=disk.raw`,
@@ -206,11 +207,7 @@ describe('COLO devices (real QEMU)', () => {
     for (const nondeterminism of [0.002, 0]) {
       const port = await freePort()
       const g: GuestSpec = {
-        name: 'vm',
-        memMiB: 16,
-        dirtyRate: 500,
-        workingSetMiB: 4,
-        seed: 43,
+        ...smallGuest(43),
         packetRate: 100,
         nondeterminism,
         vif: `mac=00:16:3e:00:00:02,colo_sock_compare_sec_in_ip=127.0.0.1,colo_sock_compare_sec_in_port=${port}`,

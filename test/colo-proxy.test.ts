@@ -91,6 +91,19 @@ function frame(seq: number, variant = 0): Buffer {
 }
 
 /** A frame source the test drives. */
+/**
+ * Sends a pair of frames, the PVM's and the SVM's, one after the other (`primaryFirst` or not):
+ * what colo-compare does comes after the second, whose sending time is returned.
+ */
+function sendPair(r: Rig, src: {emit: (f: Buffer) => void}, primary: Buffer, secondary: Buffer, primaryFirst: boolean): number {
+  if (primaryFirst) src.emit(primary)
+  else r.secondary.send(secondary)
+  const t = performance.now()
+  if (primaryFirst) r.secondary.send(secondary)
+  else src.emit(primary)
+  return t
+}
+
 function manualSource(): {source: FrameSource; emit: (f: Buffer) => void; readonly closed: boolean} {
   let onFrame: ((f: Buffer) => void) | undefined
   let closed = false
@@ -258,16 +271,7 @@ describe('colo-compare with real QEMU', () => {
       const f = frame(i)
       sent.push(f)
       // Alternate which side's copy comes second: the release follows it.
-      let t: number
-      if (i % 2) {
-        src.emit(f)
-        t = performance.now()
-        r.secondary.send(f)
-      } else {
-        r.secondary.send(f)
-        t = performance.now()
-        src.emit(f)
-      }
+      const t = sendPair(r, src, f, f, i % 2 === 1)
       await until(() => released.length > i, 2000, `release of frame ${i}`)
       latency.push(released[i]!.at - t)
     }
@@ -291,16 +295,7 @@ describe('colo-compare with real QEMU', () => {
       for (let round = 0; round < 12; round++) {
         const pri = frame(100 + round)
         const sec = frame(100 + round, 1) // same connection, other payload
-        let t: number
-        if (round % 2) {
-          src.emit(pri)
-          t = performance.now()
-          r.secondary.send(sec)
-        } else {
-          r.secondary.send(sec)
-          t = performance.now()
-          src.emit(pri)
-        }
+        const t = sendPair(r, src, pri, sec, round % 2 === 1)
         await p.next(t)
         const req = p.lastRequest!
         expect(req.epoch).toBe(round)

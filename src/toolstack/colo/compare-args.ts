@@ -162,6 +162,15 @@ export function proxyEndpointsOf(config: Record<string, unknown> | undefined, fo
   return proxyEndpoints(config, folder)
 }
 
+/**
+ * Where the secondary sends its guest's frames (colo-compare's secondary_in on the primary), if the
+ * first vif asks for colo-compare: what the secondary needs of the proxy's endpoints.
+ */
+export function secondaryInOf(config: Record<string, unknown> | undefined): TcpEndpoint | undefined {
+  // The folder only places the primary's unix sockets, which the secondary never uses.
+  return proxyEndpointsOf(config, '.')?.secondaryIn
+}
+
 export interface ProxyArgsOptions {
   /** colo-compare's compare_timeout (default DEFAULT_COMPARE_TIMEOUT_MS). */
   readonly compareTimeoutMs?: number

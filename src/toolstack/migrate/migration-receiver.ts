@@ -47,7 +47,7 @@ import {receiveDomain, type ReceiveResult} from './receiver.js'
 import {readSavefileHeader} from './savefile.js'
 import {REMUS_ACK} from './remus-ack.js'
 import {RemusProbe, SKIP_DISK_CHECKPOINT_ENV, checkpointHeldAt} from '../remus/probe.js'
-import {SecondaryColoDisks, coloDisksOfConfig, forwardSecondaryFrames, proxyEndpointsOf, type SecondaryForwarder} from '../colo/index.js'
+import {SecondaryColoDisks, coloDisksOfConfig, forwardSecondaryFrames, secondaryInOf, type SecondaryForwarder} from '../colo/index.js'
 
 const ERROR_FAIL = -3
 const ERROR_INVAL = -6
@@ -377,7 +377,7 @@ class MigrationReceiver {
     if (this.#o.checkpointed) this.#probe = RemusProbe.fromEnv(hv, domid, 'secondary', this.#o.env ?? process.env)
     // COLO on the sim host: the SVM's frames go to the primary's comparator (the first vif's
     // colo_sock_compare_sec_in_ip/port), from its first run on.
-    const address = this.#o.checkpointed === 'colo' && asSim(hv) ? proxyEndpointsOf(config as unknown as Record<string, unknown>, '')?.secondaryIn : undefined
+    const address = this.#o.checkpointed === 'colo' && asSim(hv) ? secondaryInOf(config as unknown as Record<string, unknown>) : undefined
     if (address) {
       this.#forwarder = await forwardSecondaryFrames(hv, domid, address, (t) => this.#log('warning', t))
       this.#forwarder.pause()
