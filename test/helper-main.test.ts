@@ -2,12 +2,15 @@
  * Our save/restore helper (dist/toolstack/helper/main.js) driven through the helper client exactly
  * as libxl drives libxl-save-helper: argv, fd map, callbacks. A live save of a running sim guest
  * into a file, restored by a second helper into an empty domain on another host, equals the source
- * at suspend; a truncated stream makes the restore helper report failure through `complete`.
+ * at suspend; a live save into a pipe restored from it at the same time does too; a truncated
+ * stream makes the restore helper report failure through `complete`. All of it twice: with page data
+ * moved fd to fd by the kernel copy, and copied through the helper's buffers (XL_TS_KERNEL_COPY=0).
  */
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import {afterEach, beforeAll, describe, expect, test} from 'vitest'
 
+import {openFdPair} from '../src/toolstack/fd/index.js'
 import {runHelper, XCFLAGS, STREAM_TYPE, HelperError, type HelperLogEvent, type HelperProgressEvent} from '../src/toolstack/helper/index.js'
 import {SimHypervisor, type DomainSpec} from '../src/toolstack/hypervisor/index.js'
 import {BufferSource, readMigrationStream} from '../src/toolstack/stream/index.js'
@@ -25,107 +28,152 @@ afterEach(async () => {
   }
 })
 
-function host(): {hv: SimHypervisor; env: NodeJS.ProcessEnv} {
-  const root = tempRoot('hm')
-  roots.push(root)
-  return {hv: new SimHypervisor(root), env: {...process.env, XL_TS_ROOT: root, XL_TS_BACKEND: 'sim'}}
-}
+const PAGE_COPY = {
+  kernel: {env: {}, log: 'page data moved fd to fd in the kernel'},
+  user: {env: {XL_TS_KERNEL_COPY: '0'}, log: 'page data copied in user space: XL_TS_KERNEL_COPY=0'},
+} as const
 
-const spec = (name: string): DomainSpec => ({
-  name,
-  type: 'hvm',
-  maxMemKb: 64 * 1024,
-  vcpus: 1,
-  config: {c_info: {name, type: 'hvm'}},
-  workload: {dirtyRate: 8000, workingSetMiB: 32, seed: 9, nondeterminism: 0, packetRate: 50},
-})
+for (const [pageCopy, how] of Object.entries(PAGE_COPY)) {
+  function host(): {hv: SimHypervisor; env: NodeJS.ProcessEnv} {
+    const root = tempRoot('hm')
+    roots.push(root)
+    return {hv: new SimHypervisor(root), env: {...process.env, ...how.env, XL_TS_ROOT: root, XL_TS_BACKEND: 'sim'}}
+  }
 
-function tempFile(): string {
-  const f = path.join(fs.mkdtempSync('/tmp/xlts-hm-f-'), 'stream')
-  files.push(f, path.dirname(f))
-  return f
-}
+  const spec = (name: string): DomainSpec => ({
+    name,
+    type: 'hvm',
+    maxMemKb: 64 * 1024,
+    vcpus: 1,
+    config: {c_info: {name, type: 'hvm'}},
+    workload: {dirtyRate: 8000, workingSetMiB: 32, seed: 9, nondeterminism: 0, packetRate: 50},
+  })
 
-describe('our helper under the client', () => {
-  test('live save to a file, restore on another host: same memory and vCPU state', async () => {
-    const a = host()
-    const b = host()
-    const src = await a.hv.create(spec('vm'), {paused: false})
-    await new Promise((r) => setTimeout(r, 200))
-    const file = tempFile()
-    const out = fs.openSync(file, 'w')
-    const logs: HelperLogEvent[] = []
-    const progress: HelperProgressEvent[] = []
-    let atSuspend = ''
-    try {
-      const outcome = await runHelper({
-        params: {mode: 'save', ioFd: out, domid: src, xcflags: XCFLAGS.LIVE, streamType: STREAM_TYPE.PLAIN},
-        env: a.env,
-        callbacks: {
-          suspend: async () => {
-            await a.hv.suspend(src)
-            atSuspend = await a.hv.checksum(src)
-            return 1
+  function tempFile(): string {
+    const f = path.join(fs.mkdtempSync('/tmp/xlts-hm-f-'), 'stream')
+    files.push(f, path.dirname(f))
+    return f
+  }
+
+  describe(`our helper under the client, page data ${pageCopy === 'kernel' ? 'moved by the kernel' : 'copied in user space'}`, () => {
+    test('live save to a file, restore on another host: same memory and vCPU state', async () => {
+      const a = host()
+      const b = host()
+      const src = await a.hv.create(spec('vm'), {paused: false})
+      await new Promise((r) => setTimeout(r, 200))
+      const file = tempFile()
+      const out = fs.openSync(file, 'w')
+      const logs: HelperLogEvent[] = []
+      const progress: HelperProgressEvent[] = []
+      let atSuspend = ''
+      try {
+        const outcome = await runHelper({
+          params: {mode: 'save', ioFd: out, domid: src, xcflags: XCFLAGS.LIVE, streamType: STREAM_TYPE.PLAIN},
+          env: a.env,
+          callbacks: {
+            suspend: async () => {
+              await a.hv.suspend(src)
+              atSuspend = await a.hv.checksum(src)
+              return 1
+            },
+            switchQemuLogdirty: () => 1,
+            onLog: (e) => logs.push(e),
+            onProgress: (e) => progress.push(e),
           },
-          switchQemuLogdirty: () => 1,
-          onLog: (e) => logs.push(e),
-          onProgress: (e) => progress.push(e),
-        },
+        })
+        expect(outcome.retval).toBe(0)
+      } finally {
+        fs.closeSync(out)
+      }
+      expect(logs.map((l) => l.message)).toContain(how.log)
+      expect(progress.some((p) => p.doingWhat === 'Domain now suspended')).toBe(true)
+      expect(progress.some((p) => p.doingWhat.startsWith('Frames iteration 1'))).toBe(true)
+
+      const bytes = fs.readFileSync(file)
+      let end = false
+      for await (const ev of readMigrationStream(new BufferSource(bytes), {format: 'libxc', streamType: 'plain'})) {
+        if (ev.layer === 'libxc' && ev.record.kind === 'END') end = true
+      }
+      expect(end).toBe(true)
+
+      const dst = await b.hv.create(spec('vm'), {paused: true, forRestore: true})
+      const inFd = fs.openSync(file, 'r')
+      let results: [bigint, bigint] | undefined
+      try {
+        const outcome = await runHelper({
+          params: {mode: 'restore', ioFd: inFd, domid: dst, storeEvtchn: 1, storeDomid: 0, consoleEvtchn: 2, consoleDomid: 0, streamType: STREAM_TYPE.PLAIN},
+          env: b.env,
+          callbacks: {staticDataDone: () => 0, restoreResults: (s, c) => void (results = [s, c])},
+        })
+        expect(outcome.retval).toBe(0)
+      } finally {
+        fs.closeSync(inFd)
+      }
+      expect(results).toBeDefined()
+      expect(await b.hv.checksum(dst)).toBe(atSuspend)
+      expect(await b.hv.getVcpuContext(dst)).toEqual(await a.hv.getVcpuContext(src))
+    })
+
+    test('live save into a pipe, restored from it at the same time: same memory and vCPU state', async () => {
+      const a = host()
+      const b = host()
+      const src = await a.hv.create(spec('vm'), {paused: false})
+      await new Promise((r) => setTimeout(r, 200))
+      const dst = await b.hv.create(spec('vm'), {paused: true, forRestore: true})
+      const pair = await openFdPair()
+      let atSuspend = ''
+      const restoreLogs: HelperLogEvent[] = []
+      try {
+        const restored = runHelper({
+          params: {mode: 'restore', ioFd: pair.childStdin, domid: dst, storeEvtchn: 1, storeDomid: 0, consoleEvtchn: 2, consoleDomid: 0, streamType: STREAM_TYPE.PLAIN},
+          env: b.env,
+          callbacks: {staticDataDone: () => 0, onLog: (e) => restoreLogs.push(e)},
+        })
+        const saved = runHelper({
+          params: {mode: 'save', ioFd: pair.sendFd, domid: src, xcflags: XCFLAGS.LIVE, streamType: STREAM_TYPE.PLAIN},
+          env: a.env,
+          callbacks: {
+            suspend: async () => {
+              await a.hv.suspend(src)
+              atSuspend = await a.hv.checksum(src)
+              return 1
+            },
+            switchQemuLogdirty: () => 1,
+          },
+        })
+        expect((await saved).retval).toBe(0)
+        expect((await restored).retval).toBe(0)
+      } finally {
+        pair.close()
+      }
+      expect(restoreLogs.map((l) => l.message)).toContain(how.log)
+      expect(await b.hv.checksum(dst)).toBe(atSuspend)
+      expect(await b.hv.getVcpuContext(dst)).toEqual(await a.hv.getVcpuContext(src))
+    })
+
+    test('a truncated stream: the restore helper completes with a failure naming the record', async () => {
+      const a = host()
+      const b = host()
+      const src = await a.hv.create(spec('vm'), {paused: false})
+      const file = tempFile()
+      const out = fs.openSync(file, 'w')
+      await runHelper({
+        params: {mode: 'save', ioFd: out, domid: src, xcflags: 0, streamType: STREAM_TYPE.PLAIN},
+        env: a.env,
+        callbacks: {suspend: async () => (await a.hv.suspend(src), 1)},
       })
-      expect(outcome.retval).toBe(0)
-    } finally {
       fs.closeSync(out)
-    }
-    expect(progress.some((p) => p.doingWhat === 'Domain now suspended')).toBe(true)
-    expect(progress.some((p) => p.doingWhat.startsWith('Frames iteration 1'))).toBe(true)
-
-    const bytes = fs.readFileSync(file)
-    let end = false
-    for await (const ev of readMigrationStream(new BufferSource(bytes), {format: 'libxc', streamType: 'plain'})) {
-      if (ev.layer === 'libxc' && ev.record.kind === 'END') end = true
-    }
-    expect(end).toBe(true)
-
-    const dst = await b.hv.create(spec('vm'), {paused: true, forRestore: true})
-    const inFd = fs.openSync(file, 'r')
-    let results: [bigint, bigint] | undefined
-    try {
-      const outcome = await runHelper({
+      fs.truncateSync(file, Math.floor(fs.statSync(file).size / 2))
+      const dst = await b.hv.create(spec('vm'), {paused: true, forRestore: true})
+      const inFd = fs.openSync(file, 'r')
+      const err = await runHelper({
         params: {mode: 'restore', ioFd: inFd, domid: dst, storeEvtchn: 1, storeDomid: 0, consoleEvtchn: 2, consoleDomid: 0, streamType: STREAM_TYPE.PLAIN},
         env: b.env,
-        callbacks: {staticDataDone: () => 0, restoreResults: (s, c) => void (results = [s, c])},
-      })
-      expect(outcome.retval).toBe(0)
-    } finally {
+      }).catch((e: unknown) => e)
       fs.closeSync(inFd)
-    }
-    expect(results).toBeDefined()
-    expect(await b.hv.checksum(dst)).toBe(atSuspend)
-    expect(await b.hv.getVcpuContext(dst)).toEqual(await a.hv.getVcpuContext(src))
-  })
-
-  test('a truncated stream: the restore helper completes with a failure naming the record', async () => {
-    const a = host()
-    const b = host()
-    const src = await a.hv.create(spec('vm'), {paused: false})
-    const file = tempFile()
-    const out = fs.openSync(file, 'w')
-    await runHelper({
-      params: {mode: 'save', ioFd: out, domid: src, xcflags: 0, streamType: STREAM_TYPE.PLAIN},
-      env: a.env,
-      callbacks: {suspend: async () => (await a.hv.suspend(src), 1)},
+      expect(err).toBeInstanceOf(HelperError)
+      expect((err as HelperError).code).toBe('failed')
+      expect((err as HelperError).lastError?.message).toMatch(/Restore failed: libxc PAGE_DATA record #\d+ at offset \d+/)
     })
-    fs.closeSync(out)
-    fs.truncateSync(file, Math.floor(fs.statSync(file).size / 2))
-    const dst = await b.hv.create(spec('vm'), {paused: true, forRestore: true})
-    const inFd = fs.openSync(file, 'r')
-    const err = await runHelper({
-      params: {mode: 'restore', ioFd: inFd, domid: dst, storeEvtchn: 1, storeDomid: 0, consoleEvtchn: 2, consoleDomid: 0, streamType: STREAM_TYPE.PLAIN},
-      env: b.env,
-    }).catch((e: unknown) => e)
-    fs.closeSync(inFd)
-    expect(err).toBeInstanceOf(HelperError)
-    expect((err as HelperError).code).toBe('failed')
-    expect((err as HelperError).lastError?.message).toMatch(/Restore failed: libxc PAGE_DATA record #\d+ at offset \d+/)
   })
-})
+}

@@ -31,7 +31,9 @@ export const ENTRY_POINTS = {
 
 export type EntryPoint = keyof typeof ENTRY_POINTS
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+/** The package's root folder (the checkout, or the installed package). */
+export const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url))
+const ROOT = PACKAGE_ROOT
 /** Where scripts/bundle.mjs writes the bundles. */
 export const BUNDLE_DIR = path.join(ROOT, 'dist', 'bundle')
 

@@ -33,6 +33,7 @@ import * as fs from 'node:fs'
 
 import type {ByteSource} from '../stream/index.js'
 import {FdError, errnoCode} from './errors.js'
+import {kernelCopy} from './kernel-copy.js'
 import {READ_PIECE, sleepSync} from './raw-io.js'
 
 export interface SyncFdSourceOptions {
@@ -104,7 +105,22 @@ export class SyncFdSource implements ByteSource {
     this.#maxIdle = Math.max(0, opts.maxIdle ?? 4)
     this.#maxWait = Math.max(0.05, opts.maxWaitMs ?? 10)
     this.#what = opts.what ?? `fd ${fd}`
+    if (kernelCopy()) {
+      this.moveTo = (to, offset, length) => {
+        try {
+          return Promise.resolve(this.moveToSync(to, offset, length))
+        } catch (err) {
+          return Promise.reject(err)
+        }
+      }
+    }
   }
+
+  /**
+   * ByteSource: moves the next `length` bytes to `fd` at `offset` in the kernel (kernel-copy.ts),
+   * never through our memory. Present only where the kernel copy module is built and loads.
+   */
+  readonly moveTo?: (fd: number, offset: number, length: number) => Promise<number>
 
   get offset(): number {
     return this.#offset
@@ -151,6 +167,29 @@ export class SyncFdSource implements ByteSource {
     }
     this.#reads++
     return this.#fill(target, offset, length)
+  }
+
+  /** moveTo, synchronously; throws where the kernel copy is not available. */
+  moveToSync(fd: number, offset: number, length: number): number {
+    const copy = kernelCopy()
+    if (!copy) throw new Error(`${this.#what}: moving bytes in the kernel needs the kernel copy module`)
+    if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`cannot move ${length} bytes`)
+    this.#reads++
+    let n: number
+    try {
+      n = copy.move(this.fd, -1, fd, offset, length, false)
+    } catch (err) {
+      const code = errnoCode(err)
+      throw new FdError('io', this.#what, this.fd, `moving ${length} bytes to fd ${fd} failed at stream offset ${this.#offset}: ${code ?? String(err)}`, {
+        expected: length,
+        done: 0,
+        ...(code ? {errno: code} : {}),
+        cause: err,
+      })
+    }
+    this.#syscalls++
+    this.#offset += n
+    return n
   }
 
   /**

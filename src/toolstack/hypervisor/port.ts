@@ -117,6 +117,12 @@ export interface GuestMemory {
   readPages(pfns: readonly number[], into: Buffer): Promise<void>
   /** Writes the pages from `data`, one 4096-byte page after another in `pfns` order. */
   writePages(pfns: readonly number[], data: Buffer): Promise<void>
+  /**
+   * Memory that is a file (the simulated host's): page `pfn` is the 4096 bytes at offset
+   * pfn * 4096 of this fd, open for reading and writing until close. A save or restore then moves
+   * pages fd to fd in the kernel. Undefined where guest memory is only mapped (Xen's foreign maps).
+   */
+  readonly pagesFd?: number
   close(): Promise<void>
 }
 

@@ -13,6 +13,7 @@ import {
   StreamError,
   domainTypeName,
   DOMAIN_TYPE,
+  pageFileRuns,
   pageTypeHasData,
   type ByteSource,
   type LibxcRecord,
@@ -114,7 +115,10 @@ class RestoreRun {
     if (info.type === 'pv') throw new RestoreError(`domain ${domid} is a PV guest: only HVM and PVH guests can be restored here`)
     this.#pages = info.pages
     this.#memory = await this.#hv.openMemory(domid)
-    const reader = new LibxcReader(this.#o.source, {streamType, p2mSize: info.pages})
+    // Page data goes fd to fd when both ends allow it: memory that is a file, a source that moves.
+    const pagesFd = this.#memory.pagesFd
+    const direct = pagesFd !== undefined && typeof this.#o.source.moveTo === 'function'
+    const reader = new LibxcReader(this.#o.source, {streamType, p2mSize: info.pages, deferPageData: direct})
     const {domain} = await reader.readHeaders()
     if (domain.type !== DOMAIN_TYPE.X86_HVM) throw new RestoreError(`Unable to restore ${domainTypeName(domain.type)} domain into an x86 HVM domain`)
 
@@ -122,6 +126,15 @@ class RestoreRun {
       let record: LibxcRecord
       try {
         record = (await reader.next()).record
+        if (reader.pendingPageBytes > 0) {
+          // A checkpoint being buffered and a verify pass need the pages in memory; else they go
+          // straight into the guest.
+          if (this.#buffering || this.#verify) (record as PageDataRecord).pages = [await reader.readPendingPages()]
+          else {
+            await this.#movePageData(reader, record as PageDataRecord, pagesFd!)
+            continue
+          }
+        }
       } catch (err) {
         // A stream that breaks inside a checkpoint leaves the previous one, which is consistent.
         if (this.#buffering && isTransportEnd(err)) return this.#failover(`the stream broke: ${(err as Error).message}`)
@@ -202,6 +215,16 @@ class RestoreRun {
     else await this.#memory!.writePages(pfns, data)
     for (const p of rec.pages) this.#o.releasePages?.(p)
     if (this.#verify) return
+    this.#pagesApplied += pfns.length
+    this.#o.onEvent?.({kind: 'pages', done: this.#pagesApplied})
+  }
+
+  /** A PAGE_DATA record's pages, moved from the stream into guest memory by the kernel. */
+  async #movePageData(reader: LibxcReader, rec: PageDataRecord, pagesFd: number): Promise<void> {
+    const pfns = rec.pfns.filter((_, i) => pageTypeHasData(rec.types[i]!))
+    const outside = pfns.find((pfn) => pfn >= this.#pages)
+    if (outside !== undefined) throw new RestoreError(`pfn 0x${outside.toString(16)} is outside the domain's ${this.#pages} pages`)
+    await reader.movePendingPages(pagesFd, pageFileRuns(pfns))
     this.#pagesApplied += pfns.length
     this.#o.onEvent?.({kind: 'pages', done: this.#pagesApplied})
   }

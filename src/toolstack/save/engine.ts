@@ -15,6 +15,9 @@ import {
   encodeImageHeader,
   encodeLibxcRecord,
   encodePageData,
+  encodePageDataHead,
+  pageFileRuns,
+  type FileRun,
   type LibxcRecord,
   type StreamType,
 } from '../stream/index.js'
@@ -23,6 +26,13 @@ import {xlPolicy, type PrecopyPolicy, type PrecopyStats} from './policy.js'
 /** Where the stream goes: a vectored write of one record's buffers. */
 export interface RecordSink {
   write(parts: readonly Buffer[]): Promise<void> | void
+  /**
+   * Optional: writes a record whose page data comes straight from a file, fd to fd in the kernel:
+   * `head` (record header, pfn array), then the bytes of each run of `fd` in order. `share` allows
+   * the kernel to pass pages by reference (see fd/kernel-copy.ts): set only while the dirty log
+   * guards the pages.
+   */
+  writeFromFile?(head: readonly Buffer[], fd: number, runs: readonly FileRun[], share: boolean): Promise<void> | void
 }
 
 /**
@@ -280,17 +290,30 @@ class SaveRun {
     }
   }
 
-  /** Sends the pages of a bitmap in PAGE_DATA records of up to 1024 pages; returns how many. */
+  /**
+   * Sends the pages of a bitmap in PAGE_DATA records of up to 1024 pages; returns how many. Where
+   * memory is a file and the sink takes one, the pages go fd to fd; else through our batch buffer.
+   */
   async #sendPages(set: DirtyBitmap, prefix: string): Promise<number> {
     const total = set.count()
     const memory = this.#memory!
+    const sink = this.#o.sink
+    const pagesFd = memory.pagesFd
+    // While the guest runs, a page changed after it went out is dirty again and sent again: the
+    // kernel may pass it by reference. Once suspended (a checkpoint, the last round) it is copied.
+    const share = this.#live
     let pfns: number[] = []
     let done = 0
     const flush = async (): Promise<void> => {
       if (!pfns.length) return
-      const data = this.#batch.subarray(0, pfns.length * PAGE_SIZE)
-      await memory.readPages(pfns, data)
-      await this.#o.sink.write(encodePageData({pfns, types: new Array<number>(pfns.length).fill(0), pages: [data]}))
+      const types = new Array<number>(pfns.length).fill(0)
+      if (pagesFd !== undefined && sink.writeFromFile) {
+        await sink.writeFromFile(encodePageDataHead(pfns, types), pagesFd, pageFileRuns(pfns), share)
+      } else {
+        const data = this.#batch.subarray(0, pfns.length * PAGE_SIZE)
+        await memory.readPages(pfns, data)
+        await sink.write(encodePageData({pfns, types, pages: [data]}))
+      }
       pfns = []
     }
     for (const pfn of set.pfns()) {

@@ -11,6 +11,11 @@ export interface ByteSource {
    * means it ended before the first byte.
    */
   read(length: number): Promise<Buffer>
+  /**
+   * Optional: moves the next `length` bytes to `fd` at byte `offset` without passing them through
+   * memory of ours (a kernel copy, fd to fd). Returns how many moved: fewer only when the source ended.
+   */
+  moveTo?(fd: number, offset: number, length: number): Promise<number>
 }
 
 /** An in-memory source: a whole stream (or a prefix of one) already in a Buffer. */

@@ -2,7 +2,7 @@
  * Typed bodies of libxc records and their pure encoders/decoders. Decoders expect a body that passed
  * `checkLibxcBody` (libxc-rules.ts); `decodeLibxcRecord` there runs both.
  */
-import {coalesceViews, frameRecord} from './framing.js'
+import {REC_LENGTH_MAX, coalesceViews, encodeRecordHeader, frameRecord} from './framing.js'
 import {
   CPUID_LEAF_SIZE,
   HVM_PARAM_ENTRY_SIZE,
@@ -99,20 +99,62 @@ export function writePfnWord(buf: Buffer, offset: number, pfn: number, type: num
 
 /** Header and pfn array of a PAGE_DATA record; the page buffers follow as given (neighbours joined). */
 export function encodePageData(rec: Omit<PageDataRecord, 'kind'>): Buffer[] {
-  const count = rec.pfns.length
-  if (count === 0) throw new RangeError('PAGE_DATA needs at least one pfn')
-  if (rec.types.length !== count) throw new RangeError('PAGE_DATA pfns and types differ in length')
+  const head = pageDataHead(rec.pfns, rec.types)
   let given = 0
   for (const p of rec.pages) given += p.length
   const expected = pageDataBytes(rec.types)
   if (given !== expected) throw new RangeError(`PAGE_DATA carries ${given} bytes of pages, its types need ${expected}`)
+  return frameRecord(LIBXC.PAGE_DATA, [head, ...coalesceViews(rec.pages)])
+}
+
+/**
+ * The record header and pfn array of a PAGE_DATA record whose page data the writer sends itself
+ * (fd to fd, never through a buffer): the record is these parts followed by exactly
+ * pageDataBytes(types) bytes of pages in pfn order. No padding follows: the length is a multiple of 8.
+ */
+export function encodePageDataHead(pfns: readonly number[], types: readonly number[]): Buffer[] {
+  const head = pageDataHead(pfns, types)
+  const length = head.length + pageDataBytes(types)
+  if (length > REC_LENGTH_MAX) throw new RangeError(`PAGE_DATA of ${length} bytes exceeds REC_LENGTH_MAX (${REC_LENGTH_MAX})`)
+  return [encodeRecordHeader(LIBXC.PAGE_DATA, length), head]
+}
+
+/** A run of bytes in a file of pages (page pfn at byte pfn * 4096): where page data comes from or goes. */
+export interface FileRun {
+  readonly offset: number
+  readonly length: number
+}
+
+/** The runs of a file of pages that hold `pfns`, in their order, neighbours joined. */
+export function pageFileRuns(pfns: readonly number[]): FileRun[] {
+  const runs: FileRun[] = []
+  let start = -1
+  let count = 0
+  for (const pfn of pfns) {
+    if (count && pfn === start + count) {
+      count++
+      continue
+    }
+    if (count) runs.push({offset: start * PAGE_SIZE, length: count * PAGE_SIZE})
+    start = pfn
+    count = 1
+  }
+  if (count) runs.push({offset: start * PAGE_SIZE, length: count * PAGE_SIZE})
+  return runs
+}
+
+/** `u32 count; u32 _res1; u64 pfn[count]` with each type in the top 4 bits of its pfn word. */
+function pageDataHead(pfns: readonly number[], types: readonly number[]): Buffer {
+  const count = pfns.length
+  if (count === 0) throw new RangeError('PAGE_DATA needs at least one pfn')
+  if (types.length !== count) throw new RangeError('PAGE_DATA pfns and types differ in length')
   // A fresh allocation is 8-byte aligned, so the pfn words can be written as 32-bit halves directly.
   const head = Buffer.alloc(8 + 8 * count)
   const words = new Uint32Array(head.buffer, head.byteOffset, head.length / 4)
   words[0] = count
   for (let i = 0; i < count; i++) {
-    const pfn = rec.pfns[i]!
-    const type = rec.types[i]!
+    const pfn = pfns[i]!
+    const type = types[i]!
     if (HOST_IS_LITTLE_ENDIAN && pfn >>> 0 === pfn && (type & 0xf) === type) {
       words[2 + 2 * i] = pfn
       words[3 + 2 * i] = type << 28
@@ -120,7 +162,7 @@ export function encodePageData(rec: Omit<PageDataRecord, 'kind'>): Buffer[] {
       writePfnWord(head, 8 + 8 * i, pfn, type)
     }
   }
-  return frameRecord(LIBXC.PAGE_DATA, [head, ...coalesceViews(rec.pages)])
+  return head
 }
 
 function vcpuBody(vcpuId: number, context: Buffer): Buffer[] {

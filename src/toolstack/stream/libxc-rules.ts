@@ -48,24 +48,45 @@ function zeroU32(site: ErrorSite, body: Buffer, offset: number, field: string): 
  * halves (low word: pfn bits 0-31; high word: type in bits 28-31, reserved 20-27, pfn bits 32-51).
  */
 export function checkPageData(site: ErrorSite, body: Buffer): {pfns: number[]; types: number[]} {
-  atLeast(site, body, 8)
-  const count = body.readUInt32LE(0)
-  zeroU32(site, body, 4, '_res1')
+  const count = checkPageDataCount(site, body, body.length)
+  const {pfns, types} = checkPageDataHead(site, body.subarray(0, 8 + 8 * count), body.length)
+  return {pfns, types}
+}
+
+/**
+ * The first 8 bytes of a PAGE_DATA body of `length` bytes (`u32 count; u32 _res1`): checked, and
+ * the count of pfns returned, so a reader knows how many bytes of pfn array follow (8 * count).
+ */
+export function checkPageDataCount(site: ErrorSite, first: Buffer, length: number): number {
+  if (length < 8 || first.length < 8) fail(site, 'bad-length', `length ${length}, must be at least 8`)
+  const count = first.readUInt32LE(0)
+  zeroU32(site, first, 4, '_res1')
   if (count < 1) fail(site, 'bad-value', 'count is 0, a PAGE_DATA record carries at least one pfn')
   // Compare in floating point: count may be up to 2^32-1, so 8*count does not overflow a double.
-  if (body.length < 8 + 8 * count) {
-    fail(site, 'bad-length', `length ${body.length} is too short for ${count} pfns (${8 + 8 * count} bytes)`)
+  if (length < 8 + 8 * count) {
+    fail(site, 'bad-length', `length ${length} is too short for ${count} pfns (${8 + 8 * count} bytes)`)
   }
+  return count
+}
+
+/**
+ * Checks the count and pfn array of a PAGE_DATA body of `length` bytes (`head` holds the first
+ * 8 + 8 * count of them) and returns the pfns, their types and how many bytes of page data follow:
+ * what a reader needs to move the page data itself, straight from its fd.
+ */
+export function checkPageDataHead(site: ErrorSite, head: Buffer, length: number): {pfns: number[]; types: number[]; dataBytes: number} {
+  const count = checkPageDataCount(site, head, length)
+  if (head.length < 8 + 8 * count) throw new RangeError(`a PAGE_DATA head of ${count} pfns needs ${8 + 8 * count} bytes, got ${head.length}`)
   const words =
-    HOST_IS_LITTLE_ENDIAN && body.byteOffset % 4 === 0
-      ? new Uint32Array(body.buffer, body.byteOffset + 8, 2 * count)
+    HOST_IS_LITTLE_ENDIAN && head.byteOffset % 4 === 0
+      ? new Uint32Array(head.buffer, head.byteOffset + 8, 2 * count)
       : undefined
   const pfns = new Array<number>(count)
   const types = new Array<number>(count)
   let withData = 0
   for (let i = 0; i < count; i++) {
-    const low = words ? words[2 * i]! : body.readUInt32LE(8 + 8 * i)
-    const high = words ? words[2 * i + 1]! : body.readUInt32LE(12 + 8 * i)
+    const low = words ? words[2 * i]! : head.readUInt32LE(8 + 8 * i)
+    const high = words ? words[2 * i + 1]! : head.readUInt32LE(12 + 8 * i)
     const type = high >>> 28
     const pfn = (high & 0xfffff) * 0x100000000 + low
     if (high & 0x0ff00000) fail(site, 'reserved', `reserved bits 52-59 set in pfn[${i}] (${hex((high >>> 20) & 0xff)})`)
@@ -75,10 +96,10 @@ export function checkPageData(site: ErrorSite, body: Buffer): {pfns: number[]; t
     types[i] = type
   }
   const expected = 8 + 8 * count + PAGE_SIZE * withData
-  if (body.length !== expected) {
-    fail(site, 'bad-length', `length ${body.length}, expected 8 + ${8 * count} + ${PAGE_SIZE * withData} = ${expected} for ${count} pfns of which ${withData} carry data`)
+  if (length !== expected) {
+    fail(site, 'bad-length', `length ${length}, expected 8 + ${8 * count} + ${PAGE_SIZE * withData} = ${expected} for ${count} pfns of which ${withData} carry data`)
   }
-  return {pfns, types}
+  return {pfns, types, dataBytes: PAGE_SIZE * withData}
 }
 
 function checkDirtyPfnList(site: ErrorSite, body: Buffer): void {

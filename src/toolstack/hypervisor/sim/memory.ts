@@ -27,6 +27,11 @@ export class FileGuestMemory implements GuestMemory {
     return new FileGuestMemory(fd, pages, domid)
   }
 
+  /** The memory file, read and written at pfn * 4096 (undefined once closed). */
+  get pagesFd(): number | undefined {
+    return this.fd
+  }
+
   async readPages(pfns: readonly number[], into: Buffer): Promise<void> {
     this.io(pfns, into, false)
   }

@@ -1,0 +1,295 @@
+/*
+ * xl-ts kernel copy: moves bytes between two fds inside the kernel, so a page of guest memory is
+ * not copied into a JavaScript buffer and out again on its way to or from the stream.
+ *
+ *   move(inFd, inOffset, outFd, outOffset, length, share) -> bytes moved
+ *     An offset of -1 uses (and advances) the fd's own position: pipes, sockets, a stream file.
+ *     Moves exactly `length` bytes; fewer only when the input ends. Never reads past `length`, so
+ *     the bytes after it stay in the fd for whoever reads next.
+ *     Which call moves them, by the fds' kinds:
+ *       both regular files            copy_file_range (a copy, done when it returns)
+ *       either a pipe, share          splice (a file's pages may go into the pipe by reference)
+ *       file to socket, share         sendfile (the same, into the socket's queue)
+ *       otherwise                     read/pread + write/pwrite through a buffer of our own
+ *     `share` = 0 says the source may change once move returns (a guest that runs again): then no
+ *     page leaves by reference, as splice and sendfile from a file may do.
+ *     Blocking fds block; a non-blocking fd is waited for with poll(2).
+ *
+ *   pipeSize(fd, bytes) -> the pipe's size after asking for `bytes` (F_SETPIPE_SZ), or its
+ *     current size when bytes = 0. Throws for an fd that is not a pipe.
+ *
+ * Errors are thrown as Node's are: an Error with `code` (EPIPE, EBADF, ...), `errno` (negative, as
+ * Node's) and `syscall`.
+ */
+#define _GNU_SOURCE
+#define NAPI_VERSION 8
+#include <errno.h>
+#include <fcntl.h>
+#include <node_api.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define BOUNCE_SIZE (1 << 20)
+/* The most one splice/sendfile/copy_file_range call is asked to move. */
+#define STEP_MAX (1L << 30)
+
+enum kind { KIND_FILE, KIND_PIPE, KIND_SOCKET, KIND_OTHER };
+
+static enum kind kind_of(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return KIND_OTHER;
+  if (S_ISREG(st.st_mode)) return KIND_FILE;
+  if (S_ISFIFO(st.st_mode)) return KIND_PIPE;
+  if (S_ISSOCK(st.st_mode)) return KIND_SOCKET;
+  return KIND_OTHER;
+}
+
+static const char *errno_name(int e) {
+  switch (e) {
+    case EPIPE: return "EPIPE";
+    case EBADF: return "EBADF";
+    case EINVAL: return "EINVAL";
+    case EIO: return "EIO";
+    case ENOSPC: return "ENOSPC";
+    case EFBIG: return "EFBIG";
+    case ECONNRESET: return "ECONNRESET";
+    case ENOMEM: return "ENOMEM";
+    case EXDEV: return "EXDEV";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    case ENOSYS: return "ENOSYS";
+    case EAGAIN: return "EAGAIN";
+    case EFAULT: return "EFAULT";
+    case ESPIPE: return "ESPIPE";
+    case EPERM: return "EPERM";
+    case EACCES: return "EACCES";
+    case EBUSY: return "EBUSY";
+    case EDQUOT: return "EDQUOT";
+    default: return "EUNKNOWN";
+  }
+}
+
+static void throw_errno(napi_env env, int e, const char *syscall) {
+  char msg[160];
+  snprintf(msg, sizeof msg, "%s, %s", errno_name(e), strerror(e));
+  napi_value code, text, err, num, sys;
+  napi_create_string_utf8(env, errno_name(e), NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
+  napi_create_error(env, code, text, &err);
+  napi_create_int32(env, -e, &num);
+  napi_set_named_property(env, err, "errno", num);
+  napi_set_named_property(env, err, "code", code);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sys);
+  napi_set_named_property(env, err, "syscall", sys);
+  napi_throw(env, err);
+}
+
+/* Waits until fd is ready for `events`; 0, or an errno. */
+static int wait_for(int fd, short events) {
+  struct pollfd p = {.fd = fd, .events = events};
+  for (;;) {
+    int r = poll(&p, 1, -1);
+    if (r >= 0) return 0;
+    if (errno != EINTR) return errno;
+  }
+}
+
+struct move {
+  int in, out;
+  int64_t in_off, out_off; /* -1: the fd's position */
+  int64_t length;
+  int64_t done;
+  const char *failed; /* the syscall that failed */
+  int error;
+};
+
+/* One step of splice/sendfile/copy_file_range: moved bytes, 0 at end of input, -1 with errno. */
+typedef ssize_t (*step_fn)(struct move *m, size_t n);
+
+static ssize_t step_copy_file_range(struct move *m, size_t n) {
+  loff_t in = m->in_off, out = m->out_off;
+  ssize_t r = copy_file_range(m->in, m->in_off < 0 ? NULL : &in, m->out, m->out_off < 0 ? NULL : &out, n, 0);
+  return r;
+}
+
+static ssize_t step_splice(struct move *m, size_t n) {
+  loff_t in = m->in_off, out = m->out_off;
+  return splice(m->in, m->in_off < 0 ? NULL : &in, m->out, m->out_off < 0 ? NULL : &out, n, SPLICE_F_MOVE);
+}
+
+static ssize_t step_sendfile(struct move *m, size_t n) {
+  off_t in = m->in_off;
+  return sendfile(m->out, m->in, m->in_off < 0 ? NULL : &in, n);
+}
+
+/*
+ * Runs `step` until the length is moved or the input ends. EAGAIN (a non-blocking fd) waits for
+ * both fds with poll. Returns 0, or -1 with m->error
+ * set; -2 when the call is not supported for these fds before anything moved (the caller falls back).
+ */
+static int run_steps(struct move *m, step_fn step, const char *name) {
+  while (m->done < m->length) {
+    int64_t left = m->length - m->done;
+    ssize_t r = step(m, (size_t)(left < STEP_MAX ? left : STEP_MAX));
+    if (r > 0) {
+      m->done += r;
+      if (m->in_off >= 0) m->in_off += r;
+      if (m->out_off >= 0) m->out_off += r;
+      continue;
+    }
+    if (r == 0) return 0; /* end of input */
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) {
+      int e = wait_for(m->in, POLLIN);
+      if (!e) e = wait_for(m->out, POLLOUT);
+      if (e) {
+        m->error = e;
+        m->failed = "poll";
+        return -1;
+      }
+      continue;
+    }
+    if (m->done == 0 && (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS)) return -2;
+    m->error = errno;
+    m->failed = name;
+    return -1;
+  }
+  return 0;
+}
+
+/* The copy through a buffer of ours: any two fds. */
+static int run_bounce(struct move *m) {
+  char *buf = malloc(BOUNCE_SIZE);
+  if (!buf) {
+    m->error = ENOMEM;
+    m->failed = "malloc";
+    return -1;
+  }
+  int rc = 0;
+  while (m->done < m->length) {
+    int64_t left = m->length - m->done;
+    size_t want = left < BOUNCE_SIZE ? (size_t)left : BOUNCE_SIZE;
+    ssize_t got = m->in_off < 0 ? read(m->in, buf, want) : pread(m->in, buf, want, m->in_off);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        int e = wait_for(m->in, POLLIN);
+        if (!e) continue;
+        errno = e;
+      }
+      m->error = errno;
+      m->failed = m->in_off < 0 ? "read" : "pread";
+      rc = -1;
+      break;
+    }
+    if (got == 0) break;
+    if (m->in_off >= 0) m->in_off += got;
+    ssize_t put = 0;
+    while (put < got) {
+      ssize_t w = m->out_off < 0 ? write(m->out, buf + put, got - put) : pwrite(m->out, buf + put, got - put, m->out_off);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) {
+          int e = wait_for(m->out, POLLOUT);
+          if (!e) continue;
+          errno = e;
+        }
+        m->error = errno;
+        m->failed = m->out_off < 0 ? "write" : "pwrite";
+        rc = -1;
+        break;
+      }
+      put += w;
+      if (m->out_off >= 0) m->out_off += w;
+    }
+    m->done += put;
+    if (rc) break;
+  }
+  free(buf);
+  return rc;
+}
+
+static int do_move(struct move *m, int share) {
+  enum kind ki = kind_of(m->in), ko = kind_of(m->out);
+  int rc = -2;
+  if (ki == KIND_FILE && ko == KIND_FILE) rc = run_steps(m, step_copy_file_range, "copy_file_range");
+  /* Into a pipe from a file only when sharing is allowed; out of a pipe always (the target copies). */
+  else if (ki == KIND_PIPE || (ko == KIND_PIPE && (share || ki != KIND_FILE))) rc = run_steps(m, step_splice, "splice");
+  else if (ki == KIND_FILE && ko == KIND_SOCKET && share) rc = run_steps(m, step_sendfile, "sendfile");
+  if (rc == -2) rc = run_bounce(m);
+  return rc;
+}
+
+static int get_i64(napi_env env, napi_value v, int64_t *out, const char *what) {
+  if (napi_get_value_int64(env, v, out) != napi_ok) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a number", what);
+    napi_throw_type_error(env, NULL, msg);
+    return -1;
+  }
+  return 0;
+}
+
+static napi_value js_move(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 6) {
+    napi_throw_type_error(env, NULL, "move(inFd, inOffset, outFd, outOffset, length, share)");
+    return NULL;
+  }
+  int64_t in, in_off, out, out_off, length;
+  bool share = false;
+  if (get_i64(env, argv[0], &in, "inFd") || get_i64(env, argv[1], &in_off, "inOffset") || get_i64(env, argv[2], &out, "outFd") ||
+      get_i64(env, argv[3], &out_off, "outOffset") || get_i64(env, argv[4], &length, "length"))
+    return NULL;
+  napi_get_value_bool(env, argv[5], &share);
+  if (in < 0 || out < 0 || in > INT32_MAX || out > INT32_MAX || in_off < -1 || out_off < -1 || length < 0) {
+    napi_throw_range_error(env, NULL, "move: bad fd, offset or length");
+    return NULL;
+  }
+  struct move m = {.in = (int)in, .out = (int)out, .in_off = in_off, .out_off = out_off, .length = length};
+  if (do_move(&m, share) != 0) {
+    throw_errno(env, m.error, m.failed);
+    return NULL;
+  }
+  napi_value result;
+  napi_create_int64(env, m.done, &result);
+  return result;
+}
+
+static napi_value js_pipe_size(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int64_t fd = -1, bytes = 0;
+  if (argc < 2 || get_i64(env, argv[0], &fd, "fd") || get_i64(env, argv[1], &bytes, "bytes")) return NULL;
+  if (fd < 0 || fd > INT32_MAX || bytes < 0 || bytes > INT32_MAX) {
+    napi_throw_range_error(env, NULL, "pipeSize: bad fd or size");
+    return NULL;
+  }
+  int r = bytes ? fcntl((int)fd, F_SETPIPE_SZ, (int)bytes) : fcntl((int)fd, F_GETPIPE_SZ);
+  if (r < 0) {
+    throw_errno(env, errno, "fcntl");
+    return NULL;
+  }
+  napi_value result;
+  napi_create_int32(env, r, &result);
+  return result;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_value fn;
+  napi_create_function(env, "move", NAPI_AUTO_LENGTH, js_move, NULL, &fn);
+  napi_set_named_property(env, exports, "move", fn);
+  napi_create_function(env, "pipeSize", NAPI_AUTO_LENGTH, js_pipe_size, NULL, &fn);
+  napi_set_named_property(env, exports, "pipeSize", fn);
+  return exports;
+}
+
+NAPI_MODULE(xlts_kernel_copy, init)

@@ -1,0 +1,64 @@
+/**
+ * Moving bytes fd to fd inside the kernel (native/kernel-copy.c, built by `npm run build` into
+ * dist/native/kernel-copy.node): copy_file_range between files, splice through pipes, sendfile into
+ * sockets, and a copy through a C buffer for whatever else. The save/restore helper uses it for page
+ * data, whose bytes then never enter JavaScript memory: the page phase of a save or restore goes at
+ * the speed of `cp` instead of a read into a buffer and a write out of it.
+ *
+ * The module is optional. When it is missing (no C compiler or Node headers at build time), cannot
+ * be loaded, or XL_TS_KERNEL_COPY=0 is set, `kernelCopy()` is undefined and `kernelCopyUnavailable()`
+ * says why; callers then copy through their own buffers, with the same bytes on the wire.
+ *
+ * Sharing. Spliced into a pipe or sent into a socket, a file's page may travel by reference: what
+ * leaves is the page as it is when the far side reads it, not when `move` returned. So `share` is
+ * only set where a later change cannot matter: pages sent while the guest runs (the dirty log
+ * catches any write after the round's clean, and the page is sent again) and pages whose guest stays
+ * suspended until the stream is over. Without it, pages into a pipe or socket are copied.
+ */
+import * as fs from 'node:fs'
+import {createRequire} from 'node:module'
+import * as path from 'node:path'
+
+import {PACKAGE_ROOT} from '../entry-points.js'
+
+export interface KernelCopy {
+  /**
+   * Moves `length` bytes from `inFd` (at `inOffset`, or its own position when -1) to `outFd` (at
+   * `outOffset`, or its position when -1). Returns the bytes moved: fewer only when the input ended.
+   * Never reads past `length`. Throws an Error with Node's `code`, `errno` and `syscall`.
+   */
+  move(inFd: number, inOffset: number, outFd: number, outOffset: number, length: number, share: boolean): number
+  /** Asks for a pipe of `bytes` (F_SETPIPE_SZ); 0 reads the size. Returns the size it has. */
+  pipeSize(fd: number, bytes: number): number
+}
+
+/** Set to 0 to copy pages through JavaScript buffers even where the module loads. */
+export const KERNEL_COPY_ENV = 'XL_TS_KERNEL_COPY'
+/** Where scripts/build-native.mjs puts the module. */
+export const KERNEL_COPY_MODULE = path.join(PACKAGE_ROOT, 'dist', 'native', 'kernel-copy.node')
+
+function load(): {copy?: KernelCopy; why?: string} {
+  if (process.env[KERNEL_COPY_ENV] === '0') return {why: `${KERNEL_COPY_ENV}=0`}
+  if (!fs.existsSync(KERNEL_COPY_MODULE)) return {why: `${KERNEL_COPY_MODULE} was not built`}
+  try {
+    const mod = createRequire(import.meta.url)(KERNEL_COPY_MODULE) as Partial<KernelCopy>
+    if (typeof mod.move !== 'function' || typeof mod.pipeSize !== 'function') return {why: `${KERNEL_COPY_MODULE} is not the kernel copy module`}
+    return {copy: mod as KernelCopy}
+  } catch (err) {
+    return {why: `${KERNEL_COPY_MODULE} cannot be loaded: ${(err as Error).message}`}
+  }
+}
+
+let loaded: ReturnType<typeof load> | undefined
+
+/** The kernel copy, when it is built and loads (loaded on first use). */
+export function kernelCopy(): KernelCopy | undefined {
+  loaded ??= load()
+  return loaded.copy
+}
+
+/** Why `kernelCopy()` is undefined (for logs); undefined when it is there. */
+export function kernelCopyUnavailable(): string | undefined {
+  loaded ??= load()
+  return loaded.why
+}
