@@ -264,7 +264,7 @@ try {
   console.log(`    to helper done (context records, END, exit)         ${m(res.save, (x) => x.helperDone - x.pagesLast).toFixed(0)}`)
   console.log(`    after (EMULATOR_CONTEXT, END, pause + resume, close) ${m(res.save, (x) => x.total - x.helperDone).toFixed(0)}`)
   console.log('  restore:')
-  console.log(`    build the domain (create for restore)               ${m(res.restore, (x) => x.created).toFixed(0)}`)
+  console.log(`    build the domain (the helper starts meanwhile)      ${m(res.restore, (x) => x.created).toFixed(0)}`)
   console.log(`    helper start (spawn to its first message)           ${m(res.restore, (x) => x.firstMessage - x.spawned).toFixed(0)}`)
   console.log(`    libxc stream (read + write pages, state)            ${m(res.restore, (x) => x.helperDone - x.firstMessage).toFixed(0)}`)
   console.log(`    after (EMULATOR_CONTEXT, END)                        ${m(res.restore, (x) => x.total - x.helperDone).toFixed(0)}`)

@@ -71,6 +71,12 @@ export interface CreateOptions {
   coloSecondary?: boolean
 }
 
+/** A domain whose build is under way: its domid, and when it is built. */
+export interface EarlyDomain {
+  readonly domid: number
+  readonly built: Promise<void>
+}
+
 /** Where the toolstack reaches a domain's device model (QEMU). */
 export interface DeviceModelEndpoint {
   /** The toolstack's QMP socket (libxl: /var/run/xen/qmp-libxl-<domid>). */
@@ -148,6 +154,14 @@ export interface Hypervisor {
   /** xl's domain qualifier: a domid or a name. */
   resolve(qualifier: string): Promise<number>
   create(spec: DomainSpec, opts: CreateOptions): Promise<number>
+  /**
+   * Optional: `create`, resolved as soon as the domid is allocated; `built` settles when the domain
+   * is built, as `create` would resolve or reject (a domain that fails to build is gone, as after a
+   * failed create; `built` never rejects unhandled). Calls on the domain meanwhile (`info` first)
+   * wait for it to be built, also from another process: what needs only the domid, the restore
+   * helper above all, starts while the domain does.
+   */
+  createEarly?(spec: DomainSpec, opts: CreateOptions): Promise<EarlyDomain>
   destroy(domid: number): Promise<void>
   pause(domid: number): Promise<void>
   unpause(domid: number): Promise<void>

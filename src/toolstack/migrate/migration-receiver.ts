@@ -366,12 +366,23 @@ class MigrationReceiver {
 
     const spec = domainSpec({...config, c_info: {...config.c_info, name: incoming}}, hv.backend)
     let domid: number
-    try {
-      domid = await hv.create(spec, {paused: true, forRestore: true, ...(this.#o.checkpointed === 'colo' ? {coloSecondary: true} : {})})
-    } catch (err) {
-      if (err instanceof HypervisorError && err.code === 'name-in-use') throw new CreateFailure(ERROR_FAIL, [`Domain with name "${incoming}" already exists.`])
-      throw new CreateFailure(ERROR_FAIL, [`xl-ts: error: cannot create domain ${incoming}: ${(err as Error).message}`])
+    // A plain migration starts its restore helper while the domain is still being built (both are
+    // process starts); a checkpointed one sets up around a built domain, as libxl does.
+    let built: Promise<void> | undefined
+    const cannotCreate = (err: unknown): CreateFailure => {
+      if (err instanceof HypervisorError && err.code === 'name-in-use') return new CreateFailure(ERROR_FAIL, [`Domain with name "${incoming}" already exists.`])
+      return new CreateFailure(ERROR_FAIL, [`xl-ts: error: cannot create domain ${incoming}: ${(err as Error).message}`])
     }
+    try {
+      if (this.#o.checkpointed === undefined && hv.createEarly) ({domid, built} = await hv.createEarly(spec, {paused: true, forRestore: true}))
+      else domid = await hv.create(spec, {paused: true, forRestore: true, ...(this.#o.checkpointed === 'colo' ? {coloSecondary: true} : {})})
+    } catch (err) {
+      throw cannotCreate(err)
+    }
+    const buildFailure = built?.then(
+      () => undefined,
+      (err: unknown) => err,
+    )
     this.#domid = domid
     await this.#guardian?.created(domid)
     if (this.#o.checkpointed) this.#probe = RemusProbe.fromEnv(hv, domid, 'secondary', this.#o.env ?? process.env)
@@ -382,7 +393,9 @@ class MigrationReceiver {
       this.#forwarder = await forwardSecondaryFrames(hv, domid, address, (t) => this.#log('warning', t))
       this.#forwarder.pause()
     }
-    this.#log('detail', `created domain ${incoming} (domid ${domid}) for the incoming stream`)
+    const created = (): void => this.#log('detail', `created domain ${incoming} (domid ${domid}) for the incoming stream`)
+    if (built) void built.then(created, () => {})
+    else created()
     // COLO disks: replicated into this host's images through the device model (XEN-FACTS §8).
     const coloDisks = this.#o.checkpointed === 'colo' ? coloDisksOfConfig(config as unknown as Record<string, unknown>) : []
     if (coloDisks.length > 0) {
@@ -400,6 +413,7 @@ class MigrationReceiver {
       const received = await receiveDomain({
         hypervisor: hv,
         domid,
+        ...(built ? {domainBuilt: built} : {}),
         fd: this.#in,
         streamType: this.#o.checkpointed ?? 'plain',
         ...(this.#o.checkpointed === 'remus'
@@ -442,6 +456,12 @@ class MigrationReceiver {
       this.#secondaryRunning = received.secondaryRunning ?? false
       onReceived(received)
     } catch (err) {
+      // A domain that never got built is gone already, and its failure is the one to report.
+      const failed = await buildFailure
+      if (failed) {
+        this.#domid = undefined
+        throw cannotCreate(failed)
+      }
       const why = err instanceof MigrateError || err instanceof Error ? err.message : String(err)
       throw new CreateFailure(ERROR_FAIL, [`xl-ts: error: ${why}`])
     }

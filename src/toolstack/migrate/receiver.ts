@@ -55,6 +55,12 @@ export interface ReceiveDomainOptions {
   readonly hypervisor: Hypervisor
   /** The domain built for restore (Hypervisor.create with forRestore). */
   readonly domid: number
+  /**
+   * A plain stream into a domain still being built (Hypervisor.createEarly): settles when it is.
+   * The helper is started meanwhile (it waits for the domain itself); nothing here touches the
+   * domain before this resolves. The caller reports a build that fails.
+   */
+  readonly domainBuilt?: Promise<void>
   /** The stream fd, positioned at the libxl header. Never closed here. */
   readonly fd: number
   readonly streamType: 'plain' | 'remus' | 'colo'
@@ -166,13 +172,19 @@ class Receiver {
   #emit: MigrateEventHandler = (e) => this.#o.onEvent?.(e)
 
   async run(): Promise<ReceiveResult> {
-    const {hypervisor: hv, domid} = this.#o
-    let hvm: boolean
-    try {
-      hvm = (await hv.info(domid)).type === 'hvm'
-    } catch (err) {
-      throw new MigrateError('hypervisor', 'libxl header', `domain ${domid}: ${(err as Error).message}`, {cause: err})
+    const {hypervisor: hv, domid, domainBuilt} = this.#o
+    if (domainBuilt && this.#o.streamType !== 'plain') throw new Error('only a plain stream is received into a domain still being built')
+    const isHvm = async (): Promise<boolean> => {
+      try {
+        await domainBuilt
+        return (await hv.info(domid)).type === 'hvm'
+      } catch (err) {
+        throw new MigrateError('hypervisor', 'libxl header', `domain ${domid}: ${(err as Error).message}`, {cause: err})
+      }
     }
+    // A domain being built is asked once the helper runs (a plain stream needs the answer only for
+    // the libxl records after it); a built one first, as libxl does.
+    let hvm = domainBuilt ? undefined : await isHvm()
     const headerOffset = this.#source.offset
     await this.#guard(() => readLibxlHeader(this.#source))
     this.#emit({kind: 'libxl-header', offset: headerOffset})
@@ -189,7 +201,8 @@ class Receiver {
     }
 
     const libxcStart = this.#source.offset
-    const helper = await this.#libxc(libxcStart, hvm)
+    const helper = await this.#libxc(libxcStart, hvm ?? true)
+    hvm ??= await isHvm()
     if (this.#o.streamType !== 'plain') {
       // A primary that stops on purpose ends the stream: libxc END (the helper completed) and
       // libxl END. Anything else is the stream breaking: fail over.

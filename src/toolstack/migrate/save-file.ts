@@ -9,7 +9,7 @@
 import * as fs from 'node:fs'
 
 import {FdByteSource, errnoText} from '../fd/index.js'
-import type {Hypervisor} from '../hypervisor/index.js'
+import type {CreateOptions, DomainSpec, EarlyDomain, Hypervisor} from '../hypervisor/index.js'
 import {domainSpec, type DomainConfig} from '../config/index.js'
 import {MigrateError} from './errors.js'
 import type {MigrateEventHandler, SavefileInfo} from './events.js'
@@ -213,17 +213,19 @@ export interface RestoreFromSavefileResult {
 export async function restoreFromSavefile(opts: RestoreFromSavefileOptions): Promise<RestoreFromSavefileResult> {
   const {hypervisor: hv, savefile, config} = opts
   const emit = opts.onEvent
-  let domid: number
-  try {
-    domid = await hv.create(domainSpec(config, hv.backend), {paused: true, forRestore: true})
-  } catch (err) {
-    throw new MigrateError('hypervisor', 'create', (err as Error).message, {cause: err})
-  }
-  emit?.({kind: 'domain-created', domid, name: config.c_info.name})
+  const {domid, built} = await beginRestoreDomain(hv, domainSpec(config, hv.backend), {paused: true, forRestore: true})
+  const buildFailure = built.then(
+    () => {
+      emit?.({kind: 'domain-created', domid, name: config.c_info.name})
+      return undefined
+    },
+    (err: unknown) => err as Error,
+  )
   try {
     const receive = await receiveDomain({
       hypervisor: hv,
       domid,
+      domainBuilt: built,
       fd: savefile.fd,
       streamType: 'plain',
       offset: savefile.offset,
@@ -240,6 +242,9 @@ export async function restoreFromSavefile(opts: RestoreFromSavefileOptions): Pro
     }
     return {domid, receive}
   } catch (err) {
+    // A domain that never got built is gone already, and its failure is the one to report.
+    const failed = await buildFailure
+    if (failed) throw new MigrateError('hypervisor', 'create', failed.message, {cause: failed})
     let destroyError: string | undefined
     try {
       await hv.destroy(domid)
@@ -248,5 +253,19 @@ export async function restoreFromSavefile(opts: RestoreFromSavefileOptions): Pro
     }
     emit?.({kind: 'domain-destroyed', domid, ...(destroyError !== undefined ? {error: destroyError} : {})})
     throw err
+  }
+}
+
+/**
+ * Starts building the domain a stream is restored into: through createEarly where the hypervisor
+ * has it (the restore helper then starts while the domain does), else create. A failure to start
+ * building (the name is taken) is a MigrateError whose cause is the HypervisorError.
+ */
+export async function beginRestoreDomain(hv: Hypervisor, spec: DomainSpec, opts: CreateOptions): Promise<EarlyDomain> {
+  try {
+    if (hv.createEarly) return await hv.createEarly(spec, opts)
+    return {domid: await hv.create(spec, opts), built: Promise.resolve()}
+  } catch (err) {
+    throw new MigrateError('hypervisor', 'create', (err as Error).message, {cause: err})
   }
 }

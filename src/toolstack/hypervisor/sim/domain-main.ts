@@ -67,8 +67,27 @@ const fault = (code: HypervisorErrorCode, message: string): never => {
 }
 
 // ---- guest memory -------------------------------------------------------------------------------
-const memFd = fs.openSync(launch.memPath, 'w+', 0o600)
-fs.ftruncateSync(memFd, pages * PAGE_SIZE)
+/**
+ * A start that cannot go on: says why in the log and on the readiness pipe, where the creator reads
+ * it (the domain folder, log included, goes with us).
+ */
+function tellCreatorWhy(why: string): void {
+  log(why)
+  try {
+    fs.writeSync(3, `failed: ${why.replaceAll('\n', ' ')}\n`)
+  } catch {
+    // no readiness pipe
+  }
+}
+
+let memFd: number
+try {
+  memFd = fs.openSync(launch.memPath, 'w+', 0o600)
+  fs.ftruncateSync(memFd, pages * PAGE_SIZE)
+} catch (e) {
+  tellCreatorWhy(`cannot create its memory ${launch.memPath}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`)
+  process.exit(1)
+}
 if (!launch.forRestore) {
   const t0 = performance.now()
   const chunk = Buffer.alloc(INIT_CHUNK_PAGES * PAGE_SIZE)
@@ -567,14 +586,7 @@ startDomainDeviceModel(launch, folder, log, onDiskProgress).then(
     listen()
   },
   (e: unknown) => {
-    const why = `cannot start the device model: ${(e as Error).message}`
-    log(why)
-    // The creator reads this from the readiness pipe: the domain folder (and its log) goes with us.
-    try {
-      fs.writeSync(3, `failed: ${why.replaceAll('\n', ' ')}\n`)
-    } catch {
-      // no readiness pipe
-    }
+    tellCreatorWhy(`cannot start the device model: ${(e as Error).message}`)
     teardown('device model failed', 1)
   },
 )

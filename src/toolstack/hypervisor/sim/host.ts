@@ -18,6 +18,7 @@ import type {
   DeviceModelEndpoint,
   CpuPolicy,
   CreateOptions,
+  EarlyDomain,
   DomainInfo,
   DomainSpec,
   GuestMemory,
@@ -216,6 +217,19 @@ export class SimHypervisor implements Hypervisor {
     return launch?.name
   }
 
+  /**
+   * Waits while `domid` is being built (createEarly: its folder is there, its record not yet, its
+   * process or creator alive), at most as long as a build may take. A domain that is built, gone or
+   * never was returns at once: access() then says which.
+   */
+  private async whileBuilding(domid: number): Promise<void> {
+    if (!Number.isInteger(domid) || domid <= 0 || domid >= DOMID_FIRST_RESERVED) return
+    const until = Date.now() + READY_TIMEOUT_MS
+    while (!this.readRecord(domid) && this.unfinished(domid) !== undefined && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 2))
+    }
+  }
+
   /** The record of a live domain; reaps a dead one and throws no-such-domain. */
   private access(domid: number): DomainRecord {
     if (!Number.isInteger(domid) || domid <= 0 || domid >= DOMID_FIRST_RESERVED) throw noSuchDomain(domid)
@@ -366,6 +380,7 @@ export class SimHypervisor implements Hypervisor {
 
   async info(domid: number): Promise<DomainInfo> {
     if (domid === 0) return this.dom0()
+    await this.whileBuilding(domid)
     const rec = this.access(domid)
     return this.toInfo(rec, await this.request(domid, rec, 'info', {}))
   }
@@ -427,6 +442,12 @@ export class SimHypervisor implements Hypervisor {
   }
 
   async create(spec: DomainSpec, opts: CreateOptions): Promise<number> {
+    const {domid, built} = await this.createEarly(spec, opts)
+    await built
+    return domid
+  }
+
+  async createEarly(spec: DomainSpec, opts: CreateOptions): Promise<EarlyDomain> {
     const pages = this.checkSpec(spec)
     const forRestore = opts.forRestore === true
     const me = selfIdentity()
@@ -458,13 +479,14 @@ export class SimHypervisor implements Hypervisor {
       writeJsonAtomic(this.layout.launchFile(domid), launch)
       return domid
     })
-    try {
-      await this.start(domid)
-    } catch (e) {
+    const built = this.start(domid).catch((e: unknown) => {
       this.reap(domid)
       throw e
-    }
-    return domid
+    })
+    // Whoever awaits `built` sees the failure; an early domain whose caller gave up must not turn it
+    // into an unhandled rejection.
+    built.catch(() => {})
+    return {domid, built}
   }
 
   /** Under the host lock: the next free domid after the rover (as Xen hands them out), its folder made. */
