@@ -206,7 +206,8 @@ describe('--json', () => {
     const lines = r.stdout.trimEnd().split('\n')
     for (const l of lines) expect(l.length).toBeLessThan(2000) // no buffers dumped
     const events = jsonLines(r.stdout)
-    expect(events[0]).toEqual({event: 'format', format: 'xl', detected: true})
+    expect(events.every((e) => e.v === 1)).toBe(true)
+    expect(events[0]).toEqual({v: 1, event: 'format', format: 'xl', detected: true})
     expect(events[1]).toMatchObject({event: 'header', layer: 'xl', offset: 0, part: 'savefile header', domain: 'synthetic', flags: ['JSON', 'STREAMv2']})
     const records = events.filter((e) => e.event === 'record')
     expect(records.filter((e) => e.layer === 'libxl')).toHaveLength(4)

@@ -73,6 +73,8 @@ describe('migrate --json', () => {
     result: {
       kind: 'result',
       ok: false,
+      domain: 'vm1',
+      domid: 7,
       outcome: 'resumed',
       exitCode: 1,
       totalMs: 1,
@@ -252,6 +254,14 @@ describe('stream inspect --json', () => {
 
   /** The table rows of the section whose first cell names `name`. */
   const rowsNaming = (name: string): string => text.split('\n').filter(l => l.startsWith('| ') && codes(l.split(' | ')[0] as string).has(name)).join('\n')
+
+  it('every object carries the schema version the command writes, which the section gives', () => {
+    const command = source('src/commands/stream/inspect.ts')
+    expect(command).toMatch(/JSON\.stringify\(\{v: INSPECT_JSON_VERSION, \.\.\.o\}\)/)
+    expect(command).toMatch(/export const INSPECT_JSON_VERSION = 1\b/)
+    expect(text).toMatch(/schema version 1\b/)
+    expectNamed(text, ['v'], 'stream inspect --json')
+  })
 
   it('names every kind of object', () => {
     const kinds = new Set(objects.map(o => String(o.event)))

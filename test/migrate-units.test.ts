@@ -104,6 +104,8 @@ describe('the precopy tracker', () => {
 describe('the progress renderings', () => {
   const result: MigrationResult = {
     ok: true,
+    domain: 'vm1',
+    domid: 7,
     outcome: 'migrated',
     exitCode: 0,
     totalMs: 1250.66,
@@ -126,6 +128,8 @@ describe('the progress renderings', () => {
       v: 1,
       event: 'result',
       ok: true,
+      domain: 'vm1',
+      domid: 7,
       outcome: 'migrated',
       exitCode: 0,
       downtimeMs: 41.2,

@@ -124,6 +124,8 @@ describe('remus', () => {
     const ev = events(r.stdout)
     const result = ev.find((e) => e.event === 'result')!
     expect(result.outcome).toBe('backup-failed')
+    expect(result).toMatchObject({ok: false, domid: s.domid, exitCode: 1})
+    expect(typeof result.domain).toBe('string')
     // Every frame the guest sent came out: held epochs released, the rest unbuffered.
     const released = ev.filter((e) => e.event === 'netbuf-release').reduce((n, e) => n + (e.frames as number), 0)
     const hv = sim(s.a)

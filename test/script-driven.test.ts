@@ -38,8 +38,12 @@ if [[ -z $result || $(jq -r .v <<<"$result") != 1 ]]; then
   cat "$progress.err" >&2
   exit 2
 fi
+if [[ $(jq -r .domain <<<"$result") != "$name" ]]; then
+  echo "the result names $(jq -r .domain <<<"$result"), not $name" >&2
+  exit 2
+fi
 if [[ $status -ne 0 || $(jq -r .ok <<<"$result") != true ]]; then
-  echo "migration failed: exit $status, outcome $(jq -r .outcome <<<"$result"): $(jq -r '.error // "?"' <<<"$result")"
+  echo "migration of $(jq -r .domain <<<"$result") failed: exit $status, outcome $(jq -r .outcome <<<"$result"): $(jq -r '.error // "?"' <<<"$result")"
   # Where does it run now? (xl's lines on stderr say it too.)
   if xl-ts --root "$src" list --json | jq -e --arg n "$name" 'any(.[]; .name == $n)' >/dev/null; then
     echo "$name still runs on the source"
@@ -135,7 +139,7 @@ describe('a bash script drives a migration through --json', () => {
     const r = await runScript(cfg, 'scripted-pv')
     expect(r.exitCode, `stdout: ${r.stdout}\nstderr: ${r.stderr}`).toBe(1)
     expect(String(r.stdout).split('\n')).toEqual([
-      expect.stringMatching(/^migration failed: exit 1, outcome resumed: Save failed: .*PV guest/),
+      expect.stringMatching(/^migration of scripted-pv failed: exit 1, outcome resumed: Save failed: .*PV guest/),
       'scripted-pv still runs on the source',
     ])
     expect(await names(a)).toEqual(['Domain-0', 'scripted-pv'])

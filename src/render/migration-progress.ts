@@ -124,6 +124,8 @@ export function migrationJson(e: MigrationEvent, tMs: number): Record<string, Js
         v,
         event: 'result',
         ok: e.ok,
+        domain: e.domain,
+        domid: e.domid,
         outcome: e.outcome,
         exitCode: e.exitCode,
         downtimeMs: round(e.downtimeMs),

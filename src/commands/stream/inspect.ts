@@ -21,6 +21,9 @@ import {
 import {FdByteSource, errnoText, openForReading, type OpenedFile} from '../../toolstack/fd/index.js'
 import type {StreamType} from '../../toolstack/stream/index.js'
 
+/** The schema version of --json (docs/json.md): every object carries it as `v`. */
+export const INSPECT_JSON_VERSION = 1
+
 const PREFIX = 'xl-ts: stream inspect:'
 
 /** Decimal or 0x-hex page count. */
@@ -57,7 +60,7 @@ class Output {
   }
 
   json(o: JsonObject): void {
-    this.line(JSON.stringify(o))
+    this.line(JSON.stringify({v: INSPECT_JSON_VERSION, ...o}))
   }
 
   flush(): void {

@@ -72,6 +72,9 @@ export type MigrationOutcome =
 
 export interface MigrationResult {
   readonly ok: boolean
+  /** The domain migrated (its name and domid here, at the source). */
+  readonly domain: string
+  readonly domid: number
   readonly outcome: MigrationOutcome
   readonly exitCode: number
   /** From the start of the command's work to the end, ms. */

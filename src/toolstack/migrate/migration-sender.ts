@@ -500,6 +500,8 @@ class MigrationSender {
     const bytes = this.#headerBytes + t.recordBytes + this.#deviceStateBytes
     const result: MigrationResult = {
       ok: exitCode === 0,
+      domain: this.#o.name,
+      domid: this.#o.domid,
       outcome,
       exitCode,
       totalMs,

@@ -143,7 +143,7 @@ export type RemusEvent =
   | {readonly kind: 'ack'; readonly number: number; readonly atMs: number}
   /** Frames let out: the epoch they were held in (null: unbuffered), and the newest guest step among them. */
   | {readonly kind: 'netbuf-release'; readonly epoch: number | null; readonly frames: number; readonly maxStep: number; readonly atMs: number}
-  | {readonly kind: 'result'; readonly outcome: RemusOutcome; readonly exitCode: number; readonly checkpoints: number; readonly acked: number; readonly reason?: string; readonly totalMs: number}
+  | {readonly kind: 'result'; readonly ok: boolean; readonly domain: string; readonly domid: number; readonly outcome: RemusOutcome; readonly exitCode: number; readonly checkpoints: number; readonly acked: number; readonly reason?: string; readonly totalMs: number}
 
 export type RemusOutcome =
   /** The domain was destroyed here (xl destroy forces a failover). */
@@ -266,6 +266,9 @@ class RemusPrimary {
     await this.#guardian?.done()
     o.onEvent({
       kind: 'result',
+      ok: result.exitCode === 0,
+      domain: o.name,
+      domid: o.domid,
       outcome: result.outcome,
       exitCode: result.exitCode,
       checkpoints: this.#checkpoints,
