@@ -2,13 +2,17 @@
  * The libxc-level engines against the simulated host: a live save of a running guest into a
  * stream, restored into an empty domain on a second host, gives the same memory and vCPU state as
  * the source had at suspend; the stream is a valid libxc v3 stream; a checkpointed (Remus) stream
- * cut inside a checkpoint restores the last whole checkpoint, never a half-applied one.
+ * cut inside a checkpoint restores the last whole checkpoint, never a half-applied one. Where the
+ * sink takes page data straight from the memory file, pages may leave by reference only while the
+ * guest runs (a suspended guest's pages are copied: it runs again before the far side reads them).
  */
+import * as fs from 'node:fs'
+
 import {afterEach, beforeAll, describe, expect, test} from 'vitest'
 
 import {SimHypervisor, type DomainSpec} from '../src/toolstack/hypervisor/index.js'
 import {restoreDomain} from '../src/toolstack/restore/index.js'
-import {saveDomain, type SaveEvent} from '../src/toolstack/save/index.js'
+import {saveDomain, type RecordSink, type SaveEvent} from '../src/toolstack/save/index.js'
 import {BufferSource, readMigrationStream} from '../src/toolstack/stream/index.js'
 import {ensureBuilt, leftovers, NOTHING, tempRoot, wipeRoot} from './support/sim-host.js'
 
@@ -149,5 +153,62 @@ describe('live save and restore through the engines', () => {
     expect(await b.checksum(dst)).toBe(sums[1])
     await a.destroy(src)
     await b.destroy(dst)
+  })
+
+  test('pages from the memory file leave by reference only while the guest runs (Remus: never a checkpoint)', async () => {
+    const a = host()
+    const src = await a.create(spec('vm', 32, 3000), {paused: false})
+    const collect = new Collect()
+    let suspended = false
+    const calls: {share: boolean; suspended: boolean; bytes: number}[] = []
+    // A sink as the helper's, but it reads the runs itself, so the stream can be checked whole.
+    const sink: RecordSink = {
+      write: (parts) => collect.write(parts),
+      writeFromFile: (head, fd, runs, share) => {
+        collect.write(head)
+        let bytes = 0
+        for (const run of runs) {
+          const page = Buffer.alloc(run.length)
+          expect(fs.readSync(fd, page, 0, run.length, run.offset)).toBe(run.length)
+          collect.write([page])
+          bytes += run.length
+        }
+        calls.push({share, suspended, bytes})
+      },
+    }
+    let checkpoints = 0
+    await saveDomain({
+      hypervisor: a,
+      domid: src,
+      sink,
+      live: true,
+      debug: false,
+      streamType: 'remus',
+      callbacks: {
+        suspend: async () => {
+          await a.suspend(src)
+          suspended = true
+          return 1
+        },
+        postcopy: async () => {
+          await a.resume(src, {cancel: true})
+          suspended = false
+          return 1
+        },
+        checkpoint: async () => (++checkpoints < 3 ? 1 : 0),
+      },
+    }).catch((e: Error) => expect(e.message).toMatch(/stopped by the checkpoint callback/))
+    expect(checkpoints).toBe(3)
+    expect(calls.filter((c) => !c.suspended).length).toBeGreaterThan(0)
+    expect(calls.filter((c) => !c.suspended).every((c) => c.share)).toBe(true)
+    expect(calls.filter((c) => c.suspended).length).toBeGreaterThan(0)
+    expect(calls.filter((c) => c.suspended).every((c) => !c.share)).toBe(true)
+    const kinds: string[] = []
+    for await (const ev of readMigrationStream(new BufferSource(collect.bytes()), {format: 'libxc', streamType: 'remus', p2mSize: 8192})) {
+      if (ev.layer === 'libxc') kinds.push(ev.record.kind)
+    }
+    expect(kinds.filter((k) => k === 'CHECKPOINT')).toHaveLength(3)
+    expect(kinds.filter((k) => k === 'PAGE_DATA').length).toBe(calls.length)
+    await a.destroy(src)
   })
 })

@@ -11,9 +11,9 @@
  *
  * Sharing. Spliced into a pipe or sent into a socket, a file's page may travel by reference: what
  * leaves is the page as it is when the far side reads it, not when `move` returned. So `share` is
- * only set where a later change cannot matter: pages sent while the guest runs (the dirty log
- * catches any write after the round's clean, and the page is sent again) and pages whose guest stays
- * suspended until the stream is over. Without it, pages into a pipe or socket are copied.
+ * only set for pages sent while the guest runs: the dirty log catches any write after the round's
+ * clean, and the page is sent again. A suspended guest's pages are copied, since it may run again
+ * (after a checkpoint, a failed migration, save -c) before the far side has read them.
  */
 import * as fs from 'node:fs'
 import {createRequire} from 'node:module'

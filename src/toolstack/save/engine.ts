@@ -220,7 +220,7 @@ class SaveRun {
 
   async #memoryNonLive(): Promise<void> {
     await this.#suspend()
-    await this.#sendPages(DirtyBitmap.all(this.#info.pages), 'Frames')
+    await this.#sendPages(DirtyBitmap.all(this.#info.pages), 'Frames', 'suspended')
   }
 
   async #memoryLive(): Promise<void> {
@@ -229,7 +229,7 @@ class SaveRun {
     await this.#suspendAndSendDirty()
     if (this.#o.debug && this.#o.streamType === 'plain') {
       await this.#write({kind: 'VERIFY'})
-      await this.#sendPages(DirtyBitmap.all(this.#info.pages), 'Frames verify')
+      await this.#sendPages(DirtyBitmap.all(this.#info.pages), 'Frames verify', 'suspended')
     }
   }
 
@@ -246,7 +246,7 @@ class SaveRun {
       round++
       const started = performance.now()
       let sent = 0
-      if (stats.dirtyCount > 0 && decision !== 'abort') sent = await this.#sendPages(dirty, `Frames iteration ${round}`)
+      if (stats.dirtyCount > 0 && decision !== 'abort') sent = await this.#sendPages(dirty, `Frames iteration ${round}`, 'running')
       const ms = performance.now() - started
       if (decision !== 'continue') return this.#policyEnd(decision)
       stats = {
@@ -283,7 +283,7 @@ class SaveRun {
         dirty.set(pfn)
       }
     }
-    const sent = await this.#sendPages(dirty, this.#live ? 'Frames final' : 'Checkpointed save')
+    const sent = await this.#sendPages(dirty, this.#live ? 'Frames final' : 'Checkpointed save', 'suspended')
     if (this.#o.streamType !== 'plain') {
       this.#checkpoints++
       this.#emit({kind: 'checkpoint', number: this.#checkpoints, primary: primaryPages, secondary: secondaryPages, sent})
@@ -293,15 +293,17 @@ class SaveRun {
   /**
    * Sends the pages of a bitmap in PAGE_DATA records of up to 1024 pages; returns how many. Where
    * memory is a file and the sink takes one, the pages go fd to fd; else through our batch buffer.
+   * `guest`: whether the guest runs while they go. Only then may the kernel pass a page by
+   * reference: a page changed after it left is dirty again and sent again. A suspended guest's
+   * pages are copied: it may run again (after a checkpoint, a failed migration, save -c) before
+   * the far side has read them.
    */
-  async #sendPages(set: DirtyBitmap, prefix: string): Promise<number> {
+  async #sendPages(set: DirtyBitmap, prefix: string, guest: 'running' | 'suspended'): Promise<number> {
     const total = set.count()
     const memory = this.#memory!
     const sink = this.#o.sink
     const pagesFd = memory.pagesFd
-    // While the guest runs, a page changed after it went out is dirty again and sent again: the
-    // kernel may pass it by reference. Once suspended (a checkpoint, the last round) it is copied.
-    const share = this.#live
+    const share = guest === 'running'
     let pfns: number[] = []
     let done = 0
     const flush = async (): Promise<void> => {
