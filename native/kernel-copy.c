@@ -99,6 +99,17 @@ static int wait_for(int fd, short events) {
   }
 }
 
+/* After a failed read or write on fd: 1 to try again (EINTR, or EAGAIN and fd became ready for
+ * `events`), 0 to give up with errno set. */
+static int again(int fd, short events) {
+  if (errno == EINTR) return 1;
+  if (errno != EAGAIN) return 0;
+  int e = wait_for(fd, events);
+  if (!e) return 1;
+  errno = e;
+  return 0;
+}
+
 struct move {
   int in, out;
   int64_t in_off, out_off; /* -1: the fd's position */
@@ -176,12 +187,7 @@ static int run_bounce(struct move *m) {
     size_t want = left < BOUNCE_SIZE ? (size_t)left : BOUNCE_SIZE;
     ssize_t got = m->in_off < 0 ? read(m->in, buf, want) : pread(m->in, buf, want, m->in_off);
     if (got < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) {
-        int e = wait_for(m->in, POLLIN);
-        if (!e) continue;
-        errno = e;
-      }
+      if (again(m->in, POLLIN)) continue;
       m->error = errno;
       m->failed = m->in_off < 0 ? "read" : "pread";
       rc = -1;
@@ -193,12 +199,7 @@ static int run_bounce(struct move *m) {
     while (put < got) {
       ssize_t w = m->out_off < 0 ? write(m->out, buf + put, got - put) : pwrite(m->out, buf + put, got - put, m->out_off);
       if (w < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) {
-          int e = wait_for(m->out, POLLOUT);
-          if (!e) continue;
-          errno = e;
-        }
+        if (again(m->out, POLLOUT)) continue;
         m->error = errno;
         m->failed = m->out_off < 0 ? "write" : "pwrite";
         rc = -1;

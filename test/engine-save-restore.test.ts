@@ -37,6 +37,46 @@ const spec = (name: string, memMiB = 64, dirtyRate = 5000): DomainSpec => ({
   workload: {dirtyRate, workingSetMiB: Math.min(memMiB, 16), seed: 42, nondeterminism: 0, packetRate: 100},
 })
 
+/**
+ * A Remus save of `domid` into `sink`, its guest suspended and resumed as libxl does around each
+ * checkpoint, stopped by the checkpoint callback after `checkpoints` of them (`intervalMs` apart).
+ */
+async function remusSave(
+  hv: SimHypervisor,
+  domid: number,
+  sink: RecordSink,
+  opts: {checkpoints: number; intervalMs?: number; afterSuspend?: () => void; beforeResume?: () => Promise<void>; afterResume?: () => void},
+): Promise<void> {
+  let taken = 0
+  await saveDomain({
+    hypervisor: hv,
+    domid,
+    sink,
+    live: true,
+    debug: false,
+    streamType: 'remus',
+    callbacks: {
+      suspend: async () => {
+        await hv.suspend(domid)
+        opts.afterSuspend?.()
+        return 1
+      },
+      postcopy: async () => {
+        await opts.beforeResume?.()
+        await hv.resume(domid, {cancel: true})
+        opts.afterResume?.()
+        return 1
+      },
+      checkpoint: async () => {
+        taken++
+        if (opts.intervalMs) await new Promise((r) => setTimeout(r, opts.intervalMs))
+        return taken < opts.checkpoints ? 1 : 0
+      },
+    },
+  }).catch((e: Error) => expect(e.message).toMatch(/stopped by the checkpoint callback/))
+  expect(taken).toBe(opts.checkpoints)
+}
+
 class Collect {
   parts: Buffer[] = []
   write(p: readonly Buffer[]): void {
@@ -104,36 +144,13 @@ describe('live save and restore through the engines', () => {
     const sink = new Collect()
     const boundaries: number[] = []
     const sums: string[] = []
-    let checkpoints = 0
-    const remember = async (): Promise<number> => {
-      // Called after CHECKPOINT is written and the domain resumed: note where this checkpoint ends.
-      boundaries.push(sink.bytes().length)
-      return 1
-    }
-    await saveDomain({
-      hypervisor: a,
-      domid: src,
-      sink,
-      live: true,
-      debug: false,
-      streamType: 'remus',
-      callbacks: {
-        suspend: async () => {
-          await a.suspend(src)
-          return 1
-        },
-        postcopy: async () => {
-          sums.push(await a.checksum(src)) // the state this checkpoint carries
-          await a.resume(src, {cancel: true})
-          return remember()
-        },
-        checkpoint: async () => {
-          checkpoints++
-          await new Promise((r) => setTimeout(r, 50))
-          return checkpoints < 3 ? 1 : 0
-        },
-      },
-    }).catch((e: Error) => expect(e.message).toMatch(/stopped by the checkpoint callback/))
+    await remusSave(a, src, sink, {
+      checkpoints: 3,
+      intervalMs: 50,
+      beforeResume: async () => void sums.push(await a.checksum(src)), // the state this checkpoint carries
+      // After CHECKPOINT is written and the domain resumed: where this checkpoint ends.
+      afterResume: () => void boundaries.push(sink.bytes().length),
+    })
     expect(boundaries.length).toBe(3)
 
     // Cut the stream halfway through the third checkpoint's records.
@@ -176,29 +193,8 @@ describe('live save and restore through the engines', () => {
         calls.push({share, suspended, bytes})
       },
     }
-    let checkpoints = 0
-    await saveDomain({
-      hypervisor: a,
-      domid: src,
-      sink,
-      live: true,
-      debug: false,
-      streamType: 'remus',
-      callbacks: {
-        suspend: async () => {
-          await a.suspend(src)
-          suspended = true
-          return 1
-        },
-        postcopy: async () => {
-          await a.resume(src, {cancel: true})
-          suspended = false
-          return 1
-        },
-        checkpoint: async () => (++checkpoints < 3 ? 1 : 0),
-      },
-    }).catch((e: Error) => expect(e.message).toMatch(/stopped by the checkpoint callback/))
-    expect(checkpoints).toBe(3)
+    // 100 ms between checkpoints: the guest (3000 pages/s) dirties pages for each of them.
+    await remusSave(a, src, sink, {checkpoints: 3, intervalMs: 100, afterSuspend: () => (suspended = true), afterResume: () => (suspended = false)})
     expect(calls.filter((c) => !c.suspended).length).toBeGreaterThan(0)
     expect(calls.filter((c) => !c.suspended).every((c) => c.share)).toBe(true)
     expect(calls.filter((c) => c.suspended).length).toBeGreaterThan(0)

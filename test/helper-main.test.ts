@@ -11,7 +11,7 @@ import * as path from 'node:path'
 import {afterEach, beforeAll, describe, expect, test} from 'vitest'
 
 import {openFdPair} from '../src/toolstack/fd/index.js'
-import {runHelper, XCFLAGS, STREAM_TYPE, HelperError, type HelperLogEvent, type HelperProgressEvent} from '../src/toolstack/helper/index.js'
+import {runHelper, XCFLAGS, STREAM_TYPE, HelperError, type HelperLogEvent, type HelperProgressEvent, type StartHelperOptions} from '../src/toolstack/helper/index.js'
 import {SimHypervisor, type DomainSpec} from '../src/toolstack/hypervisor/index.js'
 import {BufferSource, readMigrationStream} from '../src/toolstack/stream/index.js'
 import {ensureBuilt, tempRoot, wipeRoot} from './support/sim-host.js'
@@ -55,6 +55,22 @@ for (const [pageCopy, how] of Object.entries(PAGE_COPY)) {
     return f
   }
 
+  /** A live save of `src` into `ioFd` by our helper; `atSuspend` gets the checksum the guest had when suspended. */
+  function liveSave(a: ReturnType<typeof host>, src: number, ioFd: number, atSuspend: (sum: string) => void): StartHelperOptions {
+    return {
+      params: {mode: 'save', ioFd, domid: src, xcflags: XCFLAGS.LIVE, streamType: STREAM_TYPE.PLAIN},
+      env: a.env,
+      callbacks: {
+        suspend: async () => {
+          await a.hv.suspend(src)
+          atSuspend(await a.hv.checksum(src))
+          return 1
+        },
+        switchQemuLogdirty: () => 1,
+      },
+    }
+  }
+
   describe(`our helper under the client, page data ${pageCopy === 'kernel' ? 'moved by the kernel' : 'copied in user space'}`, () => {
     test('live save to a file, restore on another host: same memory and vCPU state', async () => {
       const a = host()
@@ -67,19 +83,10 @@ for (const [pageCopy, how] of Object.entries(PAGE_COPY)) {
       const progress: HelperProgressEvent[] = []
       let atSuspend = ''
       try {
+        const save = liveSave(a, src, out, (sum) => (atSuspend = sum))
         const outcome = await runHelper({
-          params: {mode: 'save', ioFd: out, domid: src, xcflags: XCFLAGS.LIVE, streamType: STREAM_TYPE.PLAIN},
-          env: a.env,
-          callbacks: {
-            suspend: async () => {
-              await a.hv.suspend(src)
-              atSuspend = await a.hv.checksum(src)
-              return 1
-            },
-            switchQemuLogdirty: () => 1,
-            onLog: (e) => logs.push(e),
-            onProgress: (e) => progress.push(e),
-          },
+          ...save,
+          callbacks: {...save.callbacks, onLog: (e) => logs.push(e), onProgress: (e) => progress.push(e)},
         })
         expect(outcome.retval).toBe(0)
       } finally {
@@ -129,18 +136,7 @@ for (const [pageCopy, how] of Object.entries(PAGE_COPY)) {
           env: b.env,
           callbacks: {staticDataDone: () => 0, onLog: (e) => restoreLogs.push(e)},
         })
-        const saved = runHelper({
-          params: {mode: 'save', ioFd: pair.sendFd, domid: src, xcflags: XCFLAGS.LIVE, streamType: STREAM_TYPE.PLAIN},
-          env: a.env,
-          callbacks: {
-            suspend: async () => {
-              await a.hv.suspend(src)
-              atSuspend = await a.hv.checksum(src)
-              return 1
-            },
-            switchQemuLogdirty: () => 1,
-          },
-        })
+        const saved = runHelper(liveSave(a, src, pair.sendFd, (sum) => (atSuspend = sum)))
         expect((await saved).retval).toBe(0)
         expect((await restored).retval).toBe(0)
       } finally {
