@@ -36,6 +36,8 @@ function headersDir() {
 }
 
 function skip(why) {
+  // An older module would not match its source any more: none is better than a stale one.
+  fs.rmSync(OUT, {force: true})
   console.warn(`build-native: kernel-copy.node not built (${why}); xl-ts will copy guest pages in user space`)
   process.exit(0)
 }
