@@ -11,7 +11,7 @@ import * as path from 'node:path'
 import {afterEach, beforeAll, describe, expect, test} from 'vitest'
 
 import {openFdPair} from '../src/toolstack/fd/index.js'
-import {runHelper, XCFLAGS, STREAM_TYPE, HelperError, type HelperLogEvent, type HelperProgressEvent, type StartHelperOptions} from '../src/toolstack/helper/index.js'
+import {runHelper, XCFLAGS, STREAM_TYPE, HelperError, type HelperLogEvent, type HelperParams, type HelperProgressEvent, type StartHelperOptions} from '../src/toolstack/helper/index.js'
 import {SimHypervisor, type DomainSpec} from '../src/toolstack/hypervisor/index.js'
 import {BufferSource, readMigrationStream} from '../src/toolstack/stream/index.js'
 import {ensureBuilt, tempRoot, wipeRoot} from './support/sim-host.js'
@@ -49,7 +49,12 @@ for (const [pageCopy, how] of Object.entries(PAGE_COPY)) {
     workload: {dirtyRate: 8000, workingSetMiB: 32, seed: 9, nondeterminism: 0, packetRate: 50},
   })
 
-  function tempFile(): string {
+  /** A plain restore from `ioFd` into `domid`, with the event channels libxl would allocate. */
+function restoreParams(ioFd: number, domid: number): HelperParams {
+  return {mode: 'restore', ioFd, domid, storeEvtchn: 1, storeDomid: 0, consoleEvtchn: 2, consoleDomid: 0, streamType: STREAM_TYPE.PLAIN}
+}
+
+function tempFile(): string {
     const f = path.join(fs.mkdtempSync('/tmp/xlts-hm-f-'), 'stream')
     files.push(f, path.dirname(f))
     return f
@@ -108,7 +113,7 @@ for (const [pageCopy, how] of Object.entries(PAGE_COPY)) {
       let results: [bigint, bigint] | undefined
       try {
         const outcome = await runHelper({
-          params: {mode: 'restore', ioFd: inFd, domid: dst, storeEvtchn: 1, storeDomid: 0, consoleEvtchn: 2, consoleDomid: 0, streamType: STREAM_TYPE.PLAIN},
+          params: restoreParams(inFd, dst),
           env: b.env,
           callbacks: {staticDataDone: () => 0, restoreResults: (s, c) => void (results = [s, c])},
         })
@@ -132,7 +137,7 @@ for (const [pageCopy, how] of Object.entries(PAGE_COPY)) {
       const restoreLogs: HelperLogEvent[] = []
       try {
         const restored = runHelper({
-          params: {mode: 'restore', ioFd: pair.childStdin, domid: dst, storeEvtchn: 1, storeDomid: 0, consoleEvtchn: 2, consoleDomid: 0, streamType: STREAM_TYPE.PLAIN},
+          params: restoreParams(pair.childStdin, dst),
           env: b.env,
           callbacks: {staticDataDone: () => 0, onLog: (e) => restoreLogs.push(e)},
         })
@@ -163,7 +168,7 @@ for (const [pageCopy, how] of Object.entries(PAGE_COPY)) {
       const dst = await b.hv.create(spec('vm'), {paused: true, forRestore: true})
       const inFd = fs.openSync(file, 'r')
       const err = await runHelper({
-        params: {mode: 'restore', ioFd: inFd, domid: dst, storeEvtchn: 1, storeDomid: 0, consoleEvtchn: 2, consoleDomid: 0, streamType: STREAM_TYPE.PLAIN},
+        params: restoreParams(inFd, dst),
         env: b.env,
       }).catch((e: unknown) => e)
       fs.closeSync(inFd)

@@ -236,6 +236,31 @@ describe.runIf(copy)('LibxcReader with deferred page data', () => {
     fs.closeSync(mem.fd)
   })
 
+  it('refuses a pfn beyond the domain before any of its page data is taken', async () => {
+    const src = file(stream)
+    const source = new SyncFdSource(src.fd)
+    const r = new LibxcReader(source, {streamType: 'plain', p2mSize: 100, deferPageData: true})
+    await r.readHeaders()
+    let err: unknown
+    let before = 0
+    for (;;) {
+      before = source.offset
+      try {
+        if ((await r.next()).record.kind === 'END') break
+      } catch (e) {
+        err = e
+        break
+      }
+    }
+    expect(err).toBeInstanceOf(StreamError)
+    expect(err).toMatchObject({code: 'pfn-out-of-range', offset: before, record: {name: 'PAGE_DATA'}})
+    // the record header, count and pfn array were read; not one byte of its pages
+    const count = Buffer.from(stream.subarray(before + 8, before + 12)).readUInt32LE(0)
+    expect(source.offset).toBe(before + 16 + 8 * count)
+    expect(r.pendingPageBytes).toBe(0)
+    fs.closeSync(src.fd)
+  })
+
   it('reads the page data into memory when asked (a checkpoint being buffered)', async () => {
     const r = new LibxcReader(new BufferSource(stream), {streamType: 'plain', p2mSize: guest.pages, deferPageData: true})
     await r.readHeaders()

@@ -20,6 +20,7 @@ import {createRequire} from 'node:module'
 import * as path from 'node:path'
 
 import {PACKAGE_ROOT} from '../entry-points.js'
+import {FdError, errnoCode} from './errors.js'
 
 export interface KernelCopy {
   /**
@@ -46,6 +47,30 @@ function load(): {copy?: KernelCopy; why?: string} {
     return {copy: mod as KernelCopy}
   } catch (err) {
     return {why: `${KERNEL_COPY_MODULE} cannot be loaded: ${(err as Error).message}`}
+  }
+}
+
+/** One move, as KernelCopy.move takes it. */
+export interface KernelMove {
+  readonly inFd: number
+  /** -1: the fd's own position. */
+  readonly inOffset: number
+  readonly outFd: number
+  readonly outOffset: number
+  readonly length: number
+  readonly share: boolean
+}
+
+/**
+ * `copy.move`, with a failure reported as the raw-io functions report theirs: an FdError naming
+ * what the bytes are and the stream's fd, with the errno and what was being done.
+ */
+export function moveOrFail(copy: KernelCopy, m: KernelMove, what: string, streamFd: number, doing: string): number {
+  try {
+    return copy.move(m.inFd, m.inOffset, m.outFd, m.outOffset, m.length, m.share)
+  } catch (err) {
+    const code = errnoCode(err)
+    throw new FdError('io', what, streamFd, `${doing} failed: ${code ?? String(err)}`, {expected: m.length, done: 0, ...(code ? {errno: code} : {}), cause: err})
   }
 }
 

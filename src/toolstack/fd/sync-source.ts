@@ -33,7 +33,7 @@ import * as fs from 'node:fs'
 
 import type {ByteSource} from '../stream/index.js'
 import {FdError, errnoCode} from './errors.js'
-import {kernelCopy} from './kernel-copy.js'
+import {kernelCopy, moveOrFail} from './kernel-copy.js'
 import {READ_PIECE, sleepSync} from './raw-io.js'
 
 export interface SyncFdSourceOptions {
@@ -175,18 +175,8 @@ export class SyncFdSource implements ByteSource {
     if (!copy) throw new Error(`${this.#what}: moving bytes in the kernel needs the kernel copy module`)
     if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`cannot move ${length} bytes`)
     this.#reads++
-    let n: number
-    try {
-      n = copy.move(this.fd, -1, fd, offset, length, false)
-    } catch (err) {
-      const code = errnoCode(err)
-      throw new FdError('io', this.#what, this.fd, `moving ${length} bytes to fd ${fd} failed at stream offset ${this.#offset}: ${code ?? String(err)}`, {
-        expected: length,
-        done: 0,
-        ...(code ? {errno: code} : {}),
-        cause: err,
-      })
-    }
+    const move = {inFd: this.fd, inOffset: -1, outFd: fd, outOffset: offset, length, share: false}
+    const n = moveOrFail(copy, move, this.#what, this.fd, `moving ${length} bytes to fd ${fd} at stream offset ${this.#offset}`)
     this.#syscalls++
     this.#offset += n
     return n

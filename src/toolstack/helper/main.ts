@@ -11,7 +11,7 @@
  */
 import {constants as osConstants} from 'node:os'
 
-import {FdError, SyncFdSource, errnoCode, fdPosition, isSeekable, kernelCopy, kernelCopyUnavailable, sleepSync, writeAllSync} from '../fd/index.js'
+import {SyncFdSource, fdPosition, isSeekable, kernelCopy, kernelCopyUnavailable, moveOrFail, sleepSync, writeAllSync, type KernelCopy} from '../fd/index.js'
 import {createHypervisor, type Hypervisor} from '../hypervisor/index.js'
 import type {RestoreCallbacks} from '../restore/index.js'
 import {PRECOPY_ENV, parseTuning, policyFor, type PrecopyTuning} from '../save/policy.js'
@@ -123,7 +123,7 @@ function logPageCopy(side: HelperSide): void {
 /** A pipe of 1 MiB (Linux's default most for a user) carries a 4 MiB record in 4 turns instead of 64. */
 const PIPE_BYTES = 1024 * 1024
 
-function growPipe(copy: NonNullable<ReturnType<typeof kernelCopy>>, fd: number): void {
+function growPipe(copy: KernelCopy, fd: number): void {
   try {
     copy.pipeSize(fd, PIPE_BYTES)
   } catch {
@@ -132,19 +132,9 @@ function growPipe(copy: NonNullable<ReturnType<typeof kernelCopy>>, fd: number):
 }
 
 /** One run of guest pages from the memory file into the stream; a memory file that ends short is an error. */
-function movePages(copy: NonNullable<ReturnType<typeof kernelCopy>>, memFd: number, run: FileRun, ioFd: number, share: boolean): number {
-  let n: number
-  try {
-    n = copy.move(memFd, run.offset, ioFd, -1, run.length, share)
-  } catch (err) {
-    const code = errnoCode(err)
-    throw new FdError('io', 'the migration stream', ioFd, `writing ${run.length} bytes of pages failed: ${code ?? String(err)}`, {
-      expected: run.length,
-      done: 0,
-      ...(code ? {errno: code} : {}),
-      cause: err,
-    })
-  }
+function movePages(copy: KernelCopy, memFd: number, run: FileRun, ioFd: number, share: boolean): number {
+  const move = {inFd: memFd, inOffset: run.offset, outFd: ioFd, outOffset: -1, length: run.length, share}
+  const n = moveOrFail(copy, move, 'the migration stream', ioFd, `writing ${run.length} bytes of pages`)
   if (n < run.length) throw new Error(`guest memory ends at byte ${run.offset + n}, inside the pages being saved`)
   return n
 }

@@ -44,6 +44,7 @@ import {
 import {helperEnv} from './host-env.js'
 import type {MigrationEventHandler} from './migration-events.js'
 import {receiveDomain, type ReceiveResult} from './receiver.js'
+import {beginRestoreDomain} from './save-file.js'
 import {readSavefileHeader} from './savefile.js'
 import {REMUS_ACK} from './remus-ack.js'
 import {RemusProbe, SKIP_DISK_CHECKPOINT_ENV, checkpointHeldAt} from '../remus/probe.js'
@@ -374,7 +375,7 @@ class MigrationReceiver {
       return new CreateFailure(ERROR_FAIL, [`xl-ts: error: cannot create domain ${incoming}: ${(err as Error).message}`])
     }
     try {
-      if (this.#o.checkpointed === undefined && hv.createEarly) ({domid, built} = await hv.createEarly(spec, {paused: true, forRestore: true}))
+      if (this.#o.checkpointed === undefined) ({domid, built} = await beginRestoreDomain(hv, spec, {paused: true, forRestore: true}))
       else domid = await hv.create(spec, {paused: true, forRestore: true, ...(this.#o.checkpointed === 'colo' ? {coloSecondary: true} : {})})
     } catch (err) {
       throw cannotCreate(err)

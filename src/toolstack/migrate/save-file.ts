@@ -213,7 +213,13 @@ export interface RestoreFromSavefileResult {
 export async function restoreFromSavefile(opts: RestoreFromSavefileOptions): Promise<RestoreFromSavefileResult> {
   const {hypervisor: hv, savefile, config} = opts
   const emit = opts.onEvent
-  const {domid, built} = await beginRestoreDomain(hv, domainSpec(config, hv.backend), {paused: true, forRestore: true})
+  let early: EarlyDomain
+  try {
+    early = await beginRestoreDomain(hv, domainSpec(config, hv.backend), {paused: true, forRestore: true})
+  } catch (err) {
+    throw new MigrateError('hypervisor', 'create', (err as Error).message, {cause: err})
+  }
+  const {domid, built} = early
   const buildFailure = built.then(
     () => {
       emit?.({kind: 'domain-created', domid, name: config.c_info.name})
@@ -258,14 +264,10 @@ export async function restoreFromSavefile(opts: RestoreFromSavefileOptions): Pro
 
 /**
  * Starts building the domain a stream is restored into: through createEarly where the hypervisor
- * has it (the restore helper then starts while the domain does), else create. A failure to start
- * building (the name is taken) is a MigrateError whose cause is the HypervisorError.
+ * has it (the restore helper can then start while the domain does), else create, whose domain is
+ * built when this resolves. Errors are the hypervisor's, as create's.
  */
 export async function beginRestoreDomain(hv: Hypervisor, spec: DomainSpec, opts: CreateOptions): Promise<EarlyDomain> {
-  try {
-    if (hv.createEarly) return await hv.createEarly(spec, opts)
-    return {domid: await hv.create(spec, opts), built: Promise.resolve()}
-  } catch (err) {
-    throw new MigrateError('hypervisor', 'create', (err as Error).message, {cause: err})
-  }
+  if (hv.createEarly) return hv.createEarly(spec, opts)
+  return {domid: await hv.create(spec, opts), built: Promise.resolve()}
 }

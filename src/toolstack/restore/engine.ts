@@ -221,9 +221,8 @@ class RestoreRun {
 
   /** A PAGE_DATA record's pages, moved from the stream into guest memory by the kernel. */
   async #movePageData(reader: LibxcReader, rec: PageDataRecord, pagesFd: number): Promise<void> {
+    // The reader bounded every pfn by the domain's size (p2mSize) before returning the record.
     const pfns = rec.pfns.filter((_, i) => pageTypeHasData(rec.types[i]!))
-    const outside = pfns.find((pfn) => pfn >= this.#pages)
-    if (outside !== undefined) throw new RestoreError(`pfn 0x${outside.toString(16)} is outside the domain's ${this.#pages} pages`)
     await reader.movePendingPages(pagesFd, pageFileRuns(pfns))
     this.#pagesApplied += pfns.length
     this.#o.onEvent?.({kind: 'pages', done: this.#pagesApplied})
