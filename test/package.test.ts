@@ -3,11 +3,10 @@
  * nothing of the checkout around it (no src/, no devDependencies, no tsc).
  *
  * `npm pack` runs prepack, which rebuilds dist/ from nothing: not here, where other test files run
- * from dist/ meanwhile and the global setup has just built it. Nor is the oclif manifest written
- * into the checkout, where every run of the CLI would read it (and a manifest left by a failed run
- * would hide new commands and flags). So: npm's own file list of the checkout (`npm pack
- * --dry-run`, from package.json "files") is copied to a staging folder, `oclif manifest` writes the
- * manifest there, as prepack does, and `npm pack --ignore-scripts` packs that folder.
+ * from dist/ meanwhile and the global setup has just built it (the build writes the oclif manifest
+ * too). So: npm's own file list of the checkout (`npm pack --dry-run`, from package.json "files") is
+ * copied to a staging folder, `oclif manifest` writes the manifest there afresh, as a build does,
+ * and `npm pack --ignore-scripts` packs that folder.
  *
  * The install uses --prefer-offline, not --offline: `npm ci` fills npm's cache with the locked
  * tarballs but not with the registry's package documents, which npm needs to resolve the package's
@@ -21,7 +20,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {ENTRY_POINTS, type EntryPoint} from '../src/toolstack/entry-points.js'
 import {cleanupHost, hostProcesses, lines, newHost, writeConfig} from './support/cli.js'
-import {REPO, ensureBuilt} from './support/build.js'
+import {NO_UPDATE_CHECK, REPO, ensureBuilt} from './support/build.js'
 
 interface PackResult {
   filename: string
@@ -92,9 +91,9 @@ beforeAll(async () => {
     fs.copyFileSync(path.join(REPO, f.path), path.join(stage, f.path))
     fs.chmodSync(path.join(stage, f.path), fs.statSync(path.join(REPO, f.path)).mode)
   }
-  // prepack's `oclif manifest`, with the checkout's modules to load the commands by
+  // the build's `oclif manifest`, with the checkout's modules to load the commands by
   fs.symlinkSync(path.join(REPO, 'node_modules'), path.join(stage, 'node_modules'))
-  await execa(process.execPath, [path.join(REPO, 'node_modules', 'oclif', 'bin', 'run.js'), 'manifest'], {cwd: stage})
+  await execa(process.execPath, [path.join(REPO, 'node_modules', 'oclif', 'bin', 'run.js'), 'manifest'], {cwd: stage, env: NO_UPDATE_CHECK})
   fs.rmSync(path.join(stage, 'node_modules'))
 
   const [packed] = JSON.parse(await npm(['pack', '--json', '--ignore-scripts', '--pack-destination', out], stage)) as PackResult[]

@@ -1,9 +1,9 @@
 /**
  * The one place tests make sure dist/ is current: the CLI, the sim's domain program and the helper
  * all run from dist/, the last two (and the migration guardian) from their bundles in dist/bundle/
- * (scripts/bundle.mjs, run after tsc). src/toolstack/entry-points.ts starts a bundle only while it
+ * (scripts/bundle.mjs, run after tsc); the CLI finds its commands through oclif.manifest.json. src/toolstack/entry-points.ts starts a bundle only while it
  * is not older than tsc's output, so a stale one would quietly test the unbundled programs: current
- * means both tsc's output and the bundles. vitest's global setup calls it once before any test file
+ * means tsc's output, the bundles and the manifest. vitest's global setup calls it once before any test file
  * (`npm test` builds first anyway, so then it only checks); test files may call it again, which
  * costs a stat walk. Test files run in parallel: a lock folder keeps two of them from building at
  * once.
@@ -18,6 +18,8 @@ import {ENTRY_POINTS, entryPointFile, entryPointFiles, type EntryPoint} from '..
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const LOCK = path.join(REPO, 'dist', '.build.lock')
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+/** The oclif dev tool would otherwise start a detached process that asks the registry for a newer oclif. */
+export const NO_UPDATE_CHECK = {OCLIF_SKIP_NEW_VERSION_CHECK: 'true'}
 
 function newestMtime(p: string): number {
   const st = fs.statSync(p)
@@ -38,7 +40,16 @@ function bundled(): boolean {
   return (Object.keys(ENTRY_POINTS) as EntryPoint[]).every((name) => entryPointFile(name) === entryPointFiles(name).bundle)
 }
 
-const upToDate = (): boolean => compiled() && bundled()
+/**
+ * oclif's manifest (the commands, their flags and help) is not older than the compiled commands: the
+ * CLI finds its commands through it, so a stale one would hide a new command.
+ */
+function manifested(): boolean {
+  const manifest = path.join(REPO, 'oclif.manifest.json')
+  return fs.existsSync(manifest) && fs.statSync(manifest).mtimeMs >= newestMtime(path.join(REPO, 'dist', 'commands'))
+}
+
+const upToDate = (): boolean => compiled() && bundled() && manifested()
 
 export async function ensureBuilt(): Promise<void> {
   if (upToDate()) return
@@ -65,9 +76,10 @@ export async function ensureBuilt(): Promise<void> {
     for (const [file, args] of [
       ['npx', ['tsc', '-p', 'tsconfig.json']],
       [process.execPath, ['scripts/bundle.mjs']],
+      [process.execPath, [path.join('node_modules', 'oclif', 'bin', 'run.js'), 'manifest']],
     ] as const) {
       // tsc emits despite type errors; the tests run on what it emitted, as before
-      const r = await execa(file, args, {cwd: REPO, reject: false, all: true})
+      const r = await execa(file, args, {cwd: REPO, reject: false, all: true, env: NO_UPDATE_CHECK})
       output.push(r.all ?? '')
     }
     if (!upToDate()) throw new Error(`build failed:\n${output.join('\n')}`)
