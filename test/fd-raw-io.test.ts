@@ -5,13 +5,11 @@
  * writes into calls of at most 16 KiB (a property test of WriteCursor under random partial writes).
  * Also fdFlags and reopenBlocking on non-blocking FIFOs and sockets.
  */
-import {spawn, spawnSync} from 'node:child_process'
+import {spawn} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as net from 'node:net'
-import * as os from 'node:os'
-import * as path from 'node:path'
 import fc from 'fast-check'
-import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {describe, expect, it} from 'vitest'
 
 import {
   FdError,
@@ -27,6 +25,7 @@ import {
   writeAll,
   writeAllSync,
 } from '../src/toolstack/fd/index.js'
+import {scratchDir} from './support/scratch.js'
 
 function pattern(length: number, from = 0): Buffer {
   const b = Buffer.allocUnsafe(length)
@@ -34,29 +33,15 @@ function pattern(length: number, from = 0): Buffer {
   return b
 }
 
-let dir: string
-let n = 0
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xl-ts-raw-io-'))
-})
-
-afterAll(() => {
-  fs.rmSync(dir, {recursive: true, force: true})
-})
-
-function mkfifo(): string {
-  const p = path.join(dir, `fifo-${n++}`)
-  if (spawnSync('mkfifo', [p], {stdio: 'inherit'}).status !== 0) throw new Error('mkfifo failed')
-  return p
-}
+const scratch = scratchDir('raw-io')
+const mkfifo = (): string => scratch.fifo()
 
 /**
  * Runs `sh -c script` with `fd` as its stdin or stdout; resolves with what it wrote to stdout (into
  * a file: a pipe back to us would deadlock against a sync writer on this thread) and its exit code.
  */
 function shell(script: string, io: {stdin?: number; stdout?: number}): {done: Promise<{code: number | null; out: Buffer}>} {
-  const outFile = path.join(dir, `out-${n++}`)
+  const outFile = scratch.name('out')
   const outFd = io.stdout ?? fs.openSync(outFile, 'w')
   const child = spawn('sh', ['-c', script], {stdio: [io.stdin ?? 'ignore', outFd, 'inherit']})
   if (io.stdout === undefined) fs.closeSync(outFd)

@@ -5,12 +5,11 @@
  */
 import {spawn} from 'node:child_process'
 import * as fs from 'node:fs'
-import * as os from 'node:os'
-import * as path from 'node:path'
-import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {describe, expect, it} from 'vitest'
 
 import {FdByteSource, ReplaySource, errnoText, openForReading} from '../src/toolstack/fd/index.js'
 import {BufferSource} from '../src/toolstack/stream/index.js'
+import {scratchDir} from './support/scratch.js'
 
 /** The bytes every writer sends: byte i of a stream is a simple function of i. */
 function pattern(length: number, from = 0): Buffer {
@@ -58,30 +57,12 @@ function readerChild(cmd: string, args: string[], fd: number): Promise<Buffer> {
   })
 }
 
-let dir: string
-let fifoCount = 0
-
-async function makeFifo(): Promise<string> {
-  const p = path.join(dir, `fifo-${fifoCount++}`)
-  await new Promise<void>((resolve, reject) => {
-    const r = spawn('mkfifo', [p], {stdio: 'inherit'})
-    r.once('error', reject).once('exit', (c) => (c === 0 ? resolve() : reject(new Error(`mkfifo exited ${c}`))))
-  })
-  return p
-}
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xl-ts-fd-source-'))
-})
-
-afterAll(() => {
-  fs.rmSync(dir, {recursive: true, force: true})
-})
+const scratch = scratchDir('fd-source')
 
 describe('FdByteSource on a regular file', () => {
   it('reads exactly the lengths asked for, in chunks, and tracks the offset', async () => {
     const data = pattern(300_000)
-    const file = path.join(dir, 'plain.bin')
+    const file = scratch.name('plain')
     fs.writeFileSync(file, data)
     const input = await openForReading(file)
     try {
@@ -110,7 +91,7 @@ describe('FdByteSource on a regular file', () => {
 
   it('honours a small chunk size and a start offset', async () => {
     const data = pattern(1000)
-    const file = path.join(dir, 'small-chunks.bin')
+    const file = scratch.name('small-chunks')
     fs.writeFileSync(file, data)
     const input = await openForReading(file)
     try {
@@ -125,7 +106,7 @@ describe('FdByteSource on a regular file', () => {
 
   it('leaves the rest of a shared file to the next reader of the fd', async () => {
     const data = pattern(100_000)
-    const file = path.join(dir, 'shared.bin')
+    const file = scratch.name('shared')
     fs.writeFileSync(file, data)
     const input = await openForReading(file)
     try {
@@ -140,7 +121,7 @@ describe('FdByteSource on a regular file', () => {
   })
 
   it('refuses a second read while one is in progress, and bad arguments', async () => {
-    const file = path.join(dir, 'busy.bin')
+    const file = scratch.name('busy')
     fs.writeFileSync(file, pattern(10))
     const input = await openForReading(file)
     try {
@@ -157,11 +138,11 @@ describe('FdByteSource on a regular file', () => {
   })
 
   it('reports open errors as errno exceptions with a plain text', async () => {
-    const missing = path.join(dir, 'does-not-exist')
+    const missing = scratch.name('does-not-exist')
     const err = await openForReading(missing).catch((e: unknown) => e)
     expect((err as NodeJS.ErrnoException).code).toBe('ENOENT')
     expect(errnoText(err)).toBe('no such file or directory')
-    const isDir = await openForReading(dir).catch((e: unknown) => e)
+    const isDir = await openForReading(scratch.dir).catch((e: unknown) => e)
     expect((isDir as NodeJS.ErrnoException).code).toBe('EISDIR')
   })
 
@@ -173,7 +154,7 @@ describe('FdByteSource on a regular file', () => {
 
 describe('FdByteSource on a pipe', () => {
   it('reads exact lengths across partial writes and returns a short read at EOF', async () => {
-    const fifo = await makeFifo()
+    const fifo = scratch.fifo()
     const total = 50_000
     const child = writer(fifo, total, 1_000, 2)
     // Opening a FIFO for reading waits (in the thread pool) for the writer to open it.
@@ -201,7 +182,7 @@ describe('FdByteSource on a pipe', () => {
   })
 
   it('does not read ahead: after N bytes, a second reader of the fd gets exactly the rest', async () => {
-    const fifo = await makeFifo()
+    const fifo = scratch.fifo()
     const total = 40_000
     const child = writer(fifo, total, 333, 1)
     const input = await openForReading(fifo)
@@ -220,7 +201,7 @@ describe('FdByteSource on a pipe', () => {
   })
 
   it('waits out EAGAIN on a non-blocking pipe', async () => {
-    const fifo = await makeFifo()
+    const fifo = scratch.fifo()
     // Open the read end non-blocking (as a shell's stdin may be), and hold a write end ourselves
     // so the pipe does not look ended before the child opens it.
     const rfd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)

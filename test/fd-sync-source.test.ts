@@ -5,15 +5,14 @@
  * whole libxc stream read through it by LibxcReader, releasing each PAGE_DATA record, with one
  * record's worth of memory allocated in all.
  */
-import {spawn, spawnSync} from 'node:child_process'
+import {spawn} from 'node:child_process'
 import * as fs from 'node:fs'
-import * as os from 'node:os'
-import * as path from 'node:path'
-import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {describe, expect, it} from 'vitest'
 
 import {SyncFdSource, fdFlags} from '../src/toolstack/fd/index.js'
 import {BufferSource, LibxcReader} from '../src/toolstack/stream/index.js'
 import {libxcStream} from './support/synthetic-guest.js'
+import {scratchDir} from './support/scratch.js'
 
 function pattern(length: number, from = 0): Buffer {
   const b = Buffer.allocUnsafe(length)
@@ -21,23 +20,13 @@ function pattern(length: number, from = 0): Buffer {
   return b
 }
 
-let dir: string
-let n = 0
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xl-ts-sync-source-'))
-})
-
-afterAll(() => {
-  fs.rmSync(dir, {recursive: true, force: true})
-})
+const scratch = scratchDir('sync-source')
 
 /** A FIFO's read end (blocking unless asked) fed by `cat FILE` or a slow node writer; the data is in `data`. */
 function feed(data: Buffer, opts: {nonBlocking?: boolean; slow?: boolean} = {}): {fd: number; done: Promise<void>} {
-  const file = path.join(dir, `data-${n}`)
-  const fifo = path.join(dir, `fifo-${n++}`)
+  const file = scratch.name('data')
+  const fifo = scratch.fifo()
   fs.writeFileSync(file, data)
-  if (spawnSync('mkfifo', [fifo]).status !== 0) throw new Error('mkfifo failed')
   const rnb = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
   const args = opts.slow
     ? [process.execPath, ['-e', `const fs=require('fs');const d=fs.readFileSync(process.argv[1]);let o=0;const t=setInterval(()=>{if(o>=d.length){clearInterval(t);return}const k=Math.min(3000,d.length-o);let w=0;while(w<k)w+=fs.writeSync(1,d,o+w,k-w);o+=k},5)`, file]] as const
@@ -125,7 +114,7 @@ describe('SyncFdSource', () => {
 
   it('does not hand a huge idle buffer to a small read, and keeps at most maxIdle', () => {
     const data = pattern(8 * 1024 * 1024)
-    const file = path.join(dir, `plain-${n++}`)
+    const file = scratch.name('plain')
     fs.writeFileSync(file, data)
     const fd = fs.openSync(file, 'r')
     const src = new SyncFdSource(fd, {maxIdle: 2, poolMinSize: 1024})

@@ -10,24 +10,15 @@ import {spawn, spawnSync} from 'node:child_process'
 import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 import * as net from 'node:net'
-import * as os from 'node:os'
 import * as path from 'node:path'
-import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {describe, expect, it} from 'vitest'
 
 import {KERNEL_COPY_ENV, SyncFdSource, kernelCopy, kernelCopyUnavailable, openFdPair, type FdPair} from '../src/toolstack/fd/index.js'
 import {BufferSource, LibxcReader, StreamError, pageFileRuns, pageTypeHasData, type PageDataRecord} from '../src/toolstack/stream/index.js'
 import {libxcStream} from './support/synthetic-guest.js'
+import {scratchDir} from './support/scratch.js'
 
-let dir: string
-let n = 0
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xl-ts-kernel-copy-'))
-})
-
-afterAll(() => {
-  fs.rmSync(dir, {recursive: true, force: true})
-})
+const scratch = scratchDir('kernel-copy')
 
 function pattern(length: number, seed = 1): Buffer {
   const b = Buffer.allocUnsafe(length)
@@ -36,7 +27,7 @@ function pattern(length: number, seed = 1): Buffer {
 }
 
 function file(data: Buffer): {fd: number; name: string} {
-  const name = path.join(dir, `f-${n++}`)
+  const name = scratch.name('f')
   fs.writeFileSync(name, data)
   return {fd: fs.openSync(name, 'r+'), name}
 }
@@ -131,7 +122,7 @@ describe.runIf(copy)('move', () => {
   }
 
   it('into a non-blocking socket: waits with poll; through sendfile (share) and through its own buffer', async () => {
-    const sock = path.join(dir, `s-${n++}`)
+    const sock = scratch.name('s')
     const data = pattern(3 * 1024 * 1024, 5)
     const src = file(data)
     // The reader is another process, so move may block this one while the socket is full.
@@ -158,8 +149,7 @@ describe.runIf(copy)('move', () => {
 
   it("throws Node's codes: EPIPE into a pipe nobody reads, EBADF for an fd that is not open", () => {
     const src = file(pattern(65536))
-    const fifo = path.join(dir, `p-${n++}`)
-    expect(spawnSync('mkfifo', [fifo]).status).toBe(0)
+    const fifo = scratch.fifo('p')
     const rd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
     const wr = fs.openSync(fifo, fs.constants.O_WRONLY)
     fs.closeSync(rd)
