@@ -39,7 +39,7 @@ import {parseArgs} from 'node:util'
 
 import {SimHypervisor} from '../dist/toolstack/hypervisor/index.js'
 import {domainConfigFromJson} from '../dist/toolstack/config/index.js'
-import {entryPointFile} from '../dist/toolstack/entry-points.js'
+import {entryPointFile, nodeProgramEnv} from '../dist/toolstack/entry-points.js'
 import {kernelCopyUnavailable} from '../dist/toolstack/fd/index.js'
 import {openSavefile, restoreFromSavefile, saveDomainToFile} from '../dist/toolstack/migrate/index.js'
 
@@ -171,10 +171,11 @@ async function ourRestore(helperEnv = {...env, XL_TS_ROOT: rootB}) {
 /** Node's own start and loading our helper's code, without any work: it exits at its argv check. */
 function helperStartFloor() {
   const t0 = performance.now()
-  spawnSync(process.execPath, ['-e', '0'])
+  // In the environment the toolstack starts its Node programs with (entry-points.ts: nodeProgramEnv).
+  spawnSync(process.execPath, ['-e', '0'], {env: nodeProgramEnv(env)})
   const node = ms(t0)
   const t1 = performance.now()
-  spawnSync(process.execPath, [HELPER, '--bad'], {stdio: 'ignore', env})
+  spawnSync(process.execPath, [HELPER, '--bad'], {stdio: 'ignore', env: nodeProgramEnv(env)})
   return {node, helper: ms(t1)}
 }
 

@@ -74,7 +74,7 @@ for (const s of steps) {
   else if (s.exit !== undefined) process.exit(s.exit)
   else if (s.kill) process.kill(process.pid, s.kill)
   else if (s.sleep) Atomics.wait(sleeper, 0, 0, s.sleep)
-  else if (s.report) send({type: 'log', level: 5, errnoval: 0, context: 'fake', formatted: JSON.stringify({argv, fd3: link(3), fd4: link(4), nb3: nonBlocking(3), nb4: nonBlocking(4)})})
+  else if (s.report) send({type: 'log', level: 5, errnoval: 0, context: 'fake', formatted: JSON.stringify({argv, fd3: link(3), fd4: link(4), nb3: nonBlocking(3), nb4: nonBlocking(4), certs: process.env.NODE_EXTRA_CA_CERTS ?? null, mark: process.env.FAKE_MARK ?? null})})
   else if (s.readIo) send({type: 'log', level: 5, errnoval: 0, context: 'fake-io', formatted: String(readN(ioFd, s.readIo))})
   else if (s.writeIo) writeAll(ioFd, Buffer.from(s.writeIo))
   else if (s.onTerm === 'complete') process.on('SIGTERM', () => { send({type: 'complete', retval: -1, errnoval: 4}); process.exit(0) })
@@ -163,6 +163,30 @@ describe('resolving the helper command', () => {
     expect(resolveHelperCommand({[HELPER_ENV]: '/usr/lib/xen/bin/libxl-save-helper'})).toEqual({file: '/usr/lib/xen/bin/libxl-save-helper', args: []})
     expect(resolveHelperCommand({})).toEqual({file: process.execPath, args: [path.join(ROOT, 'dist/bundle/save-helper.js')]})
     expect(defaultHelperScript()).toBe(path.join(ROOT, 'dist/bundle/save-helper.js'))
+  })
+
+  it('a helper run by this Node starts without NODE_EXTRA_CA_CERTS (40 ms of every Node start), with the rest of the environment', async () => {
+    const steps: Step[] = [{report: true}, {send: {type: 'complete', retval: 0, errnoval: 0}}]
+    const played = play(steps, await save(), {suspend: () => 1}, {
+      env: {...process.env, NODE_EXTRA_CA_CERTS: '/etc/ssl/certs/ca-certificates.crt', FAKE_MARK: 'kept', FAKE_SCRIPT: json(steps)},
+    })
+    await played.run.done
+    expect(JSON.parse(played.logs[0]!.message)).toMatchObject({certs: null, mark: 'kept'})
+  })
+
+  it('a helper named by LIBXL_SAVE_HELPER gets the environment as given', async () => {
+    const wrapper = path.join(dir, 'helper-wrapper-env.sh')
+    fs.writeFileSync(wrapper, `#!/bin/sh\nexec "${process.execPath}" "${fakeJs}" "$@"\n`, {mode: 0o755})
+    const steps: Step[] = [{report: true}, {send: {type: 'complete', retval: 0, errnoval: 0}}]
+    const logs: HelperLogEvent[] = []
+    const run = startHelper({
+      params: await save(),
+      callbacks: {suspend: () => 1, onLog: (e) => logs.push(e)},
+      env: {...process.env, [HELPER_ENV]: wrapper, NODE_EXTRA_CA_CERTS: '/etc/ssl/certs/ca-certificates.crt', FAKE_SCRIPT: json(steps)},
+      stderr: 'pipe',
+    })
+    await run.done
+    expect(JSON.parse(logs[0]!.message)).toMatchObject({certs: '/etc/ssl/certs/ca-certificates.crt'})
   })
 
   it('runs what LIBXL_SAVE_HELPER names when no command is given', async () => {

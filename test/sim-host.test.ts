@@ -125,6 +125,26 @@ describe('domain lifecycle', () => {
     expect(leftovers(hv.root, hv.hostId)).toEqual(NOTHING)
   })
 
+  it('starts the domain process without NODE_EXTRA_CA_CERTS (40 ms of every Node start), with the rest of the environment', async () => {
+    const hv = newHost()
+    const saved = {certs: process.env.NODE_EXTRA_CA_CERTS, mark: process.env.XL_TS_TEST_MARK}
+    process.env.NODE_EXTRA_CA_CERTS = '/etc/ssl/certs/ca-certificates.crt'
+    process.env.XL_TS_TEST_MARK = 'kept'
+    let domid: number
+    try {
+      domid = await hv.create(spec('envvm', 16), {paused: true})
+    } finally {
+      for (const [k, v] of [['NODE_EXTRA_CA_CERTS', saved.certs], ['XL_TS_TEST_MARK', saved.mark]] as const) {
+        if (v === undefined) delete process.env[k]
+        else process.env[k] = v
+      }
+    }
+    const environ = fs.readFileSync(`/proc/${hv.record(domid).pid}/environ`, 'utf8').split('\0')
+    expect(environ).toContain('XL_TS_TEST_MARK=kept')
+    expect(environ.filter((e) => e.startsWith('NODE_EXTRA_CA_CERTS='))).toEqual([])
+    await hv.destroy(domid)
+  })
+
   it('reaps a domain whose process was killed with SIGKILL at the next list()', async () => {
     const hv = newHost()
     const domid = await hv.create(spec('victim', 32, {}), {paused: false})

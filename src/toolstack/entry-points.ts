@@ -74,3 +74,17 @@ export function entryPointFile(name: EntryPoint): string {
   if (isCheckout()) return currentFile(built, bundle)
   return mtimeMs(bundle) === undefined ? built : bundle
 }
+
+/**
+ * The environment for one of these programs: `base` without what costs each start and none of them
+ * uses. Node reads and parses every certificate `NODE_EXTRA_CA_CERTS` names when it starts, before
+ * any code runs (measured on Debian's bundle, 144 certificates: a helper starts in 40 ms without it,
+ * 78 ms with it); these programs never open a TLS connection, and a migration starts up to four of
+ * them on the way to its first page.
+ */
+export function nodeProgramEnv(base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  if (base.NODE_EXTRA_CA_CERTS === undefined) return base
+  const env = {...base}
+  delete env.NODE_EXTRA_CA_CERTS
+  return env
+}

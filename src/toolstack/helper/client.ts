@@ -27,7 +27,7 @@ import type {ChildProcess} from 'node:child_process'
 import * as os from 'node:os'
 import * as util from 'node:util'
 
-import {entryPointFile} from '../entry-points.js'
+import {entryPointFile, nodeProgramEnv} from '../entry-points.js'
 import {blockingFd, fdFlags, spawnWithFds, type ChildStdio} from '../fd/index.js'
 import {buildHelperArgv, type HelperArgs, type HelperStreamType} from './argv.js'
 import {
@@ -442,7 +442,9 @@ class Session {
         stdout: 'pipe',
         stderr: opts.stderr ?? 'inherit',
         pass,
-        ...(opts.env ? {env: opts.env} : {}),
+        // A helper run by this Node (ours, unless the caller named another script) starts without
+        // what only costs Node start-up time; any other program gets the environment as given.
+        ...(command.file === process.execPath ? {env: nodeProgramEnv(opts.env ?? process.env)} : opts.env ? {env: opts.env} : {}),
         ...(opts.ownSession ? {ownSession: true} : {}),
       })
     } finally {

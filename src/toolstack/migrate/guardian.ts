@@ -5,7 +5,7 @@
  */
 import {spawn, type ChildProcess} from 'node:child_process'
 
-import {entryPointFile} from '../entry-points.js'
+import {entryPointFile, nodeProgramEnv} from '../entry-points.js'
 
 export type GuardianRole =
   | {
@@ -53,7 +53,7 @@ export class Guardian {
     let child: ChildProcess
     try {
       const stream = role.role === 'receiver' && role.stream ? [role.stream.inFd, role.stream.outFd] : []
-      child = spawn(process.execPath, [guardianScript(), ...argv(role)], {detached: true, stdio: ['pipe', 'ignore', 'inherit', ...stream], env})
+      child = spawn(process.execPath, [guardianScript(), ...argv(role)], {detached: true, stdio: ['pipe', 'ignore', 'inherit', ...stream], env: nodeProgramEnv(env)})
     } catch (err) {
       onError(err instanceof Error ? err.message : String(err))
       return undefined

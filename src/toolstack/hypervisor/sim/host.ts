@@ -11,7 +11,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 
 import {TOOLSTACK_QMP_SOCKET} from '../../device-model/args.js'
-import {entryPointFile} from '../../entry-points.js'
+import {entryPointFile, nodeProgramEnv} from '../../entry-points.js'
 import {DirtyBitmap} from '../dirty-bitmap.js'
 import {HypervisorError, LIBXL_ERROR} from '../errors.js'
 import type {
@@ -513,7 +513,7 @@ export class SimHypervisor implements Hypervisor {
     const program = domainProgram()
     const logFile = this.layout.logFile(domid)
     const logFd = fs.openSync(logFile, 'a', 0o600)
-    const env = {...process.env}
+    const env = {...nodeProgramEnv()}
     delete env.NODE_OPTIONS
     let child
     try {
