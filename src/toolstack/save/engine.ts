@@ -144,8 +144,6 @@ class SaveRun {
       else if (streamType !== 'plain') await this.#suspendAndSendDirty()
       else await this.#memoryNonLive()
 
-      const now = await this.#hv.info(domid)
-      if (!now.state.shutdown || now.state.shutdownReason !== SHUTDOWN_SUSPEND) throw new SaveError('Domain has not been suspended')
       await this.#endOfCheckpoint()
       if (streamType === 'plain') break
 
@@ -190,24 +188,43 @@ class SaveRun {
     }
   }
 
+  /**
+   * The CPU state after the pages: the domain still suspended, then TSC, vCPU context and HVM
+   * params. The guest is stopped, so the four questions are asked at once (they are reads): on a
+   * checkpoint the guest waits for each round trip to the hypervisor.
+   */
   async #endOfCheckpoint(): Promise<void> {
     const {domid} = this.#o
-    const tsc = await this.#hv.getTscInfo(domid)
+    const [now, tsc, context, allParams] = await Promise.all([
+      this.#hv.info(domid),
+      this.#hv.getTscInfo(domid),
+      this.#hv.getVcpuContext(domid),
+      this.#hv.getHvmParams(domid),
+    ])
+    if (!now.state.shutdown || now.state.shutdownReason !== SHUTDOWN_SUSPEND) throw new SaveError('Domain has not been suspended')
     await this.#write({kind: 'X86_TSC_INFO', ...tsc})
-    await this.#write({kind: 'HVM_CONTEXT', context: await this.#hv.getVcpuContext(domid)})
-    const params = (await this.#hv.getHvmParams(domid)).filter((p) => p.value !== 0n)
+    await this.#write({kind: 'HVM_CONTEXT', context})
+    const params = allParams.filter((p) => p.value !== 0n)
     if (params.length) {
       await this.#write({kind: 'HVM_PARAMS', params: params.map((p) => ({index: BigInt(p.index), value: p.value}))})
     }
   }
 
-  async #suspend(): Promise<void> {
+  /**
+   * Asks the toolstack to suspend the guest and checks that it is. With `clean`, the log-dirty
+   * bitmap is taken and cleared in the same breath (one round trip to the hypervisor instead of
+   * two while the guest waits); it is only used once the check passed.
+   */
+  async #suspend(): Promise<void>
+  async #suspend(clean: true): Promise<DirtyBitmap>
+  async #suspend(clean?: true): Promise<DirtyBitmap | void> {
     if ((await this.#o.callbacks.suspend()) === 0) throw new SaveError('save callback suspend() failed', true)
-    const info = await this.#hv.info(this.#o.domid)
+    const [info, dirty] = await Promise.all([this.#hv.info(this.#o.domid), clean ? this.#hv.logDirty(this.#o.domid).clean() : undefined])
     if (!info.state.shutdown || info.state.shutdownReason !== SHUTDOWN_SUSPEND) {
       throw new SaveError(`Domain has not been suspended: shutdown ${Number(info.state.shutdown)}, reason ${info.state.shutdownReason ?? 0}`, true)
     }
     this.#emit({kind: 'milestone', what: 'Domain now suspended'})
+    return dirty
   }
 
   async #enableLogDirty(): Promise<void> {
@@ -271,8 +288,7 @@ class SaveRun {
 
   /** The last round of a live migration and the heart of every checkpoint. */
   async #suspendAndSendDirty(): Promise<void> {
-    await this.#suspend()
-    const dirty = await this.#hv.logDirty(this.#o.domid).clean()
+    const dirty = await this.#suspend(true)
     const primaryPages = dirty.count()
     let secondaryPages = 0
     if (!this.#live && this.#o.streamType === 'colo') {
