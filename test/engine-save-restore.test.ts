@@ -2,7 +2,8 @@
  * The libxc-level engines against the simulated host: a live save of a running guest into a
  * stream, restored into an empty domain on a second host, gives the same memory and vCPU state as
  * the source had at suspend; the stream is a valid libxc v3 stream; a checkpointed (Remus) stream
- * cut inside a checkpoint restores the last whole checkpoint, never a half-applied one. Where the
+ * cut inside a checkpoint restores the last whole checkpoint, never a half-applied one, and a COLO
+ * secondary whose primary goes away while it sends its dirty pages fails over. Where the
  * sink takes page data straight from the memory file, pages may leave by reference only while the
  * guest runs (a suspended guest's pages are copied: it runs again before the far side reads them).
  */
@@ -10,6 +11,7 @@ import * as fs from 'node:fs'
 
 import {afterEach, beforeAll, describe, expect, test} from 'vitest'
 
+import {FdError} from '../src/toolstack/fd/index.js'
 import {SimHypervisor, type DomainSpec} from '../src/toolstack/hypervisor/index.js'
 import {restoreDomain} from '../src/toolstack/restore/index.js'
 import {saveDomain, type RecordSink, type SaveEvent} from '../src/toolstack/save/index.js'
@@ -167,6 +169,62 @@ describe('live save and restore through the engines', () => {
     })
     expect(result.failover).toBe(true)
     expect(result.checkpoints).toBe(2)
+    expect(await b.checksum(dst)).toBe(sums[1])
+    await a.destroy(src)
+    await b.destroy(dst)
+  })
+
+  test('COLO: the primary gone while the secondary sends its dirty pfn list is a failover, not a failed restore', async () => {
+    const a = host()
+    const b = host()
+    const src = await a.create(spec('vm', 32, 3000), {paused: false})
+    const sink = new Collect()
+    const sums: string[] = []
+    let taken = 0
+    await saveDomain({
+      hypervisor: a,
+      domid: src,
+      sink,
+      live: true,
+      debug: false,
+      streamType: 'colo',
+      readSecondaryDirty: async () => [],
+      callbacks: {
+        suspend: async () => (await a.suspend(src), 1),
+        checkpoint: async () => (sums.push(await a.checksum(src)), 1),
+        postcopy: async () => (await a.resume(src, {cancel: true}), 1),
+        waitCheckpoint: async () => (++taken < 3 ? (await new Promise((r) => setTimeout(r, 30)), 1) : 0),
+      },
+    }).catch((e: Error) => expect(e.message).toMatch(/stopped by the wait_checkpoint callback/))
+    expect(sums.length).toBe(3)
+
+    // The secondary: every callback carries on, but the back channel's reader is gone when the
+    // list after the second checkpoint is due (the primary killed after reading SVM_SUSPENDED).
+    const dst = await b.create(spec('vm', 32, 3000), {paused: true, forRestore: true})
+    let lists = 0
+    const one = async (): Promise<number> => 1
+    let logDirty = false
+    // As the secondary's toolstack: log-dirty from the first checkpoint on.
+    const postcopy = async (): Promise<number> => {
+      if (!logDirty) await b.logDirty(dst).enable()
+      logDirty = true
+      return 1
+    }
+    const result = await restoreDomain({
+      hypervisor: b,
+      domid: dst,
+      source: new BufferSource(sink.bytes()),
+      streamType: 'colo',
+      callbacks: {checkpoint: one, postcopy, waitCheckpoint: one, suspend: one, restoreResults: async () => {}},
+      sendDirtyList: async () => {
+        if (++lists === 2) throw new FdError('closed', 'the back channel', 4, 'the reader has gone (EPIPE) after 0 of 24 bytes', {errno: 'EPIPE'})
+      },
+      storeEvtchn: 1,
+      consoleEvtchn: 2,
+    })
+    expect(result.failover).toBe(true)
+    expect(result.checkpoints).toBe(2)
+    // The second checkpoint's state, applied whole (the sim's guest stays suspended: no callback ran it).
     expect(await b.checksum(dst)).toBe(sums[1])
     await a.destroy(src)
     await b.destroy(dst)

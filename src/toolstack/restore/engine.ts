@@ -317,7 +317,14 @@ class RestoreRun {
         if (rc !== 1) throw new RestoreError(`the ${step} callback failed: ${rc}`)
       }
       const dirty = await this.#hv.logDirty(this.#o.domid).clean()
-      await this.#o.sendDirtyList!(dirty.toArray())
+      try {
+        await this.#o.sendDirtyList!(dirty.toArray())
+      } catch (err) {
+        // The primary went away between our SVM_SUSPENDED and its reading of the list: the channel
+        // broke as when a callback's write fails, and the guest here goes on (failover).
+        if (isTransportEnd(err)) throw new BrokenChannel(`the back channel broke: ${(err as Error).message}`)
+        throw err
+      }
     }
   }
 
