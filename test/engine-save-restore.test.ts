@@ -13,7 +13,7 @@ import {afterEach, beforeAll, describe, expect, test} from 'vitest'
 
 import {FdError} from '../src/toolstack/fd/index.js'
 import {SimHypervisor, type DomainSpec} from '../src/toolstack/hypervisor/index.js'
-import {restoreDomain} from '../src/toolstack/restore/index.js'
+import {restoreDomain, type RestoreOptions} from '../src/toolstack/restore/index.js'
 import {saveDomain, type RecordSink, type SaveEvent} from '../src/toolstack/save/index.js'
 import {BufferSource, readMigrationStream} from '../src/toolstack/stream/index.js'
 import {ensureBuilt, leftovers, NOTHING, tempRoot, wipeRoot} from './support/sim-host.js'
@@ -77,6 +77,19 @@ async function remusSave(
     },
   }).catch((e: Error) => expect(e.message).toMatch(/stopped by the checkpoint callback/))
   expect(taken).toBe(opts.checkpoints)
+}
+
+/** Restores into `dst` and expects a failover after two whole checkpoints, with the second's memory. */
+async function expectFailoverToSecond(
+  b: SimHypervisor,
+  dst: number,
+  secondSum: string,
+  opts: Pick<RestoreOptions, 'source' | 'streamType' | 'callbacks' | 'sendDirtyList'>,
+): Promise<void> {
+  const result = await restoreDomain({hypervisor: b, domid: dst, storeEvtchn: 1, consoleEvtchn: 2, ...opts})
+  expect(result.failover).toBe(true)
+  expect(result.checkpoints).toBe(2)
+  expect(await b.checksum(dst)).toBe(secondSum)
 }
 
 class Collect {
@@ -158,18 +171,7 @@ describe('live save and restore through the engines', () => {
     // Cut the stream halfway through the third checkpoint's records.
     const cut = boundaries[1]! + Math.floor((boundaries[2]! - boundaries[1]!) / 2)
     const dst = await b.create(spec('vm', 32, 3000), {paused: true, forRestore: true})
-    const result = await restoreDomain({
-      hypervisor: b,
-      domid: dst,
-      source: new BufferSource(sink.bytes().subarray(0, cut)),
-      streamType: 'remus',
-      callbacks: {checkpoint: async () => 1},
-      storeEvtchn: 1,
-      consoleEvtchn: 2,
-    })
-    expect(result.failover).toBe(true)
-    expect(result.checkpoints).toBe(2)
-    expect(await b.checksum(dst)).toBe(sums[1])
+    await expectFailoverToSecond(b, dst, sums[1]!, {source: new BufferSource(sink.bytes().subarray(0, cut)), streamType: 'remus', callbacks: {checkpoint: async () => 1}})
     await a.destroy(src)
     await b.destroy(dst)
   })
@@ -210,22 +212,15 @@ describe('live save and restore through the engines', () => {
       logDirty = true
       return 1
     }
-    const result = await restoreDomain({
-      hypervisor: b,
-      domid: dst,
+    // The second checkpoint's state, applied whole (the sim's guest stays suspended: no callback ran it).
+    await expectFailoverToSecond(b, dst, sums[1]!, {
       source: new BufferSource(sink.bytes()),
       streamType: 'colo',
       callbacks: {checkpoint: one, postcopy, waitCheckpoint: one, suspend: one, restoreResults: async () => {}},
       sendDirtyList: async () => {
         if (++lists === 2) throw new FdError('closed', 'the back channel', 4, 'the reader has gone (EPIPE) after 0 of 24 bytes', {errno: 'EPIPE'})
       },
-      storeEvtchn: 1,
-      consoleEvtchn: 2,
     })
-    expect(result.failover).toBe(true)
-    expect(result.checkpoints).toBe(2)
-    // The second checkpoint's state, applied whole (the sim's guest stays suspended: no callback ran it).
-    expect(await b.checksum(dst)).toBe(sums[1])
     await a.destroy(src)
     await b.destroy(dst)
   })
