@@ -15,6 +15,18 @@
  *     page leaves by reference, as splice and sendfile from a file may do.
  *     Blocking fds block; a non-blocking fd is waited for with poll(2).
  *
+ *   moveRuns(fileFd, runs, outFd, share) -> bytes moved
+ *     Moves runs of a file, in order, to outFd at its own position (a stream): `runs` is a
+ *     Float64Array of (offset, length) pairs. With `share`, into a pipe or socket, each run goes as
+ *     `move` sends it (by reference). Otherwise the runs are read into one buffer and written out
+ *     1 MiB at a time: scattered pages then cost a pread each, not a pread and a small write each.
+ *     Fewer bytes only when the file ends inside a run (the runs after it are not read).
+ *
+ *   fileRuns(fd, buffer, runs, write) -> bytes
+ *     pread (write = 0) or pwrite (write = 1) of runs of a file from or into `buffer`, the runs
+ *     back to back in it: the scattered pages of a batch in one call. Fewer bytes only when a read
+ *     meets the end of the file.
+ *
  *   pipeSize(fd, bytes) -> the pipe's size after asking for `bytes` (F_SETPIPE_SZ), or its
  *     current size when bytes = 0. Throws for an fd that is not a pipe.
  *
@@ -264,6 +276,183 @@ static napi_value js_move(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* Writes all of buf[0..len) to fd at its position; 0, or -1 with errno. */
+static int write_all(int fd, const char *buf, size_t len) {
+  size_t put = 0;
+  while (put < len) {
+    ssize_t w = write(fd, buf + put, len - put);
+    if (w < 0) {
+      if (again(fd, POLLOUT)) continue;
+      return -1;
+    }
+    put += (size_t)w;
+  }
+  return 0;
+}
+
+/* Reads a Float64Array of (offset, length) pairs; NULL after throwing. */
+static const double *get_runs(napi_env env, napi_value v, size_t *pairs) {
+  napi_typedarray_type type;
+  size_t count = 0;
+  void *data = NULL;
+  bool is_typed = false;
+  napi_is_typedarray(env, v, &is_typed);
+  if (is_typed) napi_get_typedarray_info(env, v, &type, &count, &data, NULL, NULL);
+  if (!is_typed || type != napi_float64_array || count % 2) {
+    napi_throw_type_error(env, NULL, "runs must be a Float64Array of (offset, length) pairs");
+    return NULL;
+  }
+  const double *runs = data;
+  for (size_t i = 0; i < count; i++) {
+    double x = runs[i];
+    if (!(x >= 0 && x <= 9007199254740991.0) || x != (double)(int64_t)x) {
+      napi_throw_range_error(env, NULL, "runs: an offset or length is not a whole number of bytes");
+      return NULL;
+    }
+  }
+  *pairs = count / 2;
+  return count ? runs : (const double *)"";
+}
+
+static napi_value js_move_runs(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, "moveRuns(fileFd, runs, outFd, share)");
+    return NULL;
+  }
+  int64_t in, out;
+  size_t pairs;
+  bool share = false;
+  if (get_i64(env, argv[0], &in, "fileFd")) return NULL;
+  const double *runs = get_runs(env, argv[1], &pairs);
+  if (!runs || get_i64(env, argv[2], &out, "outFd")) return NULL;
+  napi_get_value_bool(env, argv[3], &share);
+  if (in < 0 || out < 0 || in > INT32_MAX || out > INT32_MAX) {
+    napi_throw_range_error(env, NULL, "moveRuns: bad fd");
+    return NULL;
+  }
+  int64_t total = 0;
+  enum kind ko = kind_of((int)out);
+  if (share && (ko == KIND_PIPE || ko == KIND_SOCKET)) {
+    for (size_t i = 0; i < pairs; i++) {
+      struct move m = {.in = (int)in, .out = (int)out, .in_off = (int64_t)runs[2 * i], .out_off = -1, .length = (int64_t)runs[2 * i + 1]};
+      if (do_move(&m, 1) != 0) {
+        throw_errno(env, m.error, m.failed);
+        return NULL;
+      }
+      total += m.done;
+      if (m.done < m.length) break;
+    }
+  } else {
+    char *buf = malloc(BOUNCE_SIZE);
+    if (!buf) {
+      throw_errno(env, ENOMEM, "malloc");
+      return NULL;
+    }
+    size_t fill = 0;
+    int ended = 0;
+    for (size_t i = 0; i < pairs && !ended; i++) {
+      int64_t off = (int64_t)runs[2 * i], left = (int64_t)runs[2 * i + 1];
+      while (left > 0) {
+        if (fill == BOUNCE_SIZE) {
+          if (write_all((int)out, buf, fill)) goto write_failed;
+          total += fill;
+          fill = 0;
+        }
+        size_t want = BOUNCE_SIZE - fill;
+        if ((int64_t)want > left) want = (size_t)left;
+        ssize_t got = pread((int)in, buf + fill, want, off);
+        if (got < 0) {
+          if (errno == EINTR) continue;
+          int e = errno;
+          free(buf);
+          throw_errno(env, e, "pread");
+          return NULL;
+        }
+        if (got == 0) {
+          ended = 1;
+          break;
+        }
+        fill += (size_t)got;
+        off += got;
+        left -= got;
+      }
+    }
+    if (fill && write_all((int)out, buf, fill)) goto write_failed;
+    total += fill;
+    free(buf);
+    goto done;
+  write_failed: {
+    int e = errno;
+    free(buf);
+    throw_errno(env, e, "write");
+    return NULL;
+  }
+  }
+done:;
+  napi_value result;
+  napi_create_int64(env, total, &result);
+  return result;
+}
+
+static napi_value js_file_runs(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, "fileRuns(fd, buffer, runs, write)");
+    return NULL;
+  }
+  int64_t fd;
+  size_t pairs, size = 0;
+  void *data = NULL;
+  bool write_ = false, is_buffer = false;
+  if (get_i64(env, argv[0], &fd, "fd")) return NULL;
+  napi_is_buffer(env, argv[1], &is_buffer);
+  if (!is_buffer) {
+    napi_throw_type_error(env, NULL, "fileRuns: buffer must be a Buffer");
+    return NULL;
+  }
+  napi_get_buffer_info(env, argv[1], &data, &size);
+  const double *runs = get_runs(env, argv[2], &pairs);
+  if (!runs) return NULL;
+  napi_get_value_bool(env, argv[3], &write_);
+  if (fd < 0 || fd > INT32_MAX) {
+    napi_throw_range_error(env, NULL, "fileRuns: bad fd");
+    return NULL;
+  }
+  double need = 0;
+  for (size_t i = 0; i < pairs; i++) need += runs[2 * i + 1];
+  if (need > (double)size) {
+    napi_throw_range_error(env, NULL, "fileRuns: the runs are longer than the buffer");
+    return NULL;
+  }
+  char *at = data;
+  int64_t total = 0;
+  for (size_t i = 0; i < pairs; i++) {
+    int64_t off = (int64_t)runs[2 * i], left = (int64_t)runs[2 * i + 1];
+    while (left > 0) {
+      ssize_t k = write_ ? pwrite((int)fd, at, (size_t)left, off) : pread((int)fd, at, (size_t)left, off);
+      if (k < 0) {
+        if (errno == EINTR) continue;
+        throw_errno(env, errno, write_ ? "pwrite" : "pread");
+        return NULL;
+      }
+      if (k == 0) goto done;
+      at += k;
+      off += k;
+      left -= k;
+      total += k;
+    }
+  }
+done:;
+  napi_value result;
+  napi_create_int64(env, total, &result);
+  return result;
+}
+
 static napi_value js_pipe_size(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -288,6 +477,10 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_value fn;
   napi_create_function(env, "move", NAPI_AUTO_LENGTH, js_move, NULL, &fn);
   napi_set_named_property(env, exports, "move", fn);
+  napi_create_function(env, "moveRuns", NAPI_AUTO_LENGTH, js_move_runs, NULL, &fn);
+  napi_set_named_property(env, exports, "moveRuns", fn);
+  napi_create_function(env, "fileRuns", NAPI_AUTO_LENGTH, js_file_runs, NULL, &fn);
+  napi_set_named_property(env, exports, "fileRuns", fn);
   napi_create_function(env, "pipeSize", NAPI_AUTO_LENGTH, js_pipe_size, NULL, &fn);
   napi_set_named_property(env, exports, "pipeSize", fn);
   return exports;

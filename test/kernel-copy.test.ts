@@ -13,7 +13,9 @@ import * as net from 'node:net'
 import * as path from 'node:path'
 import {describe, expect, it} from 'vitest'
 
-import {KERNEL_COPY_ENV, SyncFdSource, kernelCopy, kernelCopyUnavailable, openFdPair, type FdPair} from '../src/toolstack/fd/index.js'
+import {KERNEL_COPY_ENV, SyncFdSource, kernelCopy, kernelCopyUnavailable, moveRunsOrFail, openFdPair, runPairs, runsEndAt, type FdPair} from '../src/toolstack/fd/index.js'
+import {HypervisorError} from '../src/toolstack/hypervisor/index.js'
+import {FileGuestMemory} from '../src/toolstack/hypervisor/sim/memory.js'
 import {BufferSource, LibxcReader, StreamError, pageFileRuns, pageTypeHasData, type PageDataRecord} from '../src/toolstack/stream/index.js'
 import {libxcStream} from './support/synthetic-guest.js'
 import {scratchDir} from './support/scratch.js'
@@ -174,6 +176,161 @@ describe.runIf(copy)('move', () => {
     expect(() => k.pipeSize(f.fd, 65536)).toThrow(expect.objectContaining({code: 'EBADF'}))
     fs.closeSync(f.fd)
   })
+})
+
+/** Reads a FIFO to its end, prints how many bytes came and their sha256. */
+const PY_FIFO_SINK = `
+import hashlib, sys
+h = hashlib.sha256(); n = 0
+with open(sys.argv[1], 'rb') as f:
+    while True:
+        b = f.read(1 << 20)
+        if not b: break
+        h.update(b); n += len(b)
+print(n, h.hexdigest())
+`
+
+/** Runs `write(fd)` into a FIFO that another process reads; what that process got (bytes, sha256). */
+async function throughFifo(write: (fd: number) => void): Promise<string> {
+  const fifo = scratch.fifo('runs')
+  const reader = spawn('python3', ['-c', PY_FIFO_SINK, fifo], {stdio: ['ignore', 'pipe', 'inherit']})
+  let out = ''
+  reader.stdout.on('data', (d: Buffer) => (out += d))
+  const exited = new Promise<number | null>((r) => reader.on('exit', r))
+  try {
+    const fd = fs.openSync(fifo, 'w')
+    try {
+      write(fd)
+    } finally {
+      fs.closeSync(fd)
+    }
+    expect(await exited).toBe(0)
+    return out.trim()
+  } finally {
+    reader.kill()
+  }
+}
+
+const digest = (b: Buffer): string => `${b.length} ${crypto.createHash('sha256').update(b).digest('hex')}`
+
+/** Scattered runs of a file, as a checkpoint's dirty pages are: single pages, a 1.5 MiB run (longer than the 1 MiB buffer), pages out of order. */
+function scatteredRuns(pages: number): {offset: number; length: number}[] {
+  const runs = []
+  for (let p = 3; p < pages / 2; p += 7) runs.push({offset: p * 4096, length: 4096})
+  runs.push({offset: (pages / 2) * 4096, length: 384 * 4096})
+  runs.push({offset: 4096, length: 2 * 4096}, {offset: 0, length: 100})
+  return runs
+}
+
+describe.runIf(copy)('moveRuns and fileRuns', () => {
+  const k = copy!
+  const pages = 1024
+  const data = pattern(pages * 4096, 9)
+  const runs = scatteredRuns(pages)
+  const expected = Buffer.concat(runs.map((r) => data.subarray(r.offset, r.offset + r.length)))
+
+  for (const share of [false, true]) {
+    it(`moves scattered runs of a file into a pipe in their order (share ${share})`, async () => {
+      const src = file(data)
+      try {
+        let moved = 0
+        const got = await throughFifo((fd) => (moved = k.moveRuns(src.fd, runPairs(runs), fd, share)))
+        expect(moved).toBe(expected.length)
+        expect(got).toBe(digest(expected))
+      } finally {
+        fs.closeSync(src.fd)
+      }
+    })
+  }
+
+  it('stops short where the file ends, and says where', async () => {
+    const src = file(data.subarray(0, 10 * 4096 + 100))
+    const short = [{offset: 4096, length: 4096}, {offset: 10 * 4096, length: 4096}, {offset: 2 * 4096, length: 4096}]
+    try {
+      let moved = 0
+      const got = await throughFifo((fd) => (moved = k.moveRuns(src.fd, runPairs(short), fd, false)))
+      expect(moved).toBe(4096 + 100)
+      expect(got).toBe(digest(Buffer.concat([data.subarray(4096, 8192), data.subarray(10 * 4096, 10 * 4096 + 100)])))
+      expect(runsEndAt(short, moved)).toBe(10 * 4096 + 100)
+    } finally {
+      fs.closeSync(src.fd)
+    }
+  })
+
+  it('refuses runs that are not whole (offset, length) pairs, and names the errno of a failed write', () => {
+    const src = file(data.subarray(0, 65536))
+    const fifo = scratch.fifo('p')
+    const rd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
+    const wr = fs.openSync(fifo, fs.constants.O_WRONLY)
+    fs.closeSync(rd)
+    try {
+      expect(() => k.moveRuns(src.fd, new Float64Array([0]), wr, false)).toThrow(TypeError)
+      expect(() => k.moveRuns(src.fd, [0, 4096] as unknown as Float64Array, wr, false)).toThrow(TypeError)
+      expect(() => k.moveRuns(src.fd, new Float64Array([0.5, 4096]), wr, false)).toThrow(RangeError)
+      expect(() => k.moveRuns(src.fd, new Float64Array([-4096, 4096]), wr, false)).toThrow(RangeError)
+      expect(() => k.moveRuns(src.fd, runPairs([{offset: 0, length: 4096}]), wr, false)).toThrow(expect.objectContaining({code: 'EPIPE', syscall: 'write'}))
+      expect(() => moveRunsOrFail(k, src.fd, runPairs([{offset: 0, length: 4096}]), wr, true, 'the migration stream', 'writing pages')).toThrow(
+        expect.objectContaining({message: expect.stringMatching(/writing pages failed: EPIPE/), errno: 'EPIPE', expected: 4096}),
+      )
+    } finally {
+      fs.closeSync(wr)
+      fs.closeSync(src.fd)
+    }
+  })
+
+  it('writes and reads scattered runs of a file from and into one buffer', () => {
+    const dst = file(Buffer.alloc(pages * 4096))
+    try {
+      expect(k.fileRuns(dst.fd, expected, runPairs(runs), true)).toBe(expected.length)
+      const back = Buffer.alloc(expected.length)
+      expect(k.fileRuns(dst.fd, back, runPairs(runs), false)).toBe(expected.length)
+      expect(back.equals(expected)).toBe(true)
+      // Every byte outside the runs is still zero; inside them is the source's.
+      const whole = fs.readFileSync(dst.name)
+      for (const r of runs) expect(whole.subarray(r.offset, r.offset + r.length).equals(data.subarray(r.offset, r.offset + r.length))).toBe(true)
+      const outside = Buffer.from(whole)
+      for (const r of runs) outside.fill(0, r.offset, r.offset + r.length)
+      expect(outside.equals(Buffer.alloc(whole.length))).toBe(true)
+      // A read that meets the end of the file is short; runs longer than the buffer are refused.
+      expect(k.fileRuns(dst.fd, Buffer.alloc(8192), runPairs([{offset: (pages - 1) * 4096, length: 8192}]), false)).toBe(4096)
+      expect(() => k.fileRuns(dst.fd, Buffer.alloc(4095), runPairs([{offset: 0, length: 4096}]), true)).toThrow(RangeError)
+      expect(() => k.fileRuns(99999, Buffer.alloc(4096), runPairs([{offset: 0, length: 4096}]), true)).toThrow(expect.objectContaining({code: 'EBADF', syscall: 'pwrite'}))
+    } finally {
+      fs.closeSync(dst.fd)
+    }
+  })
+})
+
+describe('the simulated host\'s guest memory, with the native module and through Node\'s fs', () => {
+  for (const [name, with_] of [['native', copy], ['fs', undefined]] as const) {
+    if (name === 'native' && !copy) continue
+    it(`${name}: writes and reads pages in pfn order, runs joined, and refuses what is out of bounds`, async () => {
+      const pages = 64
+      const f = file(Buffer.alloc(pages * 4096))
+      fs.closeSync(f.fd)
+      const mem = FileGuestMemory.open(f.name, pages, 7, with_)
+      try {
+        const pfns = [5, 6, 7, 40, 2, 63]
+        const data = pattern(pfns.length * 4096, 4)
+        await mem.writePages(pfns, data)
+        const whole = fs.readFileSync(f.name)
+        pfns.forEach((pfn, i) => expect(whole.subarray(pfn * 4096, (pfn + 1) * 4096).equals(data.subarray(i * 4096, (i + 1) * 4096))).toBe(true))
+        const back = Buffer.alloc(data.length)
+        await mem.readPages(pfns, back)
+        expect(back.equals(data)).toBe(true)
+        await expect(mem.readPages([64], Buffer.alloc(4096))).rejects.toThrow(/pfn 64 is outside its 64 pages/)
+        await expect(mem.readPages([1, 2], Buffer.alloc(4096))).rejects.toThrow(/cannot hold 2 pages/)
+        // A memory file shorter than the domain (the domain process went away mid-way): named.
+        fs.truncateSync(f.name, 10 * 4096 + 512)
+        await expect(mem.readPages([3, 10, 11], Buffer.alloc(3 * 4096))).rejects.toThrow(
+          expect.objectContaining({code: 'backend-failure', message: expect.stringContaining(`memory file ended at byte ${10 * 4096 + 512}`)}),
+        )
+      } finally {
+        await mem.close()
+      }
+      await expect(mem.readPages([1], Buffer.alloc(4096))).rejects.toBeInstanceOf(HypervisorError)
+    })
+  }
 })
 
 describe.runIf(copy)('LibxcReader with deferred page data', () => {

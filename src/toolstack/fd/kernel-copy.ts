@@ -29,6 +29,18 @@ export interface KernelCopy {
    * Never reads past `length`. Throws an Error with Node's `code`, `errno` and `syscall`.
    */
   move(inFd: number, inOffset: number, outFd: number, outOffset: number, length: number, share: boolean): number
+  /**
+   * Moves runs of a file (`runs`: offset, length pairs), in order, to `outFd` at its position.
+   * With `share`, into a pipe or socket, each run goes as `move` sends it; else the runs are
+   * `pread` into one buffer and written 1 MiB at a time. Returns the bytes moved: fewer only when
+   * the file ends inside a run.
+   */
+  moveRuns(fileFd: number, runs: Float64Array, outFd: number, share: boolean): number
+  /**
+   * `pread` (write false) or `pwrite` (write true) of runs of a file (offset, length pairs), back
+   * to back in `buffer`. Returns the bytes: fewer only when a read meets the end of the file.
+   */
+  fileRuns(fd: number, buffer: Buffer, runs: Float64Array, write: boolean): number
   /** Asks for a pipe of `bytes` (F_SETPIPE_SZ); 0 reads the size. Returns the size it has. */
   pipeSize(fd: number, bytes: number): number
 }
@@ -43,7 +55,7 @@ function load(): {copy?: KernelCopy; why?: string} {
   if (!fs.existsSync(KERNEL_COPY_MODULE)) return {why: `${KERNEL_COPY_MODULE} was not built`}
   try {
     const mod = createRequire(import.meta.url)(KERNEL_COPY_MODULE) as Partial<KernelCopy>
-    if (typeof mod.move !== 'function' || typeof mod.pipeSize !== 'function') return {why: `${KERNEL_COPY_MODULE} is not the kernel copy module`}
+    if (typeof mod.move !== 'function' || typeof mod.moveRuns !== 'function' || typeof mod.fileRuns !== 'function' || typeof mod.pipeSize !== 'function') return {why: `${KERNEL_COPY_MODULE} is not the kernel copy module`}
     return {copy: mod as KernelCopy}
   } catch (err) {
     return {why: `${KERNEL_COPY_MODULE} cannot be loaded: ${(err as Error).message}`}
@@ -71,6 +83,39 @@ export function moveOrFail(copy: KernelCopy, m: KernelMove, what: string, stream
   } catch (err) {
     const code = errnoCode(err)
     throw new FdError('io', what, streamFd, `${doing} failed: ${code ?? String(err)}`, {expected: m.length, done: 0, ...(code ? {errno: code} : {}), cause: err})
+  }
+}
+
+/** Runs as `moveRuns` and `fileRuns` take them: offset, length pairs. */
+export function runPairs(runs: readonly {readonly offset: number; readonly length: number}[]): Float64Array {
+  const pairs = new Float64Array(runs.length * 2)
+  runs.forEach((r, i) => {
+    pairs[2 * i] = r.offset
+    pairs[2 * i + 1] = r.length
+  })
+  return pairs
+}
+
+/** Where in the file a move or read of `runs` stopped that did only `done` bytes of them. */
+export function runsEndAt(runs: readonly {readonly offset: number; readonly length: number}[], done: number): number {
+  let left = done
+  for (const r of runs) {
+    if (left < r.length) return r.offset + left
+    left -= r.length
+  }
+  const last = runs[runs.length - 1]
+  return last ? last.offset + last.length : 0
+}
+
+/** `copy.moveRuns`, a failure reported as `moveOrFail` reports one. */
+export function moveRunsOrFail(copy: KernelCopy, fileFd: number, runs: Float64Array, outFd: number, share: boolean, what: string, doing: string): number {
+  try {
+    return copy.moveRuns(fileFd, runs, outFd, share)
+  } catch (err) {
+    const code = errnoCode(err)
+    let expected = 0
+    for (let i = 1; i < runs.length; i += 2) expected += runs[i]!
+    throw new FdError('io', what, outFd, `${doing} failed: ${code ?? String(err)}`, {expected, done: 0, ...(code ? {errno: code} : {}), cause: err})
   }
 }
 

@@ -11,7 +11,7 @@
  */
 import {constants as osConstants} from 'node:os'
 
-import {SyncFdSource, fdPosition, isSeekable, kernelCopy, kernelCopyUnavailable, moveOrFail, sleepSync, writeAllSync, type KernelCopy} from '../fd/index.js'
+import {SyncFdSource, fdPosition, isSeekable, kernelCopy, kernelCopyUnavailable, moveRunsOrFail, runPairs, runsEndAt, sleepSync, writeAllSync, type KernelCopy} from '../fd/index.js'
 import {createHypervisor, type Hypervisor} from '../hypervisor/index.js'
 import type {RestoreCallbacks} from '../restore/index.js'
 import {PRECOPY_ENV, parseTuning, policyFor, type PrecopyTuning} from '../save/policy.js'
@@ -98,7 +98,7 @@ async function save(side: HelperSide, hv: Hypervisor, a: SaveHelperArgs): Promis
         ? {
             writeFromFile: (head: readonly Buffer[], fd: number, runs: readonly FileRun[], share: boolean) => {
               let n = write(head)
-              for (const run of runs) n += movePages(copy, fd, run, a.ioFd, share)
+              n += movePages(copy, fd, runs, a.ioFd, share)
               throttle?.sent(n)
             },
           }
@@ -131,11 +131,11 @@ function growPipe(copy: KernelCopy, fd: number): void {
   }
 }
 
-/** One run of guest pages from the memory file into the stream; a memory file that ends short is an error. */
-function movePages(copy: KernelCopy, memFd: number, run: FileRun, ioFd: number, share: boolean): number {
-  const move = {inFd: memFd, inOffset: run.offset, outFd: ioFd, outOffset: -1, length: run.length, share}
-  const n = moveOrFail(copy, move, 'the migration stream', ioFd, `writing ${run.length} bytes of pages`)
-  if (n < run.length) throw new Error(`guest memory ends at byte ${run.offset + n}, inside the pages being saved`)
+/** A batch's runs of guest pages from the memory file into the stream; a memory file that ends short is an error. */
+function movePages(copy: KernelCopy, memFd: number, runs: readonly FileRun[], ioFd: number, share: boolean): number {
+  const expected = runs.reduce((sum, r) => sum + r.length, 0)
+  const n = moveRunsOrFail(copy, memFd, runPairs(runs), ioFd, share, 'the migration stream', `writing ${expected} bytes of pages`)
+  if (n < expected) throw new Error(`guest memory ends at byte ${runsEndAt(runs, n)}, inside the pages being saved`)
   return n
 }
 
