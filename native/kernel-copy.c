@@ -17,9 +17,10 @@
  *
  *   moveRuns(fileFd, runs, outFd, share) -> bytes moved
  *     Moves runs of a file, in order, to outFd at its own position (a stream): `runs` is a
- *     Float64Array of (offset, length) pairs. With `share`, into a pipe or socket, each run goes as
- *     `move` sends it (by reference). Otherwise the runs are read into one buffer and written out
- *     1 MiB at a time: scattered pages then cost a pread each, not a pread and a small write each.
+ *     Float64Array of (offset, length) pairs. Into a file, or with `share` into a pipe or socket,
+ *     each run goes as `move` sends it. Otherwise (a copy into a stream) the runs are read into one
+ *     buffer and written out 1 MiB at a time: scattered pages then cost a pread each, not a pread
+ *     and a small write each.
  *     Fewer bytes only when the file ends inside a run (the runs after it are not read).
  *
  *   fileRuns(fd, buffer, runs, write) -> bytes
@@ -335,7 +336,9 @@ static napi_value js_move_runs(napi_env env, napi_callback_info info) {
   }
   int64_t total = 0;
   enum kind ko = kind_of((int)out);
-  if (share && (ko == KIND_PIPE || ko == KIND_SOCKET)) {
+  /* Into a file, each run is one copy_file_range; into a pipe or socket by reference, a splice or
+   * sendfile. Only a copy into a stream gathers the runs in a buffer of ours. */
+  if (ko == KIND_FILE || (share && (ko == KIND_PIPE || ko == KIND_SOCKET))) {
     for (size_t i = 0; i < pairs; i++) {
       struct move m = {.in = (int)in, .out = (int)out, .in_off = (int64_t)runs[2 * i], .out_off = -1, .length = (int64_t)runs[2 * i + 1]};
       if (do_move(&m, 1) != 0) {

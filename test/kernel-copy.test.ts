@@ -243,6 +243,20 @@ describe.runIf(copy)('moveRuns and fileRuns', () => {
     })
   }
 
+  it('into a file (a savefile): at its position, which moves on', () => {
+    const src = file(data)
+    const dst = file(Buffer.alloc(0))
+    try {
+      fs.writeSync(dst.fd, Buffer.from('HEAD'), 0, 4, null)
+      expect(k.moveRuns(src.fd, runPairs(runs), dst.fd, false)).toBe(expected.length)
+      fs.writeSync(dst.fd, Buffer.from('TAIL'), 0, 4, null)
+      expect(fs.readFileSync(dst.name).equals(Buffer.concat([Buffer.from('HEAD'), expected, Buffer.from('TAIL')]))).toBe(true)
+    } finally {
+      fs.closeSync(src.fd)
+      fs.closeSync(dst.fd)
+    }
+  })
+
   it('stops short where the file ends, and says where', async () => {
     const src = file(data.subarray(0, 10 * 4096 + 100))
     const short = [{offset: 4096, length: 4096}, {offset: 10 * 4096, length: 4096}, {offset: 2 * 4096, length: 4096}]

@@ -31,8 +31,8 @@ export interface KernelCopy {
   move(inFd: number, inOffset: number, outFd: number, outOffset: number, length: number, share: boolean): number
   /**
    * Moves runs of a file (`runs`: offset, length pairs), in order, to `outFd` at its position.
-   * With `share`, into a pipe or socket, each run goes as `move` sends it; else the runs are
-   * `pread` into one buffer and written 1 MiB at a time. Returns the bytes moved: fewer only when
+   * Into a file, or with `share` into a pipe or socket, each run goes as `move` sends it; a copy
+   * into a stream `pread`s the runs into one buffer and writes it 1 MiB at a time. Returns the bytes moved: fewer only when
    * the file ends inside a run.
    */
   moveRuns(fileFd: number, runs: Float64Array, outFd: number, share: boolean): number
