@@ -5,13 +5,29 @@
  * at suspend; a live save into a pipe restored from it at the same time does too; a truncated
  * stream makes the restore helper report failure through `complete`. All of it twice: with page data
  * moved fd to fd by the kernel copy, and copied through the helper's buffers (XL_TS_KERNEL_COPY=0).
+ * Prestarted helpers take their argv and environment on stdin and run as any helper; one that died
+ * or does not fit is replaced by a new one, one not needed exits quietly.
  */
+import type {ChildProcess} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import {afterEach, beforeAll, describe, expect, test} from 'vitest'
 
 import {openFdPair} from '../src/toolstack/fd/index.js'
-import {runHelper, XCFLAGS, STREAM_TYPE, HelperError, type HelperLogEvent, type HelperParams, type HelperProgressEvent, type StartHelperOptions} from '../src/toolstack/helper/index.js'
+import {
+  HELPER_ENV,
+  PRESTART_ENV,
+  prestartHelper,
+  runHelper,
+  startHelper,
+  XCFLAGS,
+  STREAM_TYPE,
+  HelperError,
+  type HelperLogEvent,
+  type HelperParams,
+  type HelperProgressEvent,
+  type StartHelperOptions,
+} from '../src/toolstack/helper/index.js'
 import {SimHypervisor, type DomainSpec} from '../src/toolstack/hypervisor/index.js'
 import {BufferSource, readMigrationStream} from '../src/toolstack/stream/index.js'
 import {ensureBuilt, tempRoot, wipeRoot} from './support/sim-host.js'
@@ -33,32 +49,34 @@ const PAGE_COPY = {
   user: {env: {XL_TS_KERNEL_COPY: '0'}, log: 'page data copied in user space: XL_TS_KERNEL_COPY=0'},
 } as const
 
-for (const [pageCopy, how] of Object.entries(PAGE_COPY)) {
-  function host(): {hv: SimHypervisor; env: NodeJS.ProcessEnv} {
-    const root = tempRoot('hm')
-    roots.push(root)
-    return {hv: new SimHypervisor(root), env: {...process.env, ...how.env, XL_TS_ROOT: root, XL_TS_BACKEND: 'sim'}}
-  }
-
-  const spec = (name: string): DomainSpec => ({
-    name,
-    type: 'hvm',
-    maxMemKb: 64 * 1024,
-    vcpus: 1,
-    config: {c_info: {name, type: 'hvm'}},
-    workload: {dirtyRate: 8000, workingSetMiB: 32, seed: 9, nondeterminism: 0, packetRate: 50},
-  })
-
-  /** A plain restore from `ioFd` into `domid`, with the event channels libxl would allocate. */
+/** A plain restore from `ioFd` into `domid`, with the event channels libxl would allocate. */
 function restoreParams(ioFd: number, domid: number): HelperParams {
   return {mode: 'restore', ioFd, domid, storeEvtchn: 1, storeDomid: 0, consoleEvtchn: 2, consoleDomid: 0, streamType: STREAM_TYPE.PLAIN}
 }
 
+/** A simulated host in a temporary folder, and the environment that names it (plus `extra`). */
+function host(extra: NodeJS.ProcessEnv = {}): {hv: SimHypervisor; env: NodeJS.ProcessEnv} {
+  const root = tempRoot('hm')
+  roots.push(root)
+  return {hv: new SimHypervisor(root), env: {...process.env, ...extra, XL_TS_ROOT: root, XL_TS_BACKEND: 'sim'}}
+}
+
+const spec = (name: string): DomainSpec => ({
+  name,
+  type: 'hvm',
+  maxMemKb: 64 * 1024,
+  vcpus: 1,
+  config: {c_info: {name, type: 'hvm'}},
+  workload: {dirtyRate: 8000, workingSetMiB: 32, seed: 9, nondeterminism: 0, packetRate: 50},
+})
+
 function tempFile(): string {
-    const f = path.join(fs.mkdtempSync('/tmp/xlts-hm-f-'), 'stream')
-    files.push(f, path.dirname(f))
-    return f
-  }
+  const f = path.join(fs.mkdtempSync('/tmp/xlts-hm-f-'), 'stream')
+  files.push(f, path.dirname(f))
+  return f
+}
+
+for (const [pageCopy, how] of Object.entries(PAGE_COPY)) {
 
   /** A live save of `src` into `ioFd` by our helper; `atSuspend` gets the checksum the guest had when suspended. */
   function liveSave(a: ReturnType<typeof host>, src: number, ioFd: number, atSuspend: (sum: string) => void): StartHelperOptions {
@@ -78,8 +96,8 @@ function tempFile(): string {
 
   describe(`our helper under the client, page data ${pageCopy === 'kernel' ? 'moved by the kernel' : 'copied in user space'}`, () => {
     test('live save to a file, restore on another host: same memory and vCPU state', async () => {
-      const a = host()
-      const b = host()
+      const a = host(how.env)
+      const b = host(how.env)
       const src = await a.hv.create(spec('vm'), {paused: false})
       await new Promise((r) => setTimeout(r, 200))
       const file = tempFile()
@@ -127,8 +145,8 @@ function tempFile(): string {
     })
 
     test('live save into a pipe, restored from it at the same time: same memory and vCPU state', async () => {
-      const a = host()
-      const b = host()
+      const a = host(how.env)
+      const b = host(how.env)
       const src = await a.hv.create(spec('vm'), {paused: false})
       await new Promise((r) => setTimeout(r, 200))
       const dst = await b.hv.create(spec('vm'), {paused: true, forRestore: true})
@@ -153,8 +171,8 @@ function tempFile(): string {
     })
 
     test('a truncated stream: the restore helper completes with a failure naming the record', async () => {
-      const a = host()
-      const b = host()
+      const a = host(how.env)
+      const b = host(how.env)
       const src = await a.hv.create(spec('vm'), {paused: false})
       const file = tempFile()
       const out = fs.openSync(file, 'w')
@@ -178,3 +196,102 @@ function tempFile(): string {
     })
   })
 }
+
+describe('prestarted helpers (helper/prestart.ts): started before their argv is known', () => {
+  const cmdline = (pid: number | undefined): string[] => fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0')
+  const exited = (child: ChildProcess): Promise<[number | null, NodeJS.Signals | null]> =>
+    child.exitCode !== null || child.signalCode !== null ? Promise.resolve([child.exitCode, child.signalCode]) : new Promise((r) => child.once('exit', (c, s) => r([c, s])))
+
+  test('take their argv and environment on stdin, then save and restore through a pipe as any helper', async () => {
+    const a = host()
+    const b = host()
+    const src = await a.hv.create(spec('vm'), {paused: false})
+    const dst = await b.hv.create(spec('vm'), {paused: true, forRestore: true})
+    const pair = await openFdPair()
+    let atSuspend = ''
+    try {
+      // Started with an environment that names no host: what they run with comes with the argv.
+      const nowhere = {...process.env, XL_TS_BACKEND: 'sim', XL_TS_ROOT: '/nonexistent/xl-ts-root'}
+      const restorePre = prestartHelper({mode: 'restore', ioFd: pair.childStdin, env: nowhere})!
+      const savePre = prestartHelper({mode: 'save', ioFd: pair.sendFd, env: nowhere})!
+      expect(restorePre.waiting && savePre.waiting).toBe(true)
+      expect(cmdline(savePre.pid)).toEqual(expect.arrayContaining(['--await-argv', '--save-domain']))
+      await new Promise((r) => setTimeout(r, 300))
+      expect(restorePre.waiting && savePre.waiting).toBe(true)
+
+      const restore = startHelper({params: restoreParams(pair.childStdin, dst), env: b.env, callbacks: {staticDataDone: () => 0}, prestarted: restorePre})
+      const save = startHelper({
+        params: {mode: 'save', ioFd: pair.sendFd, domid: src, xcflags: XCFLAGS.LIVE, streamType: STREAM_TYPE.PLAIN},
+        env: a.env,
+        callbacks: {
+          suspend: async () => {
+            await a.hv.suspend(src)
+            atSuspend = await a.hv.checksum(src)
+            return 1
+          },
+          switchQemuLogdirty: () => 1,
+        },
+        prestarted: savePre,
+      })
+      expect([save.prestarted, save.pid, restore.prestarted, restore.pid]).toEqual([true, savePre.pid, true, restorePre.pid])
+      expect(save.argv.slice(-7)).toEqual(['--save-domain', String(save.args.ioFd), '-1', String(src), String(XCFLAGS.LIVE), String(save.cbflags), '0'])
+      expect((await save.done).retval).toBe(0)
+      expect((await restore.done).retval).toBe(0)
+      expect(savePre.waiting || restorePre.waiting).toBe(false)
+    } finally {
+      pair.close()
+    }
+    expect(await b.hv.checksum(dst)).toBe(atSuspend)
+    expect(await b.hv.getVcpuContext(dst)).toEqual(await a.hv.getVcpuContext(src))
+  })
+
+  test('one that died while it waited is not used: a new helper runs instead', async () => {
+    const a = host()
+    const src = await a.hv.create(spec('vm'), {paused: true})
+    const file = tempFile()
+    const out = fs.openSync(file, 'w')
+    try {
+      const pre = prestartHelper({mode: 'save', ioFd: out, env: a.env})!
+      process.kill(pre.pid!, 'SIGKILL')
+      await exited(pre.spawned.child)
+      expect(pre.waiting).toBe(false)
+      const run = startHelper({
+        params: {mode: 'save', ioFd: out, domid: src, xcflags: 0, streamType: STREAM_TYPE.PLAIN},
+        env: a.env,
+        callbacks: {suspend: async () => (await a.hv.suspend(src), 1)},
+        prestarted: pre,
+      })
+      expect(run.prestarted).toBe(false)
+      expect(run.pid).not.toBe(pre.pid)
+      expect((await run.done).retval).toBe(0)
+    } finally {
+      fs.closeSync(out)
+    }
+    expect(fs.statSync(file).size).toBeGreaterThan(64 * 1024 * 1024)
+  })
+
+  test('one for other fds is not used; one not needed exits 0 without a word when disposed of', async () => {
+    const a = host()
+    const pair = await openFdPair()
+    try {
+      const pre = prestartHelper({mode: 'restore', ioFd: pair.childStdin, env: a.env})!
+      let said = ''
+      pre.spawned.child.stdout!.on('data', (d: Buffer) => (said += d.toString('latin1')))
+      // A start for the other end of the pair: it does not fit, so it is disposed of.
+      expect(pre.take({mode: 'restore', ioFd: pair.sendFd, file: process.execPath, args: [pre.opts.script]}, () => [])).toBeUndefined()
+      expect(await exited(pre.spawned.child)).toEqual([0, null])
+      expect(said).toBe('')
+
+      const idle = prestartHelper({mode: 'save', ioFd: pair.sendFd, env: a.env})!
+      idle.dispose()
+      expect(await exited(idle.spawned.child)).toEqual([0, null])
+    } finally {
+      pair.close()
+    }
+  })
+
+  test(`only our own helper is prestarted: not one named by ${HELPER_ENV}, nor with ${PRESTART_ENV}=0`, () => {
+    expect(prestartHelper({mode: 'save', ioFd: 1, env: {...process.env, [HELPER_ENV]: '/usr/lib/xen/bin/libxl-save-helper'}})).toBeUndefined()
+    expect(prestartHelper({mode: 'save', ioFd: 1, env: {...process.env, [PRESTART_ENV]: '0'}})).toBeUndefined()
+  })
+})

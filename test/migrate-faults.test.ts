@@ -46,7 +46,7 @@ import {
   type GuestSpec,
 } from './support/migrate.js'
 
-type Victim = 'transport' | 'receiver' | 'sender-helper' | 'receiver-helper' | 'sender'
+type Victim = 'transport' | 'receiver' | 'sender-helper' | 'receiver-helper' | 'sender' | 'prestarted helpers'
 
 /** Where the guest must end up. */
 type Where =
@@ -78,6 +78,8 @@ const SUCCEEDED = ['migration sender: Target reports successful startup.', 'Migr
 const CASES: Case[] = [
   {point: 'receiver:banner', victim: 'transport', where: 'source', says: NO_BANNER},
   {point: 'receiver:banner', victim: 'receiver', where: 'source', says: NO_BANNER},
+  // Both helpers were started ahead and wait for their argv: new ones run in their place.
+  {point: 'receiver:banner', victim: 'prestarted helpers', where: 'target', says: SUCCEEDED, exit: 0},
   {point: 'receiver:header', victim: 'transport', where: 'source', says: RESUMED},
   {point: 'receiver:header', victim: 'receiver', where: 'source', says: RESUMED},
   {point: 'receiver:header', victim: 'sender-helper', where: 'source', says: ['migration sender: libxl_domain_suspend failed (rc=-3)', ...RESUMED]},
@@ -110,7 +112,7 @@ const CASES: Case[] = [
 
 /** Victims that do not exist at a point (the helpers run only while the stream does). */
 export const NOT_APPLICABLE = [
-  'banner x sender-helper, banner x receiver-helper: no helper runs yet',
+  'banner x sender-helper, banner x receiver-helper: no helper runs yet (the ones started ahead wait for their argv: killed in their own case)',
   'header x receiver-helper: the receiver is stopped before it starts its helper',
   'before-ready / after-ready / after-go x either helper: both have finished',
 ]
@@ -206,8 +208,8 @@ async function runCase(c: Case): Promise<void> {
   const side = (s: 'sender' | 'receiver') => readJson(path.join(hook, `${s}.json`)) ?? {}
   if (c.afterSenderPoint) await until(`the sender at ${c.afterSenderPoint}`, 20_000, () => side('sender').point === c.afterSenderPoint)
 
-  const victimPid = await until(`the ${c.victim}'s pid`, 10_000, () => {
-    switch (c.victim) {
+  const pidOf = (v: Exclude<Victim, 'prestarted helpers'>): number | undefined => {
+    switch (v) {
       case 'transport':
         return side('sender').transport as number | undefined
       case 'receiver':
@@ -219,10 +221,19 @@ async function runCase(c: Case): Promise<void> {
       case 'sender':
         return side('sender').pid as number | undefined
     }
+  }
+  const victims = await until(`the ${c.victim}' pids`, 10_000, () => {
+    if (c.victim !== 'prestarted helpers') {
+      const pid = pidOf(c.victim)
+      return pid === undefined ? undefined : [pid]
+    }
+    const both = [side('sender')['prestarted-helper'], side('receiver')['prestarted-helper']] as (number | undefined)[]
+    return both.every((p) => p !== undefined) ? (both as number[]) : undefined
   })
-  expect(alive(victimPid), `${c.victim} [${victimPid}] is there to be killed`).toBe(true)
-  signal(victimPid, 'SIGKILL')
-  await until(`${c.victim} [${victimPid}] to die`, 10_000, () => !alive(victimPid))
+  for (const pid of victims) expect(alive(pid), `${c.victim} [${pid}] is there to be killed`).toBe(true)
+  for (const pid of victims) signal(pid, 'SIGKILL')
+  for (const pid of victims) await until(`${c.victim} [${pid}] to die`, 10_000, () => !alive(pid))
+  const victimPid = victims[0]!
   // With the sender stopped, let the connection be gone before it goes on (as when ssh notices).
   const transport = side('sender').transport as number | undefined
   if (c.victim === 'receiver' && stopped.pid !== victimPid && transport && String(stopped.point).startsWith('sender:')) {

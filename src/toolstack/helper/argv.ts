@@ -162,3 +162,48 @@ export function parseHelperArgv(argv: readonly string[]): HelperArgs {
     streamType: streamType as HelperStreamType,
   }
 }
+
+/**
+ * Our own addition, for a helper started before its argv is known (prestart.ts): the argv is
+ * `--await-argv --save-domain|--restore-domain`, and what it runs with comes on stdin as a u32
+ * length (little endian) and JSON: `{"argv": [Xen's argv], "env": {NAME: value, or null to unset}}`
+ * (the environment as it would have been given to a helper started now).
+ */
+export const AWAIT_ARGV_FLAG = '--await-argv'
+/** The most bytes a waiting helper accepts (Xen's argv is a few dozen, the changed variables few). */
+export const MAX_AWAITED_BYTES = 64 * 1024
+
+export interface AwaitedStart {
+  readonly argv: string[]
+  readonly env: Record<string, string | null>
+}
+
+export function encodeAwaitedStart(start: AwaitedStart): Buffer {
+  const body = Buffer.from(JSON.stringify(start))
+  if (body.length > MAX_AWAITED_BYTES) throw new RangeError(`an awaited start of ${body.length} bytes is more than ${MAX_AWAITED_BYTES}`)
+  const head = Buffer.alloc(4)
+  head.writeUInt32LE(body.length)
+  return Buffer.concat([head, body])
+}
+
+/** Decodes the awaited start's JSON (the bytes after the length); throws HelperArgvError. */
+export function decodeAwaitedStart(body: Buffer): AwaitedStart {
+  const bad = (why: string): never => {
+    throw new HelperArgvError(why, [AWAIT_ARGV_FLAG])
+  }
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(body.toString('utf8'))
+  } catch {
+    return bad('the start on stdin is not JSON')
+  }
+  const o = parsed as {argv?: unknown; env?: unknown}
+  if (typeof o !== 'object' || o === null || !Array.isArray(o.argv) || !o.argv.every((a) => typeof a === 'string')) return bad('the start on stdin has no argv of strings')
+  if (typeof o.env !== 'object' || o.env === null || Array.isArray(o.env)) return bad('the start on stdin has no env object')
+  const env: Record<string, string | null> = {}
+  for (const [k, v] of Object.entries(o.env)) {
+    if (v !== null && typeof v !== 'string') bad(`the start on stdin sets ${k} to something not a string`)
+    env[k] = v as string | null
+  }
+  return {argv: o.argv as string[], env}
+}

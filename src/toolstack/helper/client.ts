@@ -28,8 +28,9 @@ import * as os from 'node:os'
 import * as util from 'node:util'
 
 import {entryPointFile, nodeProgramEnv} from '../entry-points.js'
-import {blockingFd, fdFlags, spawnWithFds, type ChildStdio} from '../fd/index.js'
+import type {ChildStdio} from '../fd/index.js'
 import {buildHelperArgv, type HelperArgs, type HelperStreamType} from './argv.js'
+import {PrestartedHelper, spawnHelperProcess} from './prestart.js'
 import {
   HELPER_MESSAGES,
   HelperMessageDecoder,
@@ -66,6 +67,25 @@ export function resolveHelperCommand(env: NodeJS.ProcessEnv = process.env): Help
   const override = env[HELPER_ENV]
   if (override) return {file: override, args: []}
   return {file: process.execPath, args: [defaultHelperScript()]}
+}
+
+/** Set to 0 to start the helper only when it is needed, as libxl does (no prestart). */
+export const PRESTART_ENV = 'XL_TS_PRESTART_HELPER'
+
+/**
+ * Starts our helper ahead of its argv (prestart.ts) for a stream on `ioFd` (and `backFd`), with the
+ * environment it is to run with. Undefined when the helper is not ours (`LIBXL_SAVE_HELPER`), when
+ * `XL_TS_PRESTART_HELPER=0`, or when it cannot be spawned (the start then spawns one as usual).
+ */
+export function prestartHelper(opts: {mode: 'save' | 'restore'; ioFd: number; backFd?: number; env: NodeJS.ProcessEnv; stderr?: ChildStdio}): PrestartedHelper | undefined {
+  if (opts.env[PRESTART_ENV] === '0') return undefined
+  const command = resolveHelperCommand(opts.env)
+  if (command.file !== process.execPath || command.args.length !== 1) return undefined
+  try {
+    return PrestartedHelper.start({...opts, file: command.file, script: command.args[0]!})
+  } catch {
+    return undefined
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -157,6 +177,11 @@ export interface StartHelperOptions {
   readonly env?: NodeJS.ProcessEnv
   /** The helper's stderr: inherited by default, as libxl does; 'pipe' collects it (up to 64 KiB). */
   readonly stderr?: ChildStdio
+  /**
+   * A helper started ahead (prestart.ts) for the same mode, fds and program: used instead of a
+   * new process while it waits; else it is disposed of and a new one is spawned.
+   */
+  readonly prestarted?: PrestartedHelper
   /** How errors name the helper (default `domain <domid> save/restore helper`, as libxl). */
   readonly what?: string
   /** Aborting it aborts the helper (SIGTERM). */
@@ -273,8 +298,10 @@ export class HelperError extends Error {
 
 export interface HelperRun {
   readonly pid: number | undefined
-  /** The whole argv: command, its arguments, then the helper's. */
+  /** The whole argv: command, its arguments, then the helper's (a prestarted one got it on stdin). */
   readonly argv: readonly string[]
+  /** The process was prestarted (prestart.ts) and took its argv now. */
+  readonly prestarted: boolean
   /** The helper's arguments as parsed (the fds as the helper sees them). */
   readonly args: HelperArgs
   readonly cbflags: number
@@ -406,12 +433,8 @@ class Session {
 
     const back = p.mode === 'save' ? p.recvFd : p.sendBackFd
     const ours = back === undefined || back < 0 ? [p.ioFd] : [p.ioFd, back]
-    // Xen's helper (libxc) expects blocking fds; a non-blocking pipe (our stdout under oclif) gets a
-    // blocking description of its own for the helper (see reopenBlocking).
-    const blocking = ours.map((fd, i) => this.#blocking(fd, i === 0 ? 'stream fd' : 'back channel fd', opts.ensureBlocking ?? true))
-    const pass = blocking.map((b) => b.fd)
     let args: HelperArgs | undefined
-    const argsFor = (childFds: readonly number[]): string[] => {
+    const helperArgv = (childFds: readonly number[]): string[] => {
       const ioFd = childFds[0]!
       const backFd = childFds[1] ?? -1
       args =
@@ -429,38 +452,40 @@ class Session {
               cbflags: this.#cbflags,
               streamType: p.streamType,
             }
-      return [...command.args, ...buildHelperArgv(args)]
+      return buildHelperArgv(args)
     }
     const done = new Promise<HelperOutcome>((resolve, reject) => {
       this.#resolve = resolve
       this.#reject = reject
     })
-    let spawned: ReturnType<typeof spawnWithFds>
-    try {
-      spawned = spawnWithFds(command.file, argsFor, {
-        stdin: 'pipe',
-        stdout: 'pipe',
-        stderr: opts.stderr ?? 'inherit',
-        pass,
-        // A helper run by this Node (ours, unless the caller named another script) starts without
-        // what only costs Node start-up time; any other program gets the environment as given.
-        ...(command.file === process.execPath ? {env: nodeProgramEnv(opts.env ?? process.env)} : opts.env ? {env: opts.env} : {}),
-        ...(opts.ownSession ? {ownSession: true} : {}),
-      })
-    } finally {
-      // The child has its own copies now.
-      for (const b of blocking) b.close()
-    }
+    // A helper prestarted for these fds takes its argv now; else (none, or it died) one is spawned
+    // with it, Xen's helper expecting blocking fds (see blockingForHelper).
+    const want = {mode: p.mode, ioFd: p.ioFd, ...(back !== undefined ? {backFd: back} : {}), file: command.file, args: command.args, ...(opts.env ? {env: opts.env} : {}), ...(opts.stderr ? {stderr: opts.stderr} : {}), ...(opts.ownSession ? {ownSession: true} : {})}
+    const spawned =
+      opts.prestarted?.take(want, helperArgv) ??
+      spawnHelperProcess(
+        {
+          file: command.file,
+          fds: ours,
+          ...(opts.env ? {env: opts.env} : {}),
+          ...(opts.stderr ? {stderr: opts.stderr} : {}),
+          ...(opts.ownSession ? {ownSession: true} : {}),
+          ...(opts.ensureBlocking !== undefined ? {ensureBlocking: opts.ensureBlocking} : {}),
+        },
+        (fds) => [...command.args, ...helperArgv(fds)],
+      )
+    this.#warnings.push(...spawned.warnings)
     const child = spawned.child
     this.#child = child
     const self = this
     this.run = {
       pid: child.pid,
-      argv: [command.file, ...child.spawnargs.slice(1)],
+      argv: [command.file, ...command.args, ...buildHelperArgv(args!)],
+      prestarted: opts.prestarted !== undefined && opts.prestarted.pid === child.pid,
       args: args!,
       cbflags: this.#cbflags,
       strays: spawned.strays,
-      reopened: blocking.filter((b) => b.reopened).map((b) => b.original),
+      reopened: spawned.reopened,
       warnings: this.#warnings,
       done,
       abort: () => self.#abort(),
@@ -474,19 +499,6 @@ class Session {
         signal.addEventListener('abort', onAbort, {once: true})
         this.#unlisten = () => signal.removeEventListener('abort', onAbort)
       }
-    }
-  }
-
-  #blocking(fd: number, what: string, ensure: boolean): {fd: number; original: number; reopened: boolean; close(): void} {
-    const asIs = {fd, original: fd, reopened: false, close: () => {}}
-    if (!ensure) return asIs
-    try {
-      if (!fdFlags(fd).nonBlocking) return asIs
-      const b = blockingFd(fd, what)
-      return {fd: b.fd, original: fd, reopened: b.reopened, close: () => b.close()}
-    } catch (err) {
-      this.#warnings.push(`${what} (fd ${fd}) is non-blocking and stays so: ${err instanceof Error ? err.message : String(err)}`)
-      return asIs
     }
   }
 

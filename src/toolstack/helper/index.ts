@@ -5,3 +5,4 @@
 export * from './protocol.js'
 export * from './argv.js'
 export * from './client.js'
+export * from './prestart.js'

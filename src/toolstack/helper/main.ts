@@ -11,13 +11,13 @@
  */
 import {constants as osConstants} from 'node:os'
 
-import {SyncFdSource, fdPosition, isSeekable, kernelCopy, kernelCopyUnavailable, moveRunsOrFail, runPairs, runsEndAt, sleepSync, writeAllSync, type KernelCopy} from '../fd/index.js'
+import {SyncFdSource, fdPosition, isSeekable, kernelCopy, kernelCopyUnavailable, moveRunsOrFail, readExactSync, runPairs, runsEndAt, sleepSync, writeAllSync, type KernelCopy} from '../fd/index.js'
 import {createHypervisor, type Hypervisor} from '../hypervisor/index.js'
 import type {RestoreCallbacks} from '../restore/index.js'
 import {PRECOPY_ENV, parseTuning, policyFor, type PrecopyTuning} from '../save/policy.js'
 import type {SaveCallbacks, SaveEvent} from '../save/engine.js'
 import {encodeLibxcRecord, type FileRun, type StreamType} from '../stream/index.js'
-import {XCFLAGS, parseHelperArgv, streamTypeName, type RestoreHelperArgs, type SaveHelperArgs} from './argv.js'
+import {AWAIT_ARGV_FLAG, HelperArgvError, MAX_AWAITED_BYTES, XCFLAGS, decodeAwaitedStart, parseHelperArgv, streamTypeName, type RestoreHelperArgs, type SaveHelperArgs} from './argv.js'
 import {dirtyListReader} from './dirty-list.js'
 import {HelperSide} from './helper-side.js'
 import {CBFLAGS, XTL} from './protocol.js'
@@ -193,11 +193,39 @@ async function restore(side: HelperSide, hv: Hypervisor, a: RestoreHelperArgs): 
   return result
 }
 
+/**
+ * Our argv: as given, or for a prestarted helper (`--await-argv`, see prestart.ts) as it comes on
+ * stdin, with the environment changes that come with it; undefined when stdin closes first (the
+ * toolstack did not need us).
+ */
+function helperArgv(): string[] | undefined {
+  const argv = process.argv.slice(2)
+  if (argv[0] !== AWAIT_ARGV_FLAG) return argv
+  const ended = (): never => {
+    throw new HelperArgvError('stdin closed inside the awaited start', [AWAIT_ARGV_FLAG])
+  }
+  const head = readExactSync(0, 4, {what: 'the awaited start'})
+  if (head.length === 0) return undefined
+  if (head.length < 4) ended()
+  const length = head.readUInt32LE(0)
+  if (length > MAX_AWAITED_BYTES) throw new HelperArgvError(`an awaited start of ${length} bytes is more than ${MAX_AWAITED_BYTES}`, [AWAIT_ARGV_FLAG])
+  const body = readExactSync(0, length, {what: 'the awaited start'})
+  if (body.length < length) ended()
+  const start = decodeAwaitedStart(body)
+  for (const [k, v] of Object.entries(start.env)) {
+    if (v === null) delete process.env[k]
+    else process.env[k] = v
+  }
+  return start.argv
+}
+
 async function main(): Promise<number> {
   const side = new HelperSide()
   let args
   try {
-    args = parseHelperArgv(process.argv.slice(2))
+    const argv = helperArgv()
+    if (argv === undefined) return 0
+    args = parseHelperArgv(argv)
   } catch (err) {
     side.error(`bad arguments: ${message(err)}`)
     return EXIT_CANNOT_START

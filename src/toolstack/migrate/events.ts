@@ -24,7 +24,8 @@ export type MigrateEvent =
   | {readonly kind: 'libxl-header'; readonly offset: number}
   /** A libxl record written or read. `offset` is null when it cannot be known (after the hand-off on a pipe). */
   | {readonly kind: 'libxl-record'; readonly record: LibxlKind; readonly index: number; readonly offset: number | null; readonly length: number}
-  | {readonly kind: 'helper-started'; readonly mode: 'save' | 'restore'; readonly pid: number | undefined; readonly argv: readonly string[]}
+  /** `prestarted`: the process was started ahead (helper/prestart.ts) and took its argv now. */
+  | {readonly kind: 'helper-started'; readonly mode: 'save' | 'restore'; readonly pid: number | undefined; readonly argv: readonly string[]; readonly prestarted: boolean}
   | {readonly kind: 'helper-log'; readonly log: HelperLogEvent}
   | {readonly kind: 'helper-progress'; readonly progress: HelperProgressEvent}
   /** The libxc stream is done: the helper completed. `bytes` when the fd is a file (its position moved that far). */

@@ -33,6 +33,9 @@
  *
  *   all: D = done, nothing more to do, exit.
  *
+ *   await                              started ahead of its role (fds 3, 4 as for receiver)
+ *     I <JSON argv>  the role and its arguments, as above; end of file before it: nothing to guard.
+ *
  * The lines come on stdin (a pipe from the side it guards); end of file without D means that side
  * died. The host is the one XL_TS_BACKEND / XL_TS_ROOT name, as for the helper. What it does is said
  * on stderr.
@@ -45,7 +48,8 @@ import {MIGRATE_PERMISSION_TO_GO, MIGRATE_REPORT, encodeStatus} from './handshak
 
 const SHUTDOWN_SUSPEND = 2
 
-const [role = '', ...args] = process.argv.slice(2)
+// `await`: started ahead of its role (Guardian.prestart); the first line `I <JSON argv>` gives it.
+let [role = '', ...args] = process.argv.slice(2)
 
 let domid: number | undefined
 let helperPid: number | undefined
@@ -63,7 +67,20 @@ function say(line: string): void {
   }
 }
 
+/** The role and its arguments, for a guardian started ahead of them; ignored once it has one. */
+function assign(json: string): void {
+  if (role !== 'await') return
+  try {
+    const argv = JSON.parse(json) as unknown
+    if (!Array.isArray(argv) || !argv.every((a) => typeof a === 'string') || argv.length === 0) throw new Error('not an argv')
+    ;[role = '', ...args] = argv as string[]
+  } catch {
+    say(`ignored a role that is not a JSON argv: ${json.slice(0, 80)}`)
+  }
+}
+
 function take(line: string): void {
+  if (line.startsWith('I ')) return assign(line.slice(2))
   const [cmd, arg] = line.trim().split(/\s+/)
   if (cmd === 'C' && arg !== undefined) domid = Number(arg)
   else if (cmd === 'H' && arg !== undefined) helperPid = Number(arg)

@@ -50,10 +50,29 @@ export class Guardian {
    * undefined (and `onError` told) when it cannot run.
    */
   static start(role: GuardianRole, env: NodeJS.ProcessEnv, onError: (why: string) => void): Guardian | undefined {
+    const stream = role.role === 'receiver' ? role.stream : undefined
+    return Guardian.#spawn(argv(role), stream, env, onError)
+  }
+
+  /**
+   * A receiver's guardian started before its role is known (the names come with the xl header),
+   * so that its start does not fall between the header and the first page; `assign` gives the
+   * role. Until then it has nothing to guard: if we die first, it just exits.
+   */
+  static prestart(stream: {readonly inFd: number; readonly outFd: number} | undefined, env: NodeJS.ProcessEnv, onError: (why: string) => void): Guardian | undefined {
+    return Guardian.#spawn(['await'], stream, env, onError)
+  }
+
+  /** The role of a prestarted guardian (must be the one it was prestarted for: same stream fds). */
+  assign(role: GuardianRole): Promise<void> {
+    return this.#send(`I ${JSON.stringify(argv(role))}`)
+  }
+
+  static #spawn(args: readonly string[], stream: {readonly inFd: number; readonly outFd: number} | undefined, env: NodeJS.ProcessEnv, onError: (why: string) => void): Guardian | undefined {
     let child: ChildProcess
     try {
-      const stream = role.role === 'receiver' && role.stream ? [role.stream.inFd, role.stream.outFd] : []
-      child = spawn(process.execPath, [guardianScript(), ...argv(role)], {detached: true, stdio: ['pipe', 'ignore', 'inherit', ...stream], env: nodeProgramEnv(env)})
+      const fds = stream ? [stream.inFd, stream.outFd] : []
+      child = spawn(process.execPath, [guardianScript(), ...args], {detached: true, stdio: ['pipe', 'ignore', 'inherit', ...fds], env: nodeProgramEnv(env)})
     } catch (err) {
       onError(err instanceof Error ? err.message : String(err))
       return undefined

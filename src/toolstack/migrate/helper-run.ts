@@ -12,6 +12,7 @@ import {
   type HelperCommand,
   type HelperOutcome,
   type HelperParams,
+  type PrestartedHelper,
 } from '../helper/index.js'
 import {MigrateError, type MigrateErrorInfo} from './errors.js'
 import type {MigrateEventHandler} from './events.js'
@@ -25,6 +26,8 @@ export interface RunHelperOptions {
   readonly command?: HelperCommand
   /** Run the helper in a session of its own (Remus: a Ctrl-C for us must not kill it). */
   readonly ownSession?: boolean
+  /** A helper started ahead for this run (prestart.ts), used if it still waits. */
+  readonly prestarted?: PrestartedHelper
 }
 
 export interface HelperRunResult {
@@ -52,11 +55,12 @@ export async function runStreamHelper(opts: RunHelperOptions): Promise<HelperRun
       ...(opts.signal ? {signal: opts.signal} : {}),
       ...(opts.command ? {command: opts.command} : {}),
       ...(opts.ownSession ? {ownSession: true} : {}),
+      ...(opts.prestarted ? {prestarted: opts.prestarted} : {}),
     })
   } catch (err) {
     throw helperFailure(err, mode)
   }
-  emit?.({kind: 'helper-started', mode, pid: run.pid, argv: run.argv})
+  emit?.({kind: 'helper-started', mode, pid: run.pid, argv: run.argv, prestarted: run.prestarted})
   try {
     const outcome = await run.done
     return {outcome, ms: performance.now() - started}

@@ -75,7 +75,7 @@ export class EventLines {
       case 'helper-progress':
         return this.#progress(e.progress.context, e.progress.doingWhat, e.progress.done, e.progress.total)
       case 'helper-started':
-        return [{level: 'debug', text: `${e.mode} helper [${e.pid ?? '?'}]: ${e.argv.join(' ')}`}]
+        return [{level: 'debug', text: `${e.mode} helper [${e.pid ?? '?'}]${e.prestarted ? ' (started ahead)' : ''}: ${e.argv.join(' ')}`}]
       case 'helper-done':
         return [{level: 'detail', text: `libxc stream ${e.mode === 'save' ? 'written' : 'read'} in ${e.ms.toFixed(0)} ms${e.bytes !== undefined ? ` (${e.bytes} bytes)` : ''}`}]
       case 'libxl-header':

@@ -24,6 +24,7 @@
  */
 import {domainConfigFromJson, domainSpec, type DomainConfig} from '../config/index.js'
 import {FdByteSource, writeAll} from '../fd/index.js'
+import {prestartHelper, type PrestartedHelper} from '../helper/index.js'
 import {HypervisorError, asSim, type Hypervisor} from '../hypervisor/index.js'
 import {StreamError} from '../stream/index.js'
 import {MigrateError} from './errors.js'
@@ -131,6 +132,8 @@ class MigrationReceiver {
   #checkpoints = 0
   /** COLO: the secondary guest ran when the stream ended. */
   #secondaryRunning = false
+  /** A plain stream's restore helper, started before the banner (helper/prestart.ts). */
+  #prestarted: PrestartedHelper | undefined
 
   constructor(opts: MigrationReceiverOptions) {
     this.#o = opts
@@ -164,6 +167,23 @@ class MigrationReceiver {
   }
 
   async #receive(): Promise<ReceiveMigrationResult> {
+    // A plain stream: our restore helper starts while the sender reads our banner and writes its
+    // header, not after it, where the domain's start and the sender's stream compete for the cores.
+    // (A checkpointed stream sets up around a built domain first, as libxl does.)
+    const env = helperEnv(this.#hv, this.#o.env ?? process.env)
+    // So does our guardian; it learns what to guard (the names) from the header.
+    this.#guardian = Guardian.prestart({inFd: this.#in, outFd: this.#out}, env, (why) => this.#log('warning', `cannot start the guardian: ${why}`))
+    this.#hooks.note('guardian', this.#guardian?.pid)
+    this.#prestarted = this.#o.checkpointed === undefined ? prestartHelper({mode: 'restore', ioFd: this.#in, env, stderr: 'pipe'}) : undefined
+    this.#hooks.note('prestarted-helper', this.#prestarted?.pid)
+    try {
+      return await this.#handshake(env)
+    } finally {
+      this.#prestarted?.dispose()
+    }
+  }
+
+  async #handshake(env: NodeJS.ProcessEnv): Promise<ReceiveMigrationResult> {
     this.#line('migration target: Ready to receive domain.')
     this.#hooks.at('receiver:banner')
     try {
@@ -177,7 +197,7 @@ class MigrationReceiver {
     let domid: number
     let stoppedByPrimary = false
     try {
-      domid = await this.#createDomain((r) => (stoppedByPrimary = r.stoppedByPrimary === true))
+      domid = await this.#createDomain(env, (r) => (stoppedByPrimary = r.stoppedByPrimary === true))
     } catch (err) {
       const f = err instanceof CreateFailure ? err : new CreateFailure(ERROR_FAIL, [`xl-ts: error: ${(err as Error).message}`])
       for (const l of f.lines) this.#line(l)
@@ -324,7 +344,7 @@ class MigrationReceiver {
   }
 
   /** create_domain for an incoming stream; returns the domid of `<name>--incoming`, paused. */
-  async #createDomain(onReceived: (r: ReceiveResult) => void): Promise<number> {
+  async #createDomain(env: NodeJS.ProcessEnv, onReceived: (r: ReceiveResult) => void): Promise<number> {
     const hv = this.#hv
     const source = new FdByteSource(this.#in)
     let header
@@ -351,7 +371,6 @@ class MigrationReceiver {
     const incoming = `${name}--incoming`
     this.#name = name
     this.#o.onConfig?.({...config, c_info: {...config.c_info, name: incoming}})
-    const env = helperEnv(hv, this.#o.env ?? process.env)
     const role = {
       role: 'receiver',
       incomingName: incoming,
@@ -360,10 +379,11 @@ class MigrationReceiver {
       stream: {inFd: this.#in, outFd: this.#out},
       checkpointed: this.#o.checkpointed !== undefined,
     } as const
-    this.#guardian = Guardian.start(role, env, (why) =>
-      this.#log('warning', `cannot start the guardian of ${incoming}: ${why}`),
-    )
-    this.#hooks.note('guardian', this.#guardian?.pid)
+    if (this.#guardian) await this.#guardian.assign(role)
+    else {
+      this.#guardian = Guardian.start(role, env, (why) => this.#log('warning', `cannot start the guardian of ${incoming}: ${why}`))
+      this.#hooks.note('guardian', this.#guardian?.pid)
+    }
 
     const spec = domainSpec({...config, c_info: {...config.c_info, name: incoming}}, hv.backend)
     let domid: number
@@ -450,6 +470,7 @@ class MigrationReceiver {
             }
           : {}),
         env,
+        ...(this.#prestarted ? {prestarted: this.#prestarted} : {}),
         offset: header.length,
         onEvent: (e) => this.#streamEvent(e),
       })

@@ -32,6 +32,7 @@
  * transport child is waited for (xl waits 2 s on failure; we then kill it) on every path.
  */
 import {openFdPair, type FdPair} from '../fd/index.js'
+import {prestartHelper, type PrestartedHelper} from '../helper/index.js'
 import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
 import {PRECOPY_ENV, type PrecopyTuning} from '../save/index.js'
 import {MigrateError} from './errors.js'
@@ -237,6 +238,24 @@ class MigrationSender {
   async #migrate(): Promise<MigrationResult> {
     const o = this.#o
     const pair = this.#pair!
+    const tuning = o.tuning ?? {}
+    const env: NodeJS.ProcessEnv = {...helperEnv(this.#hv, o.env ?? process.env)}
+    if (Object.keys(tuning).length > 0) env[PRECOPY_ENV] = JSON.stringify(tuning)
+    else delete env[PRECOPY_ENV]
+    // Our save helper starts while we wait for the receiver (its CLI's start takes longer), not
+    // after the header, where the receiver starts its domain and helper on the same cores.
+    const prestarted = prestartHelper({mode: 'save', ioFd: pair.sendFd, env, stderr: 'pipe'})
+    this.#hooks.note('prestarted-helper', prestarted?.pid)
+    try {
+      return await this.#stream(env, prestarted)
+    } finally {
+      prestarted?.dispose()
+    }
+  }
+
+  async #stream(env: NodeJS.ProcessEnv, prestarted: PrestartedHelper | undefined): Promise<MigrationResult> {
+    const o = this.#o
+    const pair = this.#pair!
     const rune = o.rune
 
     // migrate_do_preamble: the banner, then the xl header and config.
@@ -257,10 +276,6 @@ class MigrationSender {
 
     // libxl_domain_suspend: the libxl stream, the helper's precopy and stop-and-copy.
     this.#phase('precopy')
-    const tuning = o.tuning ?? {}
-    const env: NodeJS.ProcessEnv = {...helperEnv(this.#hv, o.env ?? process.env)}
-    if (Object.keys(tuning).length > 0) env[PRECOPY_ENV] = JSON.stringify(tuning)
-    else delete env[PRECOPY_ENV]
     try {
       const sent = await sendDomain({
         hypervisor: this.#hv,
@@ -272,6 +287,7 @@ class MigrationSender {
         env,
         signal: this.#abort.signal,
         offset: this.#headerBytes,
+        ...(prestarted ? {prestarted} : {}),
         onEvent: (e) => this.#streamEvent(e),
       })
       this.#deviceStateBytes = sent.deviceStateBytes

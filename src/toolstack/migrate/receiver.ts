@@ -22,7 +22,7 @@
  * whole checkpoint, and `receiveDomain` resolves with `failover` (the caller starts the domain).
  */
 import {FdByteSource, FdError} from '../fd/index.js'
-import {STREAM_TYPE, type HelperCommand, type HelperOutcome, type RestoreResults} from '../helper/index.js'
+import {STREAM_TYPE, type HelperCommand, type HelperOutcome, type PrestartedHelper, type RestoreResults} from '../helper/index.js'
 import type {Hypervisor} from '../hypervisor/index.js'
 import {
   StreamError,
@@ -97,6 +97,8 @@ export interface ReceiveDomainOptions {
   readonly onEvent?: MigrateEventHandler
   readonly signal?: AbortSignal
   readonly helperCommand?: HelperCommand
+  /** Our helper started ahead for this stream (helper/prestart.ts): used if it still waits. */
+  readonly prestarted?: PrestartedHelper
   /** Stream offset of the fd's position now (default: the file position of a file, else 0). */
   readonly offset?: number
   /** Event channels for the xenstore and console rings (libxl allocates them; the sim has none). */
@@ -312,6 +314,7 @@ class Receiver {
         ...(this.#o.onEvent ? {onEvent: this.#o.onEvent} : {}),
         ...(this.#o.signal ? {signal: this.#o.signal} : {}),
         ...(this.#o.helperCommand ? {command: this.#o.helperCommand} : {}),
+        ...(this.#o.prestarted ? {prestarted: this.#o.prestarted} : {}),
       })
     } catch (err) {
       const e = helperFailure(err, 'restore')

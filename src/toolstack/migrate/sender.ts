@@ -16,7 +16,7 @@
  * written: the stream ends when replication stops, and `sendDomain` then resolves with how it
  * stopped instead of throwing.
  */
-import {STREAM_TYPE, XCFLAGS, type HelperCallbacks, type HelperCommand, type HelperOutcome} from '../helper/index.js'
+import {STREAM_TYPE, XCFLAGS, type HelperCallbacks, type HelperCommand, type HelperOutcome, type PrestartedHelper} from '../helper/index.js'
 import type {Hypervisor} from '../hypervisor/index.js'
 import {EMULATOR, encodeLibxlHeader, encodeLibxlRecord, type LibxlRecord} from '../stream/index.js'
 import {MigrateError} from './errors.js'
@@ -52,6 +52,8 @@ export interface SendDomainOptions {
   readonly signal?: AbortSignal
   /** The helper to run (default: $LIBXL_SAVE_HELPER, else ours). */
   readonly helperCommand?: HelperCommand
+  /** Our helper started ahead for this stream (helper/prestart.ts): used if it still waits. */
+  readonly prestarted?: PrestartedHelper
   /** Stream offset of the fd's current position, for events on a pipe (default 0; a file tells its own). */
   readonly offset?: number
 }
@@ -258,6 +260,7 @@ export async function sendDomain(opts: SendDomainOptions): Promise<SendResult> {
       ...(opts.onEvent ? {onEvent: opts.onEvent} : {}),
       ...(opts.signal ? {signal: opts.signal} : {}),
       ...(opts.helperCommand ? {command: opts.helperCommand} : {}),
+      ...(opts.prestarted ? {prestarted: opts.prestarted} : {}),
       // Remus is stopped by the operator's interrupt, which must not kill the helper under it.
       ...(remus ? {ownSession: true} : {}),
     })
