@@ -46,7 +46,7 @@ import {
   type GuestSpec,
 } from './support/migrate.js'
 
-type Victim = 'transport' | 'receiver' | 'sender-helper' | 'receiver-helper' | 'sender' | 'prestarted helpers'
+type Victim = 'transport' | 'receiver' | 'sender-helper' | 'receiver-helper' | 'sender' | 'prestarted helpers' | 'receiver-guardian'
 
 /** Where the guest must end up. */
 type Where =
@@ -80,6 +80,8 @@ const CASES: Case[] = [
   {point: 'receiver:banner', victim: 'receiver', where: 'source', says: NO_BANNER},
   // Both helpers were started ahead and wait for their argv: new ones run in their place.
   {point: 'receiver:banner', victim: 'prestarted helpers', where: 'target', says: SUCCEEDED, exit: 0},
+  // So was the receiver's guardian, which has nothing to guard yet: a new one takes its place.
+  {point: 'receiver:banner', victim: 'receiver-guardian', where: 'target', says: SUCCEEDED, exit: 0},
   {point: 'receiver:header', victim: 'transport', where: 'source', says: RESUMED},
   {point: 'receiver:header', victim: 'receiver', where: 'source', says: RESUMED},
   {point: 'receiver:header', victim: 'sender-helper', where: 'source', says: ['migration sender: libxl_domain_suspend failed (rc=-3)', ...RESUMED]},
@@ -220,6 +222,8 @@ async function runCase(c: Case): Promise<void> {
         return side('receiver').helper as number | undefined
       case 'sender':
         return side('sender').pid as number | undefined
+      case 'receiver-guardian':
+        return side('receiver').guardian as number | undefined
     }
   }
   const victims = await until(`the ${c.victim}' pids`, 10_000, () => {
@@ -247,6 +251,8 @@ async function runCase(c: Case): Promise<void> {
   if (c.victim === 'sender') expect(r.signal, stderr).toBe('SIGKILL')
   else expect(r.exitCode, stderr).toBe(c.exit ?? 1)
   for (const line of c.says) expect(stderr.split('\n'), `"${line}" in:\n${stderr}`).toContain(line)
+  // A guardian that died before it had anything to guard is replaced once there is.
+  if (c.victim === 'receiver-guardian') expect(side('receiver').guardian, 'a new guardian').not.toBe(victimPid)
   expect(await waitNoMarked(marker), 'no process of the run is left').toEqual([])
   expect(fs.readdirSync(hook).filter((f) => !f.endsWith('.json')), 'no FIFO or temp dir left').toEqual([])
 

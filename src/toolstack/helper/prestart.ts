@@ -20,6 +20,7 @@ import type {ChildProcess} from 'node:child_process'
 
 import {nodeProgramEnv} from '../entry-points.js'
 import {blockingFd, fdFlags, spawnWithFds, type ChildStdio} from '../fd/index.js'
+import {procStart} from '../hypervisor/sim/proc.js'
 import {AWAIT_ARGV_FLAG, encodeAwaitedStart} from './argv.js'
 
 
@@ -127,10 +128,14 @@ export class PrestartedHelper {
     return this.spawned.child.pid
   }
 
-  /** Still waiting for its argv: not taken, not disposed of, not dead. */
+  /**
+   * Still waiting for its argv: not taken, not disposed of, not dead. Its exit may not have reached
+   * our event loop yet (we may have been stopped meanwhile): a zombie counts as dead.
+   */
   get waiting(): boolean {
     const c = this.spawned.child
-    return this.#state === 'waiting' && c.pid !== undefined && c.exitCode === null && c.signalCode === null && !!c.stdin?.writable
+    if (this.#state !== 'waiting' || c.pid === undefined || c.exitCode !== null || c.signalCode !== null || !c.stdin?.writable) return false
+    return procStart(c.pid) !== undefined
   }
 
   /**

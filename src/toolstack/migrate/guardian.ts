@@ -6,6 +6,7 @@
 import {spawn, type ChildProcess} from 'node:child_process'
 
 import {entryPointFile, nodeProgramEnv} from '../entry-points.js'
+import {procStart} from '../hypervisor/sim/proc.js'
 
 export type GuardianRole =
   | {
@@ -87,6 +88,13 @@ export class Guardian {
 
   get pid(): number | undefined {
     return this.#child.pid
+  }
+
+  /** Still running. Its exit may not have reached our event loop yet (we may have been stopped meanwhile): a zombie counts as gone. */
+  get alive(): boolean {
+    const c = this.#child
+    if (c.pid === undefined || c.exitCode !== null || c.signalCode !== null) return false
+    return procStart(c.pid) !== undefined
   }
 
   #send(line: string): Promise<void> {

@@ -167,11 +167,12 @@ class MigrationReceiver {
   }
 
   async #receive(): Promise<ReceiveMigrationResult> {
-    // A plain stream: our restore helper starts while the sender reads our banner and writes its
-    // header, not after it, where the domain's start and the sender's stream compete for the cores.
-    // (A checkpointed stream sets up around a built domain first, as libxl does.)
+    // Our guardian and (for a plain stream) our restore helper start while the sender reads our
+    // banner and writes its header, not after it, where the domain's start and the sender's pages
+    // compete with them for the cores. The guardian learns what to guard (the names) from the
+    // header, the helper its argv once the domain exists. (A checkpointed stream sets up around a
+    // built domain first, as libxl does: its helper starts then.)
     const env = helperEnv(this.#hv, this.#o.env ?? process.env)
-    // So does our guardian; it learns what to guard (the names) from the header.
     this.#guardian = Guardian.prestart({inFd: this.#in, outFd: this.#out}, env, (why) => this.#log('warning', `cannot start the guardian: ${why}`))
     this.#hooks.note('guardian', this.#guardian?.pid)
     this.#prestarted = this.#o.checkpointed === undefined ? prestartHelper({mode: 'restore', ioFd: this.#in, env, stderr: 'pipe'}) : undefined
@@ -379,7 +380,7 @@ class MigrationReceiver {
       stream: {inFd: this.#in, outFd: this.#out},
       checkpointed: this.#o.checkpointed !== undefined,
     } as const
-    if (this.#guardian) await this.#guardian.assign(role)
+    if (this.#guardian?.alive) await this.#guardian.assign(role)
     else {
       this.#guardian = Guardian.start(role, env, (why) => this.#log('warning', `cannot start the guardian of ${incoming}: ${why}`))
       this.#hooks.note('guardian', this.#guardian?.pid)
