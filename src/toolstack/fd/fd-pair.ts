@@ -19,7 +19,6 @@
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import {execa} from 'execa'
 
 import {FdError, errnoCode} from './errors.js'
 
@@ -100,6 +99,9 @@ export async function openFdPair(opts: OpenFdPairOptions = {}): Promise<FdPair> 
   let b: [number, number] | undefined
   try {
     await fs.promises.chmod(dir, 0o700)
+    // execa is loaded here, not with this module: it costs every command that imports the fd
+    // layer ~60 ms of start-up, and only the sides that make a pair use it.
+    const {execa} = await import('execa')
     const made = await execa('mkfifo', ['-m', '600', fifoA, fifoB], {reject: false, stdin: 'ignore'})
     if (made.failed) {
       throw new FdError('fifo', 'fd pair', -1, `mkfifo failed: ${String(made.stderr || made.shortMessage).trim()}`)
