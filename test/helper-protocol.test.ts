@@ -32,6 +32,7 @@ import {
   xtlLevelName,
   type HelperMessage,
 } from '../src/toolstack/helper/index.js'
+import {ProgressGate} from '../src/toolstack/helper/progress-gate.js'
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex')
 const str = (s: string): string => Buffer.from(s + '\0').toString('hex')
@@ -342,5 +343,33 @@ describe('argv (libxl_save_callout.c run_helper)', () => {
     }
     expect(() => buildHelperArgv({mode: 'save', ioFd: -1, recvFd: -1, domid: 1, xcflags: 0, cbflags: 0, streamType: 0})).toThrow(RangeError)
     expect(() => buildHelperArgv({mode: 'save', ioFd: 3, recvFd: -1, domid: 1, xcflags: 0, cbflags: 0, streamType: 5 as 0})).toThrow(/stream type 5/)
+  })
+})
+
+describe('ProgressGate: which page progress the helper passes on', () => {
+  it('the start and end of each pass always, in between at most one per interval', () => {
+    const gate = new ProgressGate(50)
+    const seen: string[] = []
+    const at = (prefix: string, done: number, total: number, now: number): void => {
+      if (gate.pass(prefix, done, total, now)) seen.push(`${prefix} ${done}@${now}`)
+    }
+    at('Frames iteration 1', 0, 4096, 0)
+    for (let done = 1024, now = 10; done < 4096 * 8; done += 1024, now += 10) at('Frames iteration 1', done, 4096 * 8, now)
+    at('Frames iteration 1', 4096 * 8, 4096 * 8, 325)
+    // A new pass goes at once, whatever the clock says.
+    at('Frames iteration 2', 1024, 2048, 326)
+    at('Frames iteration 2', 2048, 2048, 327)
+    expect(seen).toEqual([
+      'Frames iteration 1 0@0',
+      'Frames iteration 1 5120@50',
+      'Frames iteration 1 10240@100',
+      'Frames iteration 1 15360@150',
+      'Frames iteration 1 20480@200',
+      'Frames iteration 1 25600@250',
+      'Frames iteration 1 30720@300',
+      'Frames iteration 1 32768@325',
+      'Frames iteration 2 1024@326',
+      'Frames iteration 2 2048@327',
+    ])
   })
 })

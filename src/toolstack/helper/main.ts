@@ -20,6 +20,7 @@ import {encodeLibxcRecord, type FileRun, type StreamType} from '../stream/index.
 import {AWAIT_ARGV_FLAG, HelperArgvError, MAX_AWAITED_BYTES, XCFLAGS, decodeAwaitedStart, parseHelperArgv, streamTypeName, type RestoreHelperArgs, type SaveHelperArgs} from './argv.js'
 import {dirtyListReader} from './dirty-list.js'
 import {HelperSide} from './helper-side.js'
+import {ProgressGate} from './progress-gate.js'
 import {CBFLAGS, XTL} from './protocol.js'
 
 const EXIT_CANNOT_START = 255
@@ -70,8 +71,11 @@ async function save(side: HelperSide, hv: Hypervisor, a: SaveHelperArgs): Promis
     return pfns
   }
 
+  const gate = new ProgressGate()
   const onEvent = (e: SaveEvent): void => {
-    if (e.kind === 'pages') side.progress(e.prefix, e.done, e.total)
+    if (e.kind === 'pages') {
+      if (gate.pass(e.prefix, e.done, e.total, performance.now())) side.progress(e.prefix, e.done, e.total)
+    }
     else if (e.kind === 'milestone') side.progress(e.what, 0, 0)
     else if (e.kind === 'round') side.log(XTL.DETAIL, `precopy round ${e.iteration}: ${e.sent} pages sent in ${e.ms.toFixed(0)} ms, ${e.dirty} dirty`)
     else side.log(XTL.DETAIL, `checkpoint ${e.number}: ${e.primary} pages dirty here, ${e.secondary} on the secondary, ${e.sent} sent`)
