@@ -4,7 +4,8 @@
  * (garbage, nothing, a wrong magic or byte order, unknown mandatory flags, a stream cut short, an
  * oversize libxl or libxc record) exits 1 with a clear error and leaves no domain and no process.
  * A complete stream with GO after it starts the domain; without GO the receiver reports failure,
- * destroys its copy and gives the sender permission to resume, and exits 0, as xl.
+ * destroys its copy and gives the sender permission to resume, and exits 0, as xl. A usage error
+ * leaves nothing behind of what the receiver starts while it loads (its guardian, its helper).
  */
 import * as fs from 'node:fs'
 import * as path from 'node:path'
@@ -157,6 +158,16 @@ describe('migrate-receive with a whole stream', () => {
     expect(again.stderr).toContain('Domain with name "rx" already exists.')
     expect((await guests(target)).map((d) => d.name)).toEqual(['rx'])
     for (const d of await guests(target)) await execa(NODE, [BIN, '--root', target, 'destroy', String(d.domid)], {env: {XL_TS_BACKEND: 'sim'}})
+  })
+
+  it('a usage error: the usage text, exit 1, nothing on stdout; what it started while loading is gone', async () => {
+    const started = Date.now()
+    // receive() also checks that no process of the receiver is left (its guardian, its helper).
+    const r = await receive(Buffer.alloc(0), ['unexpected'])
+    expect(r.exitCode, r.stderr).toBe(1)
+    expect(r.stdout.length).toBe(0)
+    expect(r.stderr).toContain('Usage: xl-ts migrate-receive')
+    expect(Date.now() - started, 'they do not hold the command up').toBeLessThan(10_000)
   })
 
   for (const flag of ['-r', '--colo']) {

@@ -39,6 +39,7 @@ export async function main(argv: readonly string[], root: string): Promise<void>
     // such as autocomplete) runs without them, as xl ignores those a command has no use for.
     const found = pre.moved ? config.findCommand(pre.command.join(':')) : undefined
     const takesGlobals = found === undefined || GLOBAL_FLAG_NAMES.verbose in (found.flags ?? {})
+    await startEarly(pre)
     await run(takesGlobals ? pre.argv : pre.withoutGlobals, config)
   } catch (err) {
     if (err instanceof Errors.CLIError && /^command .* not found$/.test(err.message)) {
@@ -54,4 +55,15 @@ export async function main(argv: readonly string[], root: string): Promise<void>
     // As oclif's execute: not awaited, so a stdout that will never drain cannot hold the exit.
     flush().catch(() => undefined)
   }
+}
+
+/**
+ * `migrate-receive` is run by the sender, which writes the xl header the moment it reads our
+ * banner: the programs we need then (our guardian, the restore helper) start while the command
+ * loads instead (toolstack/migrate/receiver-early.ts; the command takes them).
+ */
+async function startEarly(pre: Preprocessed): Promise<void> {
+  if (pre.command.join(' ') !== 'migrate-receive' || pre.argv.some((a) => a === '--help' || a === '-h')) return
+  const {startReceiverEarly} = await import('../toolstack/migrate/receiver-early.js')
+  startReceiverEarly()
 }

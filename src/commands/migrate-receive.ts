@@ -11,6 +11,7 @@ import {streamEventPrinter} from '../cli/stream-lines.js'
 import type {DomainConfig} from '../toolstack/config/index.js'
 import type {MigrationEvent} from '../toolstack/migrate/migration-events.js'
 import {receiveMigration} from '../toolstack/migrate/migration-receiver.js'
+import {takeReceiverEarly} from '../toolstack/migrate/receiver-early.js'
 
 /** xl's help text for migrate-receive (xl_cmdtable.c): it has no options of its own to show. */
 const USAGE = 'Usage: xl-ts migrate-receive  - for internal use only\n\nRestore a domain from a saved state.\n'
@@ -71,6 +72,7 @@ Exit status: 0 when the handshake completed (the domain runs here, or the sender
     // reopened: it is used as it is.
     const stream = blockingOrAsIs(0, 'the migration stream')
     const back = blockingOrAsIs(1, 'the way back')
+    const early = takeReceiverEarly()
     const hv = await this.hypervisor()
     const printLine = (level: LogLevel | 'plain', text: string): void => {
       if (level === 'plain') this.logger.plain(text)
@@ -90,6 +92,8 @@ Exit status: 0 when the handshake completed (the domain runs here, or the sender
         paused: flags.paused,
         ...(flags.colo ? {checkpointed: 'colo' as const} : flags.remus ? {checkpointed: 'remus' as const} : {}),
         ...(flags['heartbeat-timeout'] !== undefined ? {heartbeatTimeoutMs: flags['heartbeat-timeout']} : {}),
+        // Our guardian and restore helper, started while the CLI loaded (src/cli/main.ts).
+        ...(early ? {early} : {}),
         onEvent,
         onStreamEvent,
         // create_domain with debug: the config as libxl JSON, on stderr.

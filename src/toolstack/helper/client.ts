@@ -77,7 +77,15 @@ export const PRESTART_ENV = 'XL_TS_PRESTART_HELPER'
  * environment it is to run with. Undefined when the helper is not ours (`LIBXL_SAVE_HELPER`), when
  * `XL_TS_PRESTART_HELPER=0`, or when it cannot be spawned (the start then spawns one as usual).
  */
-export function prestartHelper(opts: {mode: 'save' | 'restore'; ioFd: number; backFd?: number; env: NodeJS.ProcessEnv; stderr?: ChildStdio}): PrestartedHelper | undefined {
+export function prestartHelper(opts: {
+  mode: 'save' | 'restore'
+  ioFd: number
+  backFd?: number
+  env: NodeJS.ProcessEnv
+  stderr?: ChildStdio
+  /** It does not keep this process alive until it is taken. */
+  background?: boolean
+}): PrestartedHelper | undefined {
   if (opts.env[PRESTART_ENV] === '0') return undefined
   const command = resolveHelperCommand(opts.env)
   if (command.file !== process.execPath || command.args.length !== 1) return undefined

@@ -17,6 +17,7 @@
  * died meanwhile is not used: the start falls back to a fresh one.
  */
 import type {ChildProcess} from 'node:child_process'
+import * as fs from 'node:fs'
 
 import {nodeProgramEnv} from '../entry-points.js'
 import {blockingFd, fdFlags, spawnWithFds, type ChildStdio} from '../fd/index.js'
@@ -46,6 +47,17 @@ export function blockingForHelper(fd: number, what: string, ensure: boolean, war
   } catch (err) {
     warnings.push(`${what} (fd ${fd}) is non-blocking and stays so: ${err instanceof Error ? err.message : String(err)}`)
     return asIs
+  }
+}
+
+/** What file or pipe an fd is, and which end (another fd of it, a reopen of it, is the same): device, inode, access. */
+function fileOf(fd: number | undefined): string | undefined {
+  if (fd === undefined || fd < 0) return undefined
+  try {
+    const st = fs.fstatSync(fd)
+    return `${st.dev}:${st.ino}:${fdFlags(fd).access}`
+  } catch {
+    return `fd ${fd}`
   }
 }
 
@@ -102,19 +114,34 @@ export interface PrestartOptions {
   readonly stderr?: ChildStdio
   readonly ownSession?: boolean
   readonly ensureBlocking?: boolean
+  /** Until it is taken, it does not keep this process alive (started before anyone will dispose of it). */
+  readonly background?: boolean
 }
 
 /** A helper started ahead of its argv (see the top of this file); used once, or disposed of. */
 export class PrestartedHelper {
   #state: 'waiting' | 'taken' | 'disposed' = 'waiting'
+  /** The stream's and the back channel's file, as when started (the fds may be closed since). */
+  readonly #files: readonly (string | undefined)[]
 
   private constructor(
     readonly opts: PrestartOptions,
     readonly spawned: SpawnedHelper,
   ) {
+    this.#files = [fileOf(opts.ioFd), fileOf(opts.backFd)]
     // Until it is taken, nobody else listens: a helper that dies meanwhile must not raise.
     spawned.child.once('error', () => {})
     spawned.child.stdin?.on('error', () => {})
+    if (opts.background) this.#hold(false)
+  }
+
+  /** Whether the child and its pipes keep this process alive. */
+  #hold(hold: boolean): void {
+    const c = this.spawned.child
+    for (const h of [c, c.stdin, c.stdout, c.stderr] as ({ref?: () => void; unref?: () => void} | null)[]) {
+      if (hold) h?.ref?.()
+      else h?.unref?.()
+    }
   }
 
   static start(opts: PrestartOptions): PrestartedHelper {
@@ -159,8 +186,8 @@ export class PrestartedHelper {
     const o = this.opts
     const fits =
       want.mode === o.mode &&
-      want.ioFd === o.ioFd &&
-      (want.backFd ?? -1) === (o.backFd ?? -1) &&
+      fileOf(want.ioFd) === this.#files[0] &&
+      fileOf(want.backFd) === this.#files[1] &&
       want.file === o.file &&
       want.args.length === 1 &&
       want.args[0] === o.script &&
@@ -171,6 +198,7 @@ export class PrestartedHelper {
       return undefined
     }
     this.#state = 'taken'
+    if (o.background) this.#hold(true)
     const before = nodeProgramEnv(o.env ?? process.env)
     const after = nodeProgramEnv(want.env ?? process.env)
     const env: Record<string, string | null> = {}

@@ -34,7 +34,8 @@
  *   all: D = done, nothing more to do, exit.
  *
  *   await                              started ahead of its role (fds 3, 4 as for receiver)
- *     I <JSON argv>  the role and its arguments, as above; end of file before it: nothing to guard.
+ *     I <JSON>    {"argv": [role, arguments as above], "env": {XL_TS_ROOT: ..., ...}}: the role and
+ *                 the host it works on; end of file before it: nothing to guard, exit.
  *
  * The lines come on stdin (a pipe from the side it guards); end of file without D means that side
  * died. The host is the one XL_TS_BACKEND / XL_TS_ROOT name, as for the helper. What it does is said
@@ -48,7 +49,7 @@ import {MIGRATE_PERMISSION_TO_GO, MIGRATE_REPORT, encodeStatus} from './handshak
 
 const SHUTDOWN_SUSPEND = 2
 
-// `await`: started ahead of its role (Guardian.prestart); the first line `I <JSON argv>` gives it.
+// `await`: started ahead of its role (Guardian.prestart); the line `I <JSON>` gives it.
 let [role = '', ...args] = process.argv.slice(2)
 
 let domid: number | undefined
@@ -67,15 +68,22 @@ function say(line: string): void {
   }
 }
 
-/** The role and its arguments, for a guardian started ahead of them; ignored once it has one. */
+/**
+ * The role, its arguments and the environment it works in (the host), for a guardian started ahead
+ * of them: `{"argv": [...], "env": {NAME: value}}`. Ignored once it has a role.
+ */
 function assign(json: string): void {
   if (role !== 'await') return
   try {
-    const argv = JSON.parse(json) as unknown
-    if (!Array.isArray(argv) || !argv.every((a) => typeof a === 'string') || argv.length === 0) throw new Error('not an argv')
+    const o = JSON.parse(json) as {argv?: unknown; env?: unknown}
+    const argv = o.argv
+    if (!Array.isArray(argv) || argv.length === 0 || !argv.every((a) => typeof a === 'string')) throw new Error('no argv')
+    const env = o.env ?? {}
+    if (typeof env !== 'object' || env === null || !Object.values(env).every((v) => typeof v === 'string')) throw new Error('bad env')
+    Object.assign(process.env, env)
     ;[role = '', ...args] = argv as string[]
   } catch {
-    say(`ignored a role that is not a JSON argv: ${json.slice(0, 80)}`)
+    say(`ignored a role that is not {argv, env}: ${json.slice(0, 80)}`)
   }
 }
 

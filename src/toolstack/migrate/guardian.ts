@@ -26,6 +26,9 @@ export type GuardianRole =
   /** A Remus primary: once the backup holds a checkpoint, our death means its failover. */
   | {readonly role: 'remus-primary'; readonly domid: number; readonly name: string}
 
+/** What names the host a guardian acts on (as for the helper: host-env.ts). */
+const HOST_ENV = ['XL_TS_BACKEND', 'XL_TS_ROOT'] as const
+
 export function guardianScript(): string {
   return entryPointFile('guardian-main')
 }
@@ -64,9 +67,15 @@ export class Guardian {
     return Guardian.#spawn(['await'], stream, env, onError)
   }
 
-  /** The role of a prestarted guardian (must be the one it was prestarted for: same stream fds). */
-  assign(role: GuardianRole): Promise<void> {
-    return this.#send(`I ${JSON.stringify(argv(role))}`)
+  /**
+   * The role of a prestarted guardian (the stream fds it holds are the receiver's stdin and
+   * stdout), and the variables that name its host (XL_TS_BACKEND, XL_TS_ROOT: it may have been
+   * started before the command line was read).
+   */
+  assign(role: GuardianRole, env: NodeJS.ProcessEnv): Promise<void> {
+    const host: Record<string, string> = {}
+    for (const k of HOST_ENV) if (env[k] !== undefined) host[k] = env[k]
+    return this.#send(`I ${JSON.stringify({argv: argv(role), env: host})}`)
   }
 
   static #spawn(args: readonly string[], stream: {readonly inFd: number; readonly outFd: number} | undefined, env: NodeJS.ProcessEnv, onError: (why: string) => void): Guardian | undefined {

@@ -31,6 +31,7 @@ import {MigrateError} from './errors.js'
 import type {MigrateEvent, MigrateEventHandler} from './events.js'
 import {FaultHooks} from './fault-points.js'
 import {Guardian} from './guardian.js'
+import type {ReceiverEarlyStart} from './receiver-early.js'
 import {
   ACK_STREAM,
   HandshakeError,
@@ -81,6 +82,8 @@ export interface MigrationReceiverOptions {
   readonly onStreamEvent?: MigrateEventHandler
   /** The domain config as it will be built (`<name>--incoming`): xl -d prints it. */
   readonly onConfig?: (config: DomainConfig) => void
+  /** The guardian and helper started while the CLI loaded (receiver-early.ts), if any. */
+  readonly early?: ReceiverEarlyStart
 }
 
 export type ReceiveOutcome =
@@ -167,15 +170,18 @@ class MigrationReceiver {
   }
 
   async #receive(): Promise<ReceiveMigrationResult> {
-    // Our guardian and (for a plain stream) our restore helper start while the sender reads our
-    // banner and writes its header, not after it, where the domain's start and the sender's pages
-    // compete with them for the cores. The guardian learns what to guard (the names) from the
-    // header, the helper its argv once the domain exists. (A checkpointed stream sets up around a
-    // built domain first, as libxl does: its helper starts then.)
+    // Our guardian and (for a plain stream) our restore helper: started while the CLI loaded
+    // (receiver-early.ts), else now, while the sender reads our banner and writes its header.
     const env = helperEnv(this.#hv, this.#o.env ?? process.env)
-    this.#guardian = Guardian.prestart({inFd: this.#in, outFd: this.#out}, env, (why) => this.#log('warning', `cannot start the guardian: ${why}`))
+    const early = this.#o.early
+    if (early?.guardianFailure !== undefined) this.#log('warning', `cannot start the guardian ahead: ${early.guardianFailure}`)
+    this.#guardian = early?.guardian?.alive
+      ? early.guardian
+      : Guardian.prestart({inFd: this.#in, outFd: this.#out}, env, (why) => this.#log('warning', `cannot start the guardian: ${why}`))
     this.#hooks.note('guardian', this.#guardian?.pid)
-    this.#prestarted = this.#o.checkpointed === undefined ? prestartHelper({mode: 'restore', ioFd: this.#in, env, stderr: 'pipe'}) : undefined
+    // A checkpointed stream sets up around a built domain first, as libxl does: its helper starts then.
+    if (this.#o.checkpointed !== undefined) early?.helper?.dispose()
+    else this.#prestarted = early?.helper?.waiting ? early.helper : prestartHelper({mode: 'restore', ioFd: this.#in, env, stderr: 'pipe'})
     this.#hooks.note('prestarted-helper', this.#prestarted?.pid)
     try {
       return await this.#handshake(env)
@@ -380,7 +386,7 @@ class MigrationReceiver {
       stream: {inFd: this.#in, outFd: this.#out},
       checkpointed: this.#o.checkpointed !== undefined,
     } as const
-    if (this.#guardian?.alive) await this.#guardian.assign(role)
+    if (this.#guardian?.alive) await this.#guardian.assign(role, env)
     else {
       this.#guardian = Guardian.start(role, env, (why) => this.#log('warning', `cannot start the guardian of ${incoming}: ${why}`))
       this.#hooks.note('guardian', this.#guardian?.pid)
