@@ -249,14 +249,35 @@ static int get_i64(napi_env env, napi_value v, int64_t *out, const char *what) {
   return 0;
 }
 
-static napi_value js_move(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
+/* Fetches the first n arguments; false (after throwing `usage`) when fewer came. */
+static bool get_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv, const char *usage) {
+  size_t argc = n;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 6) {
-    napi_throw_type_error(env, NULL, "move(inFd, inOffset, outFd, outOffset, length, share)");
-    return NULL;
-  }
+  if (argc >= n) return true;
+  napi_throw_type_error(env, NULL, usage);
+  return false;
+}
+
+/* An fd argument (0 .. INT32_MAX); -1 after throwing. */
+static int get_fd(napi_env env, napi_value v, const char *what) {
+  int64_t fd;
+  if (get_i64(env, v, &fd, what)) return -1;
+  if (fd >= 0 && fd <= INT32_MAX) return (int)fd;
+  char msg[96];
+  snprintf(msg, sizeof msg, "%s is not a file descriptor", what);
+  napi_throw_range_error(env, NULL, msg);
+  return -1;
+}
+
+static napi_value int64_result(napi_env env, int64_t v) {
+  napi_value result;
+  napi_create_int64(env, v, &result);
+  return result;
+}
+
+static napi_value js_move(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!get_args(env, info, 6, argv, "move(inFd, inOffset, outFd, outOffset, length, share)")) return NULL;
   int64_t in, in_off, out, out_off, length;
   bool share = false;
   if (get_i64(env, argv[0], &in, "inFd") || get_i64(env, argv[1], &in_off, "inOffset") || get_i64(env, argv[2], &out, "outFd") ||
@@ -272,9 +293,7 @@ static napi_value js_move(napi_env env, napi_callback_info info) {
     throw_errno(env, m.error, m.failed);
     return NULL;
   }
-  napi_value result;
-  napi_create_int64(env, m.done, &result);
-  return result;
+  return int64_result(env, m.done);
 }
 
 /* Writes all of buf[0..len) to fd at its position; 0, or -1 with errno. */
@@ -316,32 +335,25 @@ static const double *get_runs(napi_env env, napi_value v, size_t *pairs) {
 }
 
 static napi_value js_move_runs(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 4) {
-    napi_throw_type_error(env, NULL, "moveRuns(fileFd, runs, outFd, share)");
-    return NULL;
-  }
-  int64_t in, out;
+  if (!get_args(env, info, 4, argv, "moveRuns(fileFd, runs, outFd, share)")) return NULL;
   size_t pairs;
   bool share = false;
-  if (get_i64(env, argv[0], &in, "fileFd")) return NULL;
+  int in = get_fd(env, argv[0], "fileFd");
+  if (in < 0) return NULL;
   const double *runs = get_runs(env, argv[1], &pairs);
-  if (!runs || get_i64(env, argv[2], &out, "outFd")) return NULL;
+  if (!runs) return NULL;
+  int out = get_fd(env, argv[2], "outFd");
+  if (out < 0) return NULL;
   napi_get_value_bool(env, argv[3], &share);
-  if (in < 0 || out < 0 || in > INT32_MAX || out > INT32_MAX) {
-    napi_throw_range_error(env, NULL, "moveRuns: bad fd");
-    return NULL;
-  }
   int64_t total = 0;
-  enum kind ko = kind_of((int)out);
+  enum kind ko = kind_of(out);
   /* Into a file, each run is one copy_file_range; into a pipe or socket by reference, a splice or
    * sendfile. Only a copy into a stream gathers the runs in a buffer of ours. */
   if (ko == KIND_FILE || (share && (ko == KIND_PIPE || ko == KIND_SOCKET))) {
     for (size_t i = 0; i < pairs; i++) {
-      struct move m = {.in = (int)in, .out = (int)out, .in_off = (int64_t)runs[2 * i], .out_off = -1, .length = (int64_t)runs[2 * i + 1]};
-      if (do_move(&m, 1) != 0) {
+      struct move m = {.in = in, .out = out, .in_off = (int64_t)runs[2 * i], .out_off = -1, .length = (int64_t)runs[2 * i + 1]};
+      if (do_move(&m, share) != 0) {
         throw_errno(env, m.error, m.failed);
         return NULL;
       }
@@ -360,13 +372,13 @@ static napi_value js_move_runs(napi_env env, napi_callback_info info) {
       int64_t off = (int64_t)runs[2 * i], left = (int64_t)runs[2 * i + 1];
       while (left > 0) {
         if (fill == BOUNCE_SIZE) {
-          if (write_all((int)out, buf, fill)) goto write_failed;
+          if (write_all(out, buf, fill)) goto write_failed;
           total += fill;
           fill = 0;
         }
         size_t want = BOUNCE_SIZE - fill;
         if ((int64_t)want > left) want = (size_t)left;
-        ssize_t got = pread((int)in, buf + fill, want, off);
+        ssize_t got = pread(in, buf + fill, want, off);
         if (got < 0) {
           if (errno == EINTR) continue;
           int e = errno;
@@ -383,7 +395,7 @@ static napi_value js_move_runs(napi_env env, napi_callback_info info) {
         left -= got;
       }
     }
-    if (fill && write_all((int)out, buf, fill)) goto write_failed;
+    if (fill && write_all(out, buf, fill)) goto write_failed;
     total += fill;
     free(buf);
     goto done;
@@ -394,25 +406,18 @@ static napi_value js_move_runs(napi_env env, napi_callback_info info) {
     return NULL;
   }
   }
-done:;
-  napi_value result;
-  napi_create_int64(env, total, &result);
-  return result;
+done:
+  return int64_result(env, total);
 }
 
 static napi_value js_file_runs(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 4) {
-    napi_throw_type_error(env, NULL, "fileRuns(fd, buffer, runs, write)");
-    return NULL;
-  }
-  int64_t fd;
+  if (!get_args(env, info, 4, argv, "fileRuns(fd, buffer, runs, write)")) return NULL;
   size_t pairs, size = 0;
   void *data = NULL;
   bool write_ = false, is_buffer = false;
-  if (get_i64(env, argv[0], &fd, "fd")) return NULL;
+  int fd = get_fd(env, argv[0], "fd");
+  if (fd < 0) return NULL;
   napi_is_buffer(env, argv[1], &is_buffer);
   if (!is_buffer) {
     napi_throw_type_error(env, NULL, "fileRuns: buffer must be a Buffer");
@@ -422,10 +427,6 @@ static napi_value js_file_runs(napi_env env, napi_callback_info info) {
   const double *runs = get_runs(env, argv[2], &pairs);
   if (!runs) return NULL;
   napi_get_value_bool(env, argv[3], &write_);
-  if (fd < 0 || fd > INT32_MAX) {
-    napi_throw_range_error(env, NULL, "fileRuns: bad fd");
-    return NULL;
-  }
   double need = 0;
   for (size_t i = 0; i < pairs; i++) need += runs[2 * i + 1];
   if (need > (double)size) {
@@ -437,7 +438,7 @@ static napi_value js_file_runs(napi_env env, napi_callback_info info) {
   for (size_t i = 0; i < pairs; i++) {
     int64_t off = (int64_t)runs[2 * i], left = (int64_t)runs[2 * i + 1];
     while (left > 0) {
-      ssize_t k = write_ ? pwrite((int)fd, at, (size_t)left, off) : pread((int)fd, at, (size_t)left, off);
+      ssize_t k = write_ ? pwrite(fd, at, (size_t)left, off) : pread(fd, at, (size_t)left, off);
       if (k < 0) {
         if (errno == EINTR) continue;
         throw_errno(env, errno, write_ ? "pwrite" : "pread");
@@ -450,10 +451,8 @@ static napi_value js_file_runs(napi_env env, napi_callback_info info) {
       total += k;
     }
   }
-done:;
-  napi_value result;
-  napi_create_int64(env, total, &result);
-  return result;
+done:
+  return int64_result(env, total);
 }
 
 static napi_value js_pipe_size(napi_env env, napi_callback_info info) {
