@@ -102,6 +102,14 @@ class Collect {
   }
 }
 
+/** Two hosts, a small running guest on the first, and a sink for its stream: a checkpointed test's start. */
+async function runningGuestAndSink(): Promise<{a: SimHypervisor; b: SimHypervisor; src: number; sink: Collect}> {
+  const a = host()
+  const b = host()
+  const src = await a.create(spec('vm', 32, 3000), {paused: false})
+  return {a, b, src, sink: new Collect()}
+}
+
 describe('live save and restore through the engines', () => {
   test('memory and vCPU context equal the source at suspend; the stream is valid libxc v3', async () => {
     const a = host()
@@ -153,10 +161,7 @@ describe('live save and restore through the engines', () => {
   })
 
   test('a Remus stream cut inside the third checkpoint restores the second, whole', async () => {
-    const a = host()
-    const b = host()
-    const src = await a.create(spec('vm', 32, 3000), {paused: false})
-    const sink = new Collect()
+    const {a, b, src, sink} = await runningGuestAndSink()
     const boundaries: number[] = []
     const sums: string[] = []
     await remusSave(a, src, sink, {
@@ -177,10 +182,7 @@ describe('live save and restore through the engines', () => {
   })
 
   test('COLO: the primary gone while the secondary sends its dirty pfn list is a failover, not a failed restore', async () => {
-    const a = host()
-    const b = host()
-    const src = await a.create(spec('vm', 32, 3000), {paused: false})
-    const sink = new Collect()
+    const {a, b, src, sink} = await runningGuestAndSink()
     const sums: string[] = []
     let taken = 0
     await saveDomain({
