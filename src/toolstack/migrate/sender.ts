@@ -156,6 +156,10 @@ export async function sendDomain(opts: SendDomainOptions): Promise<SendResult> {
   const callbacks: HelperCallbacks = {
     suspend: async () => {
       if (remus) opts.checkpoints!.suspending?.(checkpoints + 1)
+      // COLO: the secondary suspends at our NEW as we do here; its SVM_SUSPENDED is awaited after
+      // our own suspend but read meanwhile (nobody else reads the back channel until we answer).
+      const svmSuspended = colo && svmRunning ? readCheckpointState(back, 'SVM_SUSPENDED', 'the back channel') : undefined
+      svmSuspended?.catch(() => undefined)
       try {
         await hv.suspend(domid)
       } catch (err) {
@@ -169,7 +173,7 @@ export async function sendDomain(opts: SendDomainOptions): Promise<SendResult> {
       try {
         if (hvm) deviceState = await saveDeviceState()
         await opts.checkpoints!.suspended?.(checkpoints + 1)
-        if (colo && svmRunning) await readCheckpointState(back, 'SVM_SUSPENDED', 'the back channel')
+        await svmSuspended
       } catch (err) {
         emit?.({kind: 'checkpoint-failed', number: checkpoints + 1, reason: (err as Error).message})
         return 0

@@ -6,7 +6,7 @@
  * suspend, resume and wait exactly where libxc asks libxl.
  */
 import {DirtyBitmap} from '../hypervisor/dirty-bitmap.js'
-import type {DomainInfo, Hypervisor} from '../hypervisor/port.js'
+import type {DomainInfo, HvmParam, Hypervisor, TscInfo} from '../hypervisor/port.js'
 import {
   DOMAIN_TYPE,
   MAX_BATCH_SIZE,
@@ -85,6 +85,13 @@ export class SaveError extends Error {
   }
 }
 
+/** What END or a checkpoint writes after the pages, read while the guest is suspended. */
+interface CpuState {
+  tsc: TscInfo
+  context: Buffer
+  params: readonly HvmParam[]
+}
+
 /** Progress is reported every 4 MiB of pages, as libxc does. */
 const PROGRESS_PAGES = (4 * 1024 * 1024) / PAGE_SIZE
 const SHUTDOWN_SUSPEND = 2
@@ -140,11 +147,12 @@ class SaveRun {
     await this.#write({kind: 'STATIC_DATA_END'})
 
     for (;;) {
-      if (this.#live) await this.#memoryLive()
-      else if (streamType !== 'plain') await this.#suspendAndSendDirty()
+      let cpu: CpuState | undefined
+      if (this.#live) cpu = await this.#memoryLive()
+      else if (streamType !== 'plain') cpu = await this.#suspendAndSendDirty()
       else await this.#memoryNonLive()
 
-      await this.#endOfCheckpoint()
+      await this.#endOfCheckpoint(cpu)
       if (streamType === 'plain') break
 
       // Checkpointed: from now on every round is suspend-and-send.
@@ -189,42 +197,68 @@ class SaveRun {
   }
 
   /**
-   * The CPU state after the pages: the domain still suspended, then TSC, vCPU context and HVM
-   * params. The guest is stopped, so the four questions are asked at once (they are reads): on a
-   * checkpoint the guest waits for each round trip to the hypervisor.
+   * The CPU state of the suspended guest, read from the hypervisor: TSC, vCPU context, HVM params.
+   * Three reads, asked at once: on a checkpoint the guest waits for each round trip.
    */
-  async #endOfCheckpoint(): Promise<void> {
+  #cpuState(): Promise<CpuState> {
     const {domid} = this.#o
-    const [now, tsc, context, allParams] = await Promise.all([
-      this.#hv.info(domid),
-      this.#hv.getTscInfo(domid),
-      this.#hv.getVcpuContext(domid),
-      this.#hv.getHvmParams(domid),
-    ])
-    if (!now.state.shutdown || now.state.shutdownReason !== SHUTDOWN_SUSPEND) throw new SaveError('Domain has not been suspended')
-    await this.#write({kind: 'X86_TSC_INFO', ...tsc})
-    await this.#write({kind: 'HVM_CONTEXT', context})
-    const params = allParams.filter((p) => p.value !== 0n)
+    return Promise.all([this.#hv.getTscInfo(domid), this.#hv.getVcpuContext(domid), this.#hv.getHvmParams(domid)]).then(([tsc, context, params]) => ({
+      tsc,
+      context,
+      params,
+    }))
+  }
+
+  /**
+   * The CPU state after the pages: the domain still suspended, then TSC, vCPU context and HVM
+   * params. A checkpoint read them with its suspend check (`cpu`): the guest has not run since.
+   */
+  async #endOfCheckpoint(cpu?: CpuState): Promise<void> {
+    const {domid} = this.#o
+    if (!cpu) {
+      const [now, state] = await Promise.all([this.#hv.info(domid), this.#cpuState()])
+      this.#checkSuspended(now, 'Domain has not been suspended')
+      cpu = state
+    }
+    await this.#write({kind: 'X86_TSC_INFO', ...cpu.tsc})
+    await this.#write({kind: 'HVM_CONTEXT', context: cpu.context})
+    const params = cpu.params.filter((p) => p.value !== 0n)
     if (params.length) {
       await this.#write({kind: 'HVM_PARAMS', params: params.map((p) => ({index: BigInt(p.index), value: p.value}))})
     }
   }
 
-  /**
-   * Asks the toolstack to suspend the guest and checks that it is. With `clean`, the log-dirty
-   * bitmap is taken and cleared in the same breath (one round trip to the hypervisor instead of
-   * two while the guest waits); it is only used once the check passed.
-   */
-  async #suspend(): Promise<void>
-  async #suspend(clean: true): Promise<DirtyBitmap>
-  async #suspend(clean?: true): Promise<DirtyBitmap | void> {
+  #checkSuspended(info: DomainInfo, message: string, suspendFailed = false): void {
+    if (!info.state.shutdown || info.state.shutdownReason !== SHUTDOWN_SUSPEND) throw new SaveError(message, suspendFailed)
+  }
+
+  /** Asks the toolstack to suspend the guest, then checks that it is. */
+  async #suspend(): Promise<void> {
+    await this.#askSuspend()
+    await this.#suspendedState(false)
+  }
+
+  async #askSuspend(): Promise<void> {
     if ((await this.#o.callbacks.suspend()) === 0) throw new SaveError('save callback suspend() failed', true)
-    const [info, dirty] = await Promise.all([this.#hv.info(this.#o.domid), clean ? this.#hv.logDirty(this.#o.domid).clean() : undefined])
-    if (!info.state.shutdown || info.state.shutdownReason !== SHUTDOWN_SUSPEND) {
-      throw new SaveError(`Domain has not been suspended: shutdown ${Number(info.state.shutdown)}, reason ${info.state.shutdownReason ?? 0}`, true)
-    }
+  }
+
+  /**
+   * Checks that the guest is suspended. With `checkpoint`, the log-dirty bitmap is taken and
+   * cleared and the CPU state read in the same breath (one round trip to the hypervisor instead of
+   * three while the guest waits); they are only used once the check passed.
+   */
+  async #suspendedState(checkpoint: false): Promise<void>
+  async #suspendedState(checkpoint: true): Promise<{dirty: DirtyBitmap; cpu: CpuState}>
+  async #suspendedState(checkpoint: boolean): Promise<{dirty: DirtyBitmap; cpu: CpuState} | void> {
+    const {domid} = this.#o
+    const [info, dirty, cpu] = await Promise.all([
+      this.#hv.info(domid),
+      checkpoint ? this.#hv.logDirty(domid).clean() : undefined,
+      checkpoint ? this.#cpuState() : undefined,
+    ])
+    this.#checkSuspended(info, `Domain has not been suspended: shutdown ${Number(info.state.shutdown)}, reason ${info.state.shutdownReason ?? 0}`, true)
     this.#emit({kind: 'milestone', what: 'Domain now suspended'})
-    return dirty
+    if (checkpoint) return {dirty: dirty!, cpu: cpu!}
   }
 
   async #enableLogDirty(): Promise<void> {
@@ -240,14 +274,15 @@ class SaveRun {
     await this.#sendPages(DirtyBitmap.all(this.#info.pages), 'Frames', 'suspended')
   }
 
-  async #memoryLive(): Promise<void> {
+  /** Returns the CPU state read at the suspend, or nothing when a verify pass came after it. */
+  async #memoryLive(): Promise<CpuState | undefined> {
     await this.#enableLogDirty()
     await this.#precopy()
-    await this.#suspendAndSendDirty()
-    if (this.#o.debug && this.#o.streamType === 'plain') {
-      await this.#write({kind: 'VERIFY'})
-      await this.#sendPages(DirtyBitmap.all(this.#info.pages), 'Frames verify', 'suspended')
-    }
+    const cpu = await this.#suspendAndSendDirty()
+    if (!(this.#o.debug && this.#o.streamType === 'plain')) return cpu
+    await this.#write({kind: 'VERIFY'})
+    await this.#sendPages(DirtyBitmap.all(this.#info.pages), 'Frames verify', 'suspended')
+    return undefined
   }
 
   /** libxc's send_memory_live: the policy is asked before each round and again after it. */
@@ -286,13 +321,28 @@ class SaveRun {
     if (decision === 'abort') throw new SaveError('Abort precopy loop')
   }
 
-  /** The last round of a live migration and the heart of every checkpoint. */
-  async #suspendAndSendDirty(): Promise<void> {
-    const dirty = await this.#suspend(true)
+  /**
+   * The last round of a live migration and the heart of every checkpoint; returns the suspended
+   * guest's CPU state. COLO: the secondary's dirty list is read while the hypervisor answers (the
+   * secondary sends it after its own suspend); a failed suspend check is still the error reported.
+   */
+  async #suspendAndSendDirty(): Promise<CpuState> {
+    await this.#askSuspend()
+    const state = this.#suspendedState(true)
+    let listed: Promise<readonly number[]> | undefined
+    if (!this.#live && this.#o.streamType === 'colo') {
+      state.catch(() => undefined)
+      // One turn of the event loop puts the questions on their way before the list is read (the
+      // read may block until the secondary sends it).
+      await new Promise((resolve) => setImmediate(resolve))
+      listed = this.#o.readSecondaryDirty!()
+      listed.catch(() => undefined)
+    }
+    const {dirty, cpu} = await state
     const primaryPages = dirty.count()
     let secondaryPages = 0
-    if (!this.#live && this.#o.streamType === 'colo') {
-      const pfns = await this.#o.readSecondaryDirty!()
+    if (listed) {
+      const pfns = await listed
       secondaryPages = pfns.length
       for (const pfn of pfns) {
         if (!(pfn >= 0 && pfn < this.#info.pages)) throw new SaveError(`Invalid pfn 0x${pfn.toString(16)} in the secondary's dirty list`)
@@ -304,6 +354,7 @@ class SaveRun {
       this.#checkpoints++
       this.#emit({kind: 'checkpoint', number: this.#checkpoints, primary: primaryPages, secondary: secondaryPages, sent})
     }
+    return cpu
   }
 
   /**
