@@ -163,6 +163,8 @@ class Receiver {
   /** COLO: the primary ended the stream on purpose (libxl END where NEW was due). */
   #stoppedByPrimary = false
   #deviceStateBytes = 0
+  /** COLO: the device model state of the checkpoint being applied, loading (true once it is in). */
+  #deviceLoad: Promise<boolean> | undefined
 
   constructor(opts: ReceiveDomainOptions) {
     this.#o = opts
@@ -318,7 +320,9 @@ class Receiver {
       })
     } catch (err) {
       const e = helperFailure(err, 'restore')
-      throw new MigrateError(e.code, e.step, `${e.message} (the libxc stream starts at offset ${libxcStart})`, {...e.info, cause: e.info.cause ?? err})
+      // A callback that answered "error" kept why (the helper only knows the answer).
+      const why = this.#failover !== undefined ? `; ${this.#failover}` : ''
+      throw new MigrateError(e.code, e.step, `${e.message} (the libxc stream starts at offset ${libxcStart})${why}`, {...e.info, cause: e.info.cause ?? err})
     }
     // Where the libxl layer goes on.
     const now = fdPosition(fd)
@@ -337,11 +341,11 @@ class Receiver {
 
   /**
    * The helper reached a CHECKPOINT: read libxl's records up to CHECKPOINT_END (buffering), then
-   * apply them. XGR_CHECKPOINT: 1 success, 2 failover (the stream broke or went wrong while
-   * buffering: libxl's answer to any error there), 0 error (applying failed).
+   * apply them (COLO: start applying them; the guest's resume waits for them). XGR_CHECKPOINT: 1
+   * success, 2 failover (the stream broke or went wrong while buffering: libxl's answer to any
+   * error there), 0 error (applying failed).
    */
   async #checkpoint(hvm: boolean): Promise<number> {
-    const {hypervisor: hv, domid} = this.#o
     const n = this.#checkpoints + 1
     this.#step = 'libxl records'
     const buffered: LibxlRecord[] = []
@@ -356,8 +360,28 @@ class Receiver {
       this.#failover = err instanceof Error ? err.message : String(err)
       return XGR_CHECKPOINT_FAILOVER
     }
+    const load = this.#loadDevices(n, buffered)
+    if (this.#o.streamType === 'colo') {
+      // COLO: the device model takes its state while the helper puts the memory in place; the
+      // guest resumes (postcopy) only once both are done, as libxl loads it at that resume.
+      this.#deviceLoad = load
+    } else if (!(await load)) return XGR_CHECKPOINT_ERROR
+    this.#checkpoints = n
+    this.#emit({kind: 'checkpoint-received', number: n, records: buffered.length + 1})
     try {
-      for (const record of buffered) {
+      await this.#o.onCheckpoint?.(n)
+    } catch (err) {
+      this.#failover = `checkpoint ${n} could not be applied: ${(err as Error).message}`
+      return XGR_CHECKPOINT_ERROR
+    }
+    return XGR_CHECKPOINT_SUCCESS
+  }
+
+  /** A checkpoint's device model records, applied; false (with the reason kept) when that failed. */
+  async #loadDevices(n: number, records: readonly LibxlRecord[]): Promise<boolean> {
+    const {hypervisor: hv, domid} = this.#o
+    try {
+      for (const record of records) {
         if (record.kind === 'EMULATOR_CONTEXT') {
           await hv.loadDeviceState(domid, record.blob)
           this.#deviceStateBytes += record.blob.length
@@ -365,14 +389,11 @@ class Receiver {
           this.#xenstoreData = [...record.entries]
         }
       }
-      this.#checkpoints = n
-      this.#emit({kind: 'checkpoint-received', number: n, records: buffered.length + 1})
-      await this.#o.onCheckpoint?.(n)
+      return true
     } catch (err) {
       this.#failover = `checkpoint ${n} could not be applied: ${(err as Error).message}`
-      return XGR_CHECKPOINT_ERROR
+      return false
     }
-    return XGR_CHECKPOINT_SUCCESS
   }
 
   /**
@@ -391,6 +412,9 @@ class Receiver {
     }
     return {
       postcopy: async () => {
+        const load = this.#deviceLoad
+        this.#deviceLoad = undefined
+        if (load && !(await load)) return XGR_CHECKPOINT_ERROR
         try {
           await this.#o.onApplied?.(this.#checkpoints)
           if (first) {

@@ -301,20 +301,24 @@ class RestoreRun {
     if (answer !== XGR_CHECKPOINT.SUCCESS) throw new RestoreError(`checkpoint callback failed: ${answer}`)
 
     const records = this.#buffered.length
+    const colo = streamType === 'colo'
     if (this.#buffering) {
       const batch = this.#buffered
       this.#buffered = []
       // A checkpoint's records set independent parts of the state (pages, TSC, HVM params, the
-      // stashed context): applied at once, the hypervisor calls among them overlap.
-      await Promise.all(batch.map((rec) => this.#apply(rec)))
+      // stashed context): applied at once, the hypervisor calls among them overlap. COLO completes
+      // the state at every checkpoint (event channels, the vCPU context): in the same batch, once
+      // the records have stashed the context (synchronously, as they start).
+      const applied = batch.map((rec) => this.#apply(rec))
+      await Promise.all(colo ? [...applied, this.#streamComplete()] : applied)
     } else {
       this.#buffering = true
+      if (colo) await this.#streamComplete()
     }
     this.#checkpoints++
     this.#o.onEvent?.({kind: 'checkpoint', number: this.#checkpoints, records})
 
-    if (streamType === 'colo') {
-      await this.#streamComplete()
+    if (colo) {
       await callbacks.restoreResults!(this.#storeGfn, this.#consoleGfn)
       for (const step of ['postcopy', 'waitCheckpoint', 'suspend'] as const) {
         const rc = await callbacks[step]!()

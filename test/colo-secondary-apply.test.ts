@@ -1,0 +1,129 @@
+/**
+ * The COLO secondary's toolstack and helper applying checkpoints from a real primary (sendDomain
+ * and receiveDomain, each with its helper process, over FIFOs): the device model takes its state
+ * while the helper puts the memory in place, and the guest resumes only once both are done. A
+ * checkpoint whose device model state cannot be loaded is never resumed from: the restore fails
+ * (our copy is then destroyed by migrate-receive), it is not a failover, and the primary carries
+ * on alone.
+ */
+import {afterEach, beforeAll, describe, expect, test} from 'vitest'
+
+import {openFdPair, writeAll, type FdPair} from '../src/toolstack/fd/index.js'
+import {SimHypervisor, type DomainSpec} from '../src/toolstack/hypervisor/index.js'
+import {receiveDomain, sendDomain, type MigrateEvent} from '../src/toolstack/migrate/index.js'
+import {encodeLibxlRecord} from '../src/toolstack/stream/index.js'
+import {ensureBuilt, leftovers, NOTHING, tempRoot, wipeRoot} from './support/sim-host.js'
+
+const roots: string[] = []
+let pair: FdPair | undefined
+beforeAll(ensureBuilt, 120_000)
+afterEach(async () => {
+  pair?.close()
+  pair = undefined
+  for (const r of roots.splice(0)) await wipeRoot(r)
+})
+
+function host(): SimHypervisor {
+  const root = tempRoot('ca')
+  roots.push(root)
+  return new SimHypervisor(root)
+}
+
+const spec: DomainSpec = {
+  name: 'vm',
+  type: 'hvm',
+  maxMemKb: 32 * 1024,
+  vcpus: 1,
+  config: {c_info: {name: 'vm', type: 'hvm'}},
+  workload: {dirtyRate: 3000, workingSetMiB: 16, seed: 42, nondeterminism: 0, packetRate: 100},
+}
+
+/**
+ * A COLO session of `checkpoints` checkpoints between two hosts, the primary's device model state
+ * of checkpoint `junkAt` (if given) replaced by bytes no device model takes.
+ */
+async function session(checkpoints: number, junkAt?: number) {
+  const a = host()
+  const b = host()
+  const src = await a.create(spec, {paused: false})
+  const dst = await b.create(spec, {paused: true, forRestore: true, coloSecondary: true})
+  pair = await openFdPair()
+  const p = pair
+  let saves = 0
+  // The primary's hypervisor as sendDomain sees it: the device model state of one checkpoint spoilt.
+  const primary = new Proxy(a, {
+    get(target, prop, receiver) {
+      if (prop === 'saveDeviceState') {
+        return async (domid: number) => (++saves === junkAt ? Buffer.from('not a device model state') : target.saveDeviceState(domid))
+      }
+      const v = Reflect.get(target, prop, receiver) as unknown
+      return typeof v === 'function' ? (v as (...args: unknown[]) => unknown).bind(target) : v
+    },
+  })
+  const secondaryEvents: MigrateEvent[] = []
+  const resumedAfter: number[] = []
+  const received = receiveDomain({
+    hypervisor: b,
+    domid: dst,
+    fd: p.childStdin,
+    streamType: 'colo',
+    backChannel: p.childStdout,
+    onApplied: (n) => void resumedAfter.push(n),
+    onEvent: (e) => secondaryEvents.push(e),
+  }).finally(() => p.closeChildEnds())
+  received.catch(() => undefined)
+  const sent = await sendDomain({
+    hypervisor: primary,
+    domid: src,
+    fd: p.sendFd,
+    live: true,
+    debug: false,
+    streamType: 'colo',
+    backChannel: p.recvFd,
+    checkpoints: {
+      committed: async (n) => {
+        if (n < checkpoints) return true
+        // A clean stop, as remus's: libxl END after the last whole checkpoint.
+        await writeAll(p.sendFd, encodeLibxlRecord({kind: 'END'}), {what: 'END'})
+        return false
+      },
+    },
+  })
+  const outcome = await received.then(
+    (r) => ({ok: true as const, r}),
+    (err: unknown) => ({ok: false as const, err: err as Error}),
+  )
+  return {a, b, src, dst, sent, outcome, resumedAfter, secondaryEvents}
+}
+
+describe('the COLO secondary applying a checkpoint', () => {
+  test('every checkpoint resumes the secondary once its memory and device state are in; the primary stops cleanly', {timeout: 60_000}, async () => {
+    const {a, b, src, dst, sent, resumedAfter} = await session(3)
+    expect(sent.stopped?.requested).toBe(true)
+    expect(sent.checkpoints).toBe(3)
+    expect(resumedAfter).toEqual([1, 2, 3])
+    expect((await b.info(dst)).state.shutdown).toBe(false)
+    await a.destroy(src)
+    await b.destroy(dst)
+    for (const r of roots) expect(leftovers(r)).toEqual(NOTHING)
+  })
+
+  test('a device model state that does not load: the secondary never resumes from that checkpoint, the restore fails (no failover)', {timeout: 60_000}, async () => {
+    const {a, b, src, dst, sent, outcome, resumedAfter} = await session(3, 2)
+    // The first checkpoint ran; the second was never resumed from.
+    expect(resumedAfter).toEqual([1])
+    expect(outcome.ok).toBe(false)
+    const message = outcome.ok ? '' : outcome.err.message
+    expect(message).toMatch(/checkpoint 2 could not be applied: .*device model state/)
+    const info = await b.info(dst)
+    expect(info.state.shutdown || info.state.paused).toBe(true)
+    // The primary: its secondary went away after checkpoint 2 was sent; it stopped, not asked to.
+    expect(sent.stopped?.requested).toBe(false)
+    expect(sent.stopped?.reason).toBeTruthy()
+    await a.resume(src, {cancel: true}).catch(() => undefined)
+    expect((await a.info(src)).state.shutdown).toBe(false)
+    await a.destroy(src)
+    await b.destroy(dst)
+    for (const r of roots) expect(leftovers(r)).toEqual(NOTHING)
+  })
+})
