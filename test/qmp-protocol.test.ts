@@ -188,6 +188,23 @@ describe('QmpSession', () => {
     expect(s.greeting?.capabilities).toEqual(['oob'])
   })
 
+  it('takes the event QEMU 7.2 can send before its greeting (RESUME as the guest starts), and says so', async () => {
+    const {s, feed, anomalies, fatal} = session({greet: false})
+    feed({timestamp: {seconds: 1795448108, microseconds: 275328}, event: 'RESUME'}, GREETING)
+    expect(fatal).toEqual([])
+    expect((await s.greetingReceived).version.micro).toBe(22)
+    expect(anomalies).toEqual([{kind: 'event-before-greeting', message: 'QEMU pid 9: event RESUME before the QMP greeting (a QEMU race, taken)'}])
+    expect((await s.waitEvent('RESUME', {since: 0, timeoutMs: 10})).seq).toBe(1)
+  })
+
+  it('ends with not-qmp when events keep coming and no greeting', () => {
+    const {s, feed, fatal} = session({greet: false})
+    feed(...Array.from({length: 17}, () => ({event: 'RESUME'})))
+    expect(fatal).toHaveLength(1)
+    expect(fatal[0]!.code).toBe('not-qmp')
+    expect(s.isOpen).toBe(false)
+  })
+
   it('ends with not-qmp when the first message is not a greeting', async () => {
     const {s, fatal, feed} = session({greet: false})
     const pending = settled(s.execute('query-status'))

@@ -25,6 +25,13 @@ import {encodeQmpCommand, excerpt, parseQmpMessage, type QmpEvent, type QmpGreet
 export const DEFAULT_COMMAND_TIMEOUT_MS = 10_000
 /** Events kept for `waitEvent(..., {since})`. */
 export const EVENT_HISTORY = 256
+/**
+ * Events taken before the greeting. QEMU 7.2 can send one there: its monitor I/O thread accepts the
+ * connection while the main thread emits an event (RESUME as the guest starts) before the greeting is
+ * queued (the race QEMU's "qmp: Fix thread race" patch of 2025-12 closes). A few are QEMU's; more is
+ * not QMP.
+ */
+const EVENTS_BEFORE_GREETING_MAX = 16
 /** Ids of timed-out commands remembered, so their late replies are recognised. */
 const EXPIRED_MAX = 1024
 
@@ -39,6 +46,7 @@ export type QmpAnomalyKind =
   | 'late-reply'
   | 'unknown-message'
   | 'unexpected-greeting'
+  | 'event-before-greeting'
   | 'listener-threw'
 
 export interface QmpAnomaly {
@@ -211,6 +219,11 @@ export class QmpSession {
 
   private dispatch(msg: QmpMessage, line: string): void {
     if (!this.greetingValue) {
+      if (msg.kind === 'event' && this.seq < EVENTS_BEFORE_GREETING_MAX) {
+        this.anomaly('event-before-greeting', `event ${msg.event.event} before the QMP greeting (a QEMU race, taken)`)
+        this.deliver(msg.event)
+        return
+      }
       if (msg.kind !== 'greeting') {
         this.fail(new QmpConnectionError('not-qmp', `${this.label}: expected a QMP greeting, got ${excerpt(line)}`))
         return
