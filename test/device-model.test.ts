@@ -28,7 +28,7 @@ import {
   type DeviceModelOptions,
   type OutputLine,
 } from '../src/toolstack/device-model/index.js'
-import {isAlive, procStart, waitGone} from '../src/toolstack/hypervisor/sim/proc.js'
+import {isAlive, procStart, waitGone} from '../src/toolstack/process/identity.js'
 import {QmpCommandError, QmpConnectionError, QmpTimeoutError, type QmpAnomaly} from '../src/toolstack/qmp/index.js'
 import {REPO, ensureBuilt} from './support/build.js'
 

@@ -15,7 +15,7 @@ export const QMP_SOCKET = 'qmp.sock'
  * first (QMP_SOCKET) stays with whoever started QEMU, and QEMU serves one client per monitor.
  */
 export const TOOLSTACK_QMP_SOCKET = 'qmp-libxl.sock'
-/** `<pid> <start time>` of the QEMU process (proc.ts identity), in the domain folder. */
+/** `<pid> <start time>` of the QEMU process (process/identity.ts), in the domain folder. */
 export const PID_FILE = 'qemu.pid'
 /** The QEMU that runs unless told otherwise: Debian's qemu-system-x86 (7.2 on bookworm). */
 export const DEFAULT_QEMU = 'qemu-system-x86_64'

@@ -1,13 +1,13 @@
 /**
  * The files a device model keeps in its domain folder besides what its arguments name: `qemu.pid`
- * (`<pid> <start time>`, the identity of proc.ts, so a reused pid is never taken for our QEMU) and the
+ * (`<pid> <start time>`, the identity of process/identity.ts, so a reused pid is never taken for our QEMU) and the
  * QMP socket. The pid file is written as soon as QEMU is spawned and removed when it has exited, so a
  * later run can find a QEMU that a dead toolstack left behind (`reapFolder`) and end it.
  */
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import {isAlive, waitGone} from '../hypervisor/sim/proc.js'
+import {isAlive, waitGone} from '../process/identity.js'
 import {PID_FILE, QMP_SOCKET, TOOLSTACK_QMP_SOCKET} from './args.js'
 import {DeviceModelError} from './errors.js'
 

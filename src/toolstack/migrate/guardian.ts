@@ -6,7 +6,7 @@
 import {spawn, type ChildProcess} from 'node:child_process'
 
 import {entryPointFile, nodeProgramEnv} from '../entry-points.js'
-import {procStart} from '../hypervisor/sim/proc.js'
+import {procStart} from '../process/identity.js'
 
 export type GuardianRole =
   | {

@@ -23,7 +23,7 @@ import {
 } from './context.js'
 import type {DomainRecord, LaunchSpec} from './layout.js'
 import {fillPage, PAGE_SIZE, SPECIAL_PAGES} from './page.js'
-import {procStart} from './proc.js'
+import {procStart} from '../../process/identity.js'
 import {encodeMessage, MessageDecoder, PROTOCOL_VERSION, type Ops, type Request, type RuntimeInfo, type WireCpuPolicy} from './protocol.js'
 import {startDomainDeviceModel, type DomainDeviceModel} from './domain-device-model.js'
 import {GuestCpu, DISK_BLOCK_BYTES, diskWriteOffset, type GuestOutput} from './workload.js'

@@ -35,7 +35,7 @@ import {DOMID_FIRST_RESERVED, HostLayout, type DomainRecord, type LaunchSpec} fr
 import {withLock} from './lock.js'
 import {checksumMemoryFile, FileGuestMemory, verifyMemoryFile, type IntegrityReport} from './memory.js'
 import {PAGE_SIZE, SPECIAL_PAGES} from './page.js'
-import {isAlive, killHard, procStart, selfIdentity, waitGone} from './proc.js'
+import {isAlive, killHard, procStart, selfIdentity, waitGone} from '../../process/identity.js'
 import type {OpName, Ops, RuntimeInfo} from './protocol.js'
 
 const READY_TIMEOUT_MS = 60_000

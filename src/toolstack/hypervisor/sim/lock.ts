@@ -7,7 +7,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import {HypervisorError} from '../errors.js'
-import {isAlive, selfIdentity, sleep} from './proc.js'
+import {isAlive, selfIdentity, sleep} from '../../process/identity.js'
 
 const STALE_NO_OWNER_MS = 10_000
 const WAIT_MS = 30_000

@@ -1,4 +1,4 @@
-/** Process identity on Linux: a pid plus its start time (so a reused pid is not taken for ours). */
+/** Process identity on Linux: a pid plus its start time (so a reused pid is not taken for ours), and waits on it. */
 import * as fs from 'node:fs'
 
 export interface ProcState {
