@@ -219,6 +219,7 @@ export class QmpSession {
 
   private dispatch(msg: QmpMessage, line: string): void {
     if (!this.greetingValue) {
+      // seq counts events, and before the greeting only these
       if (msg.kind === 'event' && this.seq < EVENTS_BEFORE_GREETING_MAX) {
         this.anomaly('event-before-greeting', `event ${msg.event.event} before the QMP greeting (a QEMU race, taken)`)
         this.deliver(msg.event)
