@@ -174,6 +174,25 @@ describe('domain lifecycle', () => {
     expect(leftovers(hv.root, hv.hostId)).toEqual(NOTHING)
   })
 
+  it('reaps a domain killed under an open control connection at the very next call', async () => {
+    const hv = newHost()
+    const domid = await hv.create(spec('k', 32, {}), {paused: false})
+    // The connection is open and its record remembered: calls skip the record file from here on.
+    await hv.pause(domid)
+    await hv.unpause(domid)
+    const {pid} = hv.record(domid)
+    // No turn of the event loop in between: the client has not seen its socket close yet.
+    process.kill(pid, 'SIGKILL')
+    await expectError(hv.pause(domid), 'no-such-domain')
+    await waitFor('the process to be gone', () => !domainProcesses(hv.root).includes(pid))
+    expect(leftovers(hv.root, hv.hostId)).toEqual(NOTHING)
+    // A new domain that gets the same number is a new connection, not the dead one's.
+    const again = await hv.create(spec('k2', 32, {}), {paused: true})
+    await hv.unpause(again)
+    expect((await hv.info(again)).name).toBe('k2')
+    await hv.destroy(again)
+  })
+
   it('suspends (shutdown reason suspend) and resumes where it stopped', async () => {
     const hv = newHost()
     const domid = await hv.create(spec('s', 32, {dirtyRate: 3000}), {paused: false})
