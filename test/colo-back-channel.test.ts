@@ -5,6 +5,7 @@
  * noticed once, and the channel left exactly at the next record (SVM_READY), which the toolstack
  * reads with readCheckpointState.
  */
+import {spawn} from 'node:child_process'
 import * as fs from 'node:fs'
 
 import {afterEach, describe, expect, it} from 'vitest'
@@ -39,10 +40,29 @@ function list418(pfns: readonly number[]): Buffer {
 
 const svmReady = (): Buffer => Buffer.concat(encodeLibxlRecord({kind: 'CHECKPOINT_STATE', state: 'SVM_READY'}))
 
-async function channel(): Promise<{write: (b: Buffer) => void; recvFd: number}> {
+async function channel(): Promise<{write: (b: Buffer) => void; writeLater: (b: Buffer, ms: number) => Promise<void>; recvFd: number}> {
   pair = await openFdPair()
   const w = pair.childStdout
-  return {write: (b) => fs.writeSync(w, b), recvFd: pair.recvFd}
+  return {
+    write: (b) => fs.writeSync(w, b),
+    // Another process writes, so the bytes come while this one is blocked in a read.
+    writeLater: (b, ms) => {
+      const child = spawn(process.execPath, ['-e', `setTimeout(() => require('fs').writeSync(1, Buffer.from('${b.toString('hex')}', 'hex')), ${ms})`], {stdio: ['ignore', w, 'inherit']})
+      return new Promise((resolve, reject) => child.on('error', reject).on('exit', () => resolve()))
+    },
+    recvFd: pair.recvFd,
+  }
+}
+
+/** One checkpoint's list as `form` writes it, read; then SVM_READY. Returns the ms the read took. */
+async function checkpoint(ch: Awaited<ReturnType<typeof channel>>, read: () => Promise<number[]>, form: (p: readonly number[]) => Buffer, pfns: number[]): Promise<number> {
+  ch.write(form(pfns))
+  const t0 = performance.now()
+  expect(await read()).toEqual(pfns)
+  const ms = performance.now() - t0
+  ch.write(svmReady())
+  await readCheckpointState(ch.recvFd, 'SVM_READY', 'the back channel')
+  return ms
 }
 
 describe('the secondary dirty pfn list on the back channel', () => {
@@ -84,6 +104,56 @@ describe('the secondary dirty pfn list on the back channel', () => {
     expect(noticed).toBe(1)
   })
 
+  it('learns the 4.17 form from a list that starts with another pfn, and then never waits for pfn 0', async () => {
+    const ch = await channel()
+    const read = dirtyListReader(ch.recvFd, () => {})
+    // Not known yet: a list with pfn 0 dirty waits to see whether 8 more bytes follow.
+    expect(await checkpoint(ch, read, list417, [0, 4])).toBeGreaterThanOrEqual(QUIRK_WAIT_MS * 0.9)
+    expect(read.form()).toBe('unknown')
+    await checkpoint(ch, read, list417, [2, 4])
+    expect(read.form()).toBe('4.17')
+    for (let i = 0; i < 5; i++) expect(await checkpoint(ch, read, list417, [0, i + 1])).toBeLessThan(QUIRK_WAIT_MS / 2)
+    expect(await checkpoint(ch, read, list417, [])).toBeLessThan(QUIRK_WAIT_MS / 2)
+  })
+
+  it('once the 4.18+ form is known, waits for a list\'s last pfn however late it comes', async () => {
+    const ch = await channel()
+    const read = dirtyListReader(ch.recvFd, () => {})
+    await checkpoint(ch, read, list418, [1, 2])
+    expect(read.form()).toBe('4.18')
+    // The record but its last pfn now, that pfn well after the bound an unknown form waits.
+    const rec = list418([7, 8, 9])
+    ch.write(rec.subarray(0, rec.length - 8))
+    const late = ch.writeLater(rec.subarray(rec.length - 8), QUIRK_WAIT_MS * 2)
+    expect(await read()).toEqual([7, 8, 9])
+    await late
+    ch.write(svmReady())
+    await readCheckpointState(ch.recvFd, 'SVM_READY', 'the back channel')
+  })
+
+  it('reads a 4.18+ list whose last 8 bytes came in part before the check and in part after it', async () => {
+    const ch = await channel()
+    const read = dirtyListReader(ch.recvFd, () => {})
+    const rec = list418([0, 3])
+    ch.write(rec.subarray(0, rec.length - 5))
+    const late = ch.writeLater(rec.subarray(rec.length - 5), QUIRK_WAIT_MS * 2)
+    expect(await read()).toEqual([0, 3])
+    await late
+    expect(read.form()).toBe('4.18')
+  })
+
+  it('refuses a 4.18+ header whose pointer is not NULL once the form is known, naming the record', async () => {
+    const ch = await channel()
+    const read = dirtyListReader(ch.recvFd, () => {})
+    await checkpoint(ch, read, list418, [5])
+    const bad = list418([6, 7])
+    bad.writeBigUInt64LE(0xdeadn, 8)
+    ch.write(bad)
+    const err = await read().catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(StreamError)
+    expect((err as StreamError).message).toMatch(/CHECKPOINT_DIRTY_PFN_LIST.*pointer is not NULL \(0xdead\)/)
+  })
+
   it('refuses a length that is not a multiple of 8, naming the back channel record', async () => {
     const ch = await channel()
     const read = dirtyListReader(ch.recvFd, () => {})
@@ -95,6 +165,18 @@ describe('the secondary dirty pfn list on the back channel', () => {
     expect(err).toBeInstanceOf(StreamError)
     expect((err as StreamError).format).toBe('back-channel')
     expect((err as StreamError).message).toContain('CHECKPOINT_DIRTY_PFN_LIST')
+  })
+
+  it('refuses a list shorter than one pfn with a stream error, not a crash', async () => {
+    const ch = await channel()
+    const read = dirtyListReader(ch.recvFd, () => {})
+    const b = Buffer.alloc(8 + 4)
+    b.writeUInt32LE(DIRTY_LIST, 0)
+    b.writeUInt32LE(4, 4)
+    ch.write(Buffer.concat([b, Buffer.alloc(4)]))
+    const err = await read().catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(StreamError)
+    expect((err as StreamError).code).toBe('bad-length')
   })
 
   it('refuses another record where the list is due (libxc: "Expect dirty bitmap record")', async () => {
