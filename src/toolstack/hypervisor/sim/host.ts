@@ -404,8 +404,9 @@ export class SimHypervisor implements Hypervisor {
 
   async info(domid: number): Promise<DomainInfo> {
     if (domid === 0) return this.dom0()
-    await this.whileBuilding(domid)
-    const rec = this.access(domid)
+    // Over an open connection the domain is built and its process alive: only its record is read
+    // again, for a name that may have changed.
+    const rec = this.connectedRecord(domid) ? (this.readRecord(domid) ?? this.access(domid)) : (await this.whileBuilding(domid), this.access(domid))
     return this.toInfo(rec, await this.request(domid, rec, 'info', {}))
   }
 
