@@ -87,6 +87,9 @@ export async function restoreDomain(opts: RestoreOptions): Promise<RestoreResult
   }
 }
 
+/** A write to guest memory, deferred until the hypervisor has been asked its part of a checkpoint. */
+type MemoryWrite = () => Promise<void>
+
 class RestoreRun {
   readonly #o: RestoreOptions
   readonly #hv: Hypervisor
@@ -169,10 +172,15 @@ class RestoreRun {
     return this.#result(true)
   }
 
-  async #apply(rec: LibxcRecord): Promise<void> {
+  /**
+   * Applies one record. With `memoryWrites`, its writes to guest memory are queued there instead of
+   * done (a buffered checkpoint does them once the hypervisor has been asked its part).
+   */
+  async #apply(rec: LibxcRecord, memoryWrites?: MemoryWrite[]): Promise<void> {
     const {domid} = this.#o
     switch (rec.kind) {
       case 'PAGE_DATA':
+        if (memoryWrites) return void memoryWrites.push(() => this.#pageData(rec))
         return this.#pageData(rec)
       case 'VERIFY':
         this.#verify = true
@@ -194,7 +202,7 @@ class RestoreRun {
         this.#context = Buffer.from(rec.context)
         return
       case 'HVM_PARAMS':
-        return this.#hvmParams(rec.params)
+        return this.#hvmParams(rec.params, memoryWrites)
       case 'END':
       case 'OPTIONAL':
         return
@@ -255,7 +263,7 @@ class RestoreRun {
     }
   }
 
-  async #hvmParams(params: readonly {index: bigint; value: bigint}[]): Promise<void> {
+  async #hvmParams(params: readonly {index: bigint; value: bigint}[], memoryWrites?: MemoryWrite[]): Promise<void> {
     const apply: HvmParam[] = []
     for (const p of params) {
       const index = Number(p.index)
@@ -263,7 +271,8 @@ class RestoreRun {
       if (index === HVM_PARAM.CONSOLE_PFN) this.#consoleGfn = p.value
       if (index === HVM_PARAM.STORE_PFN) this.#storeGfn = p.value
       if (index === HVM_PARAM.CONSOLE_PFN || index === HVM_PARAM.STORE_PFN || index === HVM_PARAM.IOREQ_PFN || index === HVM_PARAM.BUFIOREQ_PFN) {
-        await this.#clearPage(p.value)
+        if (memoryWrites) memoryWrites.push(() => this.#clearPage(p.value))
+        else await this.#clearPage(p.value)
       }
       apply.push({index, value: p.value})
     }
@@ -306,11 +315,17 @@ class RestoreRun {
       const batch = this.#buffered
       this.#buffered = []
       // A checkpoint's records set independent parts of the state (pages, TSC, HVM params, the
-      // stashed context): applied at once, the hypervisor calls among them overlap. COLO completes
-      // the state at every checkpoint (event channels, the vCPU context): in the same batch, once
-      // the records have stashed the context (synchronously, as they start).
-      const applied = batch.map((rec) => this.#apply(rec))
-      await Promise.all(colo ? [...applied, this.#streamComplete()] : applied)
+      // stashed context). The hypervisor's part is asked first, all at once: COLO completes the
+      // state at every checkpoint (event channels, the vCPU context) in the same batch, once the
+      // records have stashed the context (synchronously, as they start). While it answers, guest
+      // memory is written, in stream order (the pages, then the special pages HVM_PARAMS clears).
+      const memoryWrites: MemoryWrite[] = []
+      const applied = batch.map((rec) => this.#apply(rec, memoryWrites))
+      const asked = Promise.all(colo ? [...applied, this.#streamComplete()] : applied)
+      asked.catch(() => undefined) // awaited below, after the writes
+      await new Promise((resolve) => setImmediate(resolve)) // the requests leave
+      for (const write of memoryWrites) await write()
+      await asked
     } else {
       this.#buffering = true
       if (colo) await this.#streamComplete()
