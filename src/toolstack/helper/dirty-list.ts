@@ -8,8 +8,13 @@
  * list (§12.1). Read with 4.17's 8-byte header, its list starts with a 0 and its last pfn is left
  * in the pipe, already written; a 4.17 secondary (and ours) writes nothing more until SVM_READY,
  * which comes only after our checkpoint. So while the form is not known, a list that starts with
- * 0, or is empty, is checked for 8 more bytes waiting in the pipe (up to QUIRK_WAIT_MS): there,
- * the first 8 bytes were the pointer and those are the list's last pfn.
+ * 0, or is empty, is checked for 8 more bytes waiting in the pipe: there, the first 8 bytes were
+ * the pointer and those are the list's last pfn. A list that starts with 0 waits up to
+ * QUIRK_WAIT_MS for them: a long list reaches a pipe in more than one write, and its last bytes can
+ * come later. An empty one does not wait: its 16 bytes are one write of less than PIPE_BUF, so they
+ * are in the pipe (or in one ssh packet) together, and if the pointer were ever late the next
+ * record would be misread loudly (not SVM_READY), never a list taken wrong. An idle guest sends
+ * nothing but empty lists, and each of its checkpoints used to wait the whole 50 ms.
  *
  * A secondary keeps its form for the whole session, so the reader learns it once and stops
  * waiting: the 4.18 form when those 8 bytes came, the 4.17 form as soon as a list starts with a
@@ -43,7 +48,7 @@ export function dirtyListReader(fd: number, onQuirk: () => void): DirtyListReade
         if (!leadingZero) throw new StreamError('back-channel', 'bad-value', raw.offset, `the 16-byte record header's pointer is not NULL (0x${raw.body.readBigUInt64LE(0).toString(16)})`, record)
         more = source.readSync(8)
       } else if (leadingZero) {
-        const got = readAvailableSync(fd, 8, QUIRK_WAIT_MS).bytes
+        const got = readAvailableSync(fd, 8, raw.body.length === 0 ? 0 : QUIRK_WAIT_MS).bytes
         // Some of the 8 bytes came: the rest is on its way (a 4.17 secondary sends nothing here).
         if (got.length > 0) more = got.length === 8 ? got : Buffer.concat([got, source.readSync(8 - got.length)])
       } else form = '4.17'
