@@ -406,7 +406,11 @@ export class SimHypervisor implements Hypervisor {
     if (domid === 0) return this.dom0()
     // Over an open connection the domain is built and its process alive: only its record is read
     // again, for a name that may have changed.
-    const rec = this.connectedRecord(domid) ? (this.readRecord(domid) ?? this.access(domid)) : (await this.whileBuilding(domid), this.access(domid))
+    let rec = this.connectedRecord(domid) ? this.readRecord(domid) : undefined
+    if (!rec) {
+      await this.whileBuilding(domid)
+      rec = this.access(domid)
+    }
     return this.toInfo(rec, await this.request(domid, rec, 'info', {}))
   }
 
