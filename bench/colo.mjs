@@ -16,8 +16,12 @@
  *       1024 pages; the reader reads them out in 1 MiB reads; time = the writer's first pread to the
  *       reader's last byte, CLOCK_MONOTONIC in both), median of --push-runs. Ratio pause / push per
  *       rate against the goal (<= 1.5x). For reference, `dd if=<memory file> bs=4k count=N | dd
- *       of=/dev/null bs=64k` wall time (with sh and both execs). Lines pause = fixed + per-page and
- *       push = fixed + per-page through the rates' medians.
+ *       of=/dev/null bs=64k` wall time (with sh and both execs). The floor: the 17 messages a
+ *       checkpoint's pause must wait for one after another, passed between six Node processes that
+ *       do nothing else but the secondary's apply of the pages, after --max-interval asleep
+ *       (lib/hop-chain.mjs), median of --push-runs: floor / push is what pause / push would be if the
+ *       pages took no time to cross; where it is above the goal, xl's processes cannot meet it here.
+ *       Lines pause = fixed + per-page and push = fixed + per-page through the rates' medians.
  *   (2) the same rates with Remus (`remus -i --max-interval`, network buffering on as by default),
  *       a fresh guest per rate: what COLO adds to a checkpoint over Remus's (same kind of line).
  *
@@ -30,13 +34,14 @@
  * Options: --mib N (256) --seconds S (5) --rates a,b,.. (1000,4000,16000,64000) --ws-mib N (64)
  * --max-interval MS (100) --push-runs N (11) --only 1,2. One run: 75-95 s on 2 cores.
  */
-import {spawn, spawnSync} from 'node:child_process'
+import {spawnSync} from 'node:child_process'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {parseArgs} from 'node:util'
 
 import {runCheckpointSession} from './lib/checkpoint-sessions.mjs'
-import {onLines} from './lib/lines.mjs'
+import {startHopChain, TIMED_MESSAGES} from './lib/hop-chain.mjs'
+import {lineChild} from './lib/line-child.mjs'
 import {shellQuote as q, sleep} from './lib/processes.mjs'
 import {createSimHosts, NODE} from './lib/sim-hosts.mjs'
 import {fmt, leastSquares as line, median, percentile as pct} from './lib/stats.mjs'
@@ -68,7 +73,7 @@ const MIN_STEP_RATE = 1000
 // ---- hosts, guests, sessions, and their cleanup -----------------------------------------------------
 const hosts = createSimHosts({label: 'colo bench', hostPrefix: 'xlts-bc', sessionWord: 'session', mib: MIB, wsMib: WS_MIB})
 const {note, newHost, hv, createGuest, destroyGuest} = hosts
-/** The push baseline's writer and reader (SIGKILLed at clean-up). */
+/** The push baseline's writer and reader and the hop chain's processes (SIGKILLed at clean-up). */
 const pushers = hosts.killOnCleanup
 
 /**
@@ -171,51 +176,19 @@ rl.on('line', (text) => {
 })
 `
 
-/** A child whose stdout lines can be awaited one at a time. */
-function lineChild(script, arg) {
-  const child = spawn(NODE, ['-e', script, arg], {stdio: ['pipe', 'pipe', 'pipe']})
-  pushers.add(child)
-  const lines = []
-  const waiters = []
-  let err = ''
-  onLines(child.stdout, (text) => {
-    if (waiters.length) waiters.shift().resolve(text)
-    else lines.push(text)
-  })
-  child.stderr.on('data', (d) => (err += d))
-  child.on('exit', (code, signal) => {
-    for (const w of waiters.splice(0)) w.reject(new Error(`push ${script === WRITER ? 'writer' : 'reader'} exited (${code ?? signal}): ${err.trim()}`))
-  })
-  return {
-    child,
-    send: (text) => child.stdin.write(text + '\n'),
-    next: (ms = 30000) =>
-      lines.length
-        ? Promise.resolve(lines.shift())
-        : new Promise((resolve, reject) => {
-            const t = setTimeout(() => reject(new Error(`push: no answer within ${ms} ms: ${err.trim()}`)), ms)
-            waiters.push({resolve: (x) => (clearTimeout(t), resolve(x)), reject})
-          }),
-  }
-}
-
 let pair
+/** The hop chain (the floor), while part (1) runs. */
+let chain
 function startPushPair() {
   const dir = newHost('fifo')
   const fifo = path.join(dir, 'pages')
   const r = spawnSync('mkfifo', ['-m', '0600', fifo], {encoding: 'utf8'})
   if (r.status !== 0) throw new Error(`mkfifo: ${r.stderr}`)
-  pair = {writer: lineChild(WRITER, fifo), reader: lineChild(READER, fifo), seed: 1}
+  pair = {writer: lineChild('push writer', WRITER, [fifo], pushers), reader: lineChild('push reader', READER, [fifo], pushers), seed: 1}
 }
 async function stopPushPair() {
   if (!pair) return
-  for (const c of [pair.writer, pair.reader]) {
-    const exited = new Promise((r) => (c.child.exitCode !== null || c.child.signalCode !== null ? r() : c.child.once('exit', r)))
-    c.child.stdin.end()
-    c.child.kill('SIGTERM')
-    await exited
-    pushers.delete(c.child)
-  }
+  await Promise.all([pair.writer.stop(), pair.reader.stop()])
   pair = undefined
 }
 
@@ -258,7 +231,10 @@ const remus = []
 
 try {
   console.error(`colo bench: guest ${MIB} MiB, working set ${WS_MIB} MiB, ${SECONDS} s per session; progress on stderr, tables on stdout`)
-  if (ONLY.has('1')) startPushPair()
+  if (ONLY.has('1')) {
+    startPushPair()
+    chain = startHopChain(newHost('hops'), pushers, WS_MIB * 256)
+  }
   for (const kind of ['colo', 'remus']) {
     if (!ONLY.has(kind === 'colo' ? '1' : '2')) continue
     for (const rate of RATES) {
@@ -277,7 +253,8 @@ try {
         const memPath = hv(A).memoryPath(domid)
         row.push = await pushPages(memPath, Math.max(1, pages))
         row.dd = ddPipe(memPath, Math.max(1, pages))
-        console.error(`    push ${pages} pages: ${fmt(row.push, 2)} ms (FIFO, Node pair), dd|dd ${fmt(row.dd, 2)} ms wall`)
+        row.floor = median(await chain.run(PUSH_RUNS, MAX_INTERVAL, Math.max(1, pages)))
+        console.error(`    push ${pages} pages: ${fmt(row.push, 2)} ms (FIFO, Node pair), dd|dd ${fmt(row.dd, 2)} ms wall; floor ${fmt(row.floor, 2)} ms`)
         colo.push(row)
       } else {
         remus.push(row)
@@ -286,6 +263,8 @@ try {
     }
   }
   await stopPushPair()
+  await chain?.stop()
+  chain = undefined
 
   // ---- tables -----------------------------------------------------------------------------------------
   const cpu = os.cpus()
@@ -293,7 +272,8 @@ try {
   if (colo.length) {
     print()
     print(`(1) COLO checkpoint pause vs |A u B|, remus -c --max-interval ${MAX_INTERVAL} (timer only), checkpoints 2..; push: |A u B| pages through a FIFO between two Node processes, median of ${PUSH_RUNS}`)
-    const rows = colo.map(({rate, s, pages, pauses, push, dd}) => {
+    print(`floor: the checkpoint's ${TIMED_MESSAGES} messages in a row between six Node processes doing nothing else but the secondary's apply of the pages, after ${MAX_INTERVAL} ms asleep (bench/lib/hop-chain.mjs), median of ${PUSH_RUNS}; floor/push: what pause/push would be if the pages took no time to cross, so where it is above the goal no implementation of xl's processes meets it here`)
+    const rows = colo.map(({rate, s, pages, pauses, push, dd, floor}) => {
       const med = median(pauses)
       const ratio = med / push
       return [
@@ -308,11 +288,13 @@ try {
         fmt(median(s.stalls)),
         fmt(push, 2),
         fmt(dd, 2),
+        fmt(floor, 2),
+        fmt(floor / push, 1),
         fmt(ratio, 1),
         ratio <= GOAL ? 'met' : 'not met',
       ]
     })
-    table(['dirty rate', 'ckpts', 'ckpt/s', '|A|', '|B|', '|A u B|', 'pause med ms', 'p95 ms', 'guest stall ms', 'push ms', 'dd|dd wall ms', 'pause/push', `goal <= ${GOAL}x`], rows)
+    table(['dirty rate', 'ckpts', 'ckpt/s', '|A|', '|B|', '|A u B|', 'pause med ms', 'p95 ms', 'guest stall ms', 'push ms', 'dd|dd wall ms', 'floor ms', 'floor/push', 'pause/push', `goal <= ${GOAL}x`], rows)
     if (colo.length > 1) {
       const p = line(colo.map((r) => [r.pages, median(r.pauses)]))
       const u = line(colo.map((r) => [r.pages, r.push]))
@@ -338,5 +320,5 @@ try {
   await sleep(100) // a Ctrl-C that killed a child we waited for synchronously: let its handler run first
   hosts.fail(e)
 } finally {
-  await hosts.finish(() => stopPushPair().catch(() => undefined))
+  await hosts.finish(() => Promise.all([stopPushPair(), chain?.stop()]).catch(() => undefined))
 }
