@@ -5,9 +5,10 @@
  *
  * xl (and xl-ts) run a checkpoint across six processes: on each host the CLI (libxl's side), the
  * save or restore helper (libxc's side) and, on the simulated host, the domain process that answers
- * the hypervisor calls. Between the primary's suspend and its resume, the longest chain of messages
- * that must follow one another is CHECKPOINT_PATH below (the branches that run beside it, such as
- * the primary's own suspend or the pages themselves, are left out). Here each message is a few
+ * the hypervisor calls. Between the primary's suspend and its resume (and the secondary's
+ * SVM_RESUMED read), the longest chain of messages that must follow one another is CHECKPOINT_PATH
+ * below (the branches that run beside it, such as the primary's own suspend, the secondary's resume
+ * or the pages themselves, are left out). Here each message is a few
  * bytes through a FIFO, read with a blocking read and passed on at once: no parsing, no work, the
  * cheapest way Node has to hand a message on. One piece of work stays, because no implementation can
  * skip it: the secondary buffers a checkpoint and writes its pages into guest memory only once the
