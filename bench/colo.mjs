@@ -32,7 +32,7 @@
  * processes of these hosts killed and reported, and the host folders removed.
  *
  * Options: --mib N (256) --seconds S (5) --rates a,b,.. (1000,4000,16000,64000) --ws-mib N (64)
- * --max-interval MS (100) --push-runs N (11) --only 1,2. One run: 75-95 s on 2 cores.
+ * --max-interval MS (100) --push-runs N (11) --only 1,2. One run: 60-95 s on 2 cores.
  */
 import {spawnSync} from 'node:child_process'
 import * as os from 'node:os'
