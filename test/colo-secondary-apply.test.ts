@@ -1,6 +1,6 @@
 /**
- * The COLO secondary's toolstack and helper applying checkpoints from a real primary (sendDomain
- * and receiveDomain, each with its helper process, over FIFOs): the device model takes its state
+ * The COLO secondary's toolstack and helper applying checkpoints from a real primary (the primary's
+ * checkpoints and receiveDomain, each with its helper process, over FIFOs): the device model takes its state
  * while the helper puts the memory in place, and the guest resumes only once both are done. A
  * checkpoint whose device model state cannot be loaded is never resumed from: the restore fails
  * (our copy is then destroyed by migrate-receive), it is not a failover, and the primary carries
@@ -8,10 +8,10 @@
  */
 import {afterEach, beforeAll, describe, expect, test} from 'vitest'
 
-import {openFdPair, writeAll, type FdPair} from '../src/toolstack/fd/index.js'
+import {openFdPair, type FdPair} from '../src/toolstack/fd/index.js'
 import {SimHypervisor, type DomainSpec} from '../src/toolstack/hypervisor/index.js'
-import {receiveDomain, sendDomain, type MigrateEvent} from '../src/toolstack/migrate/index.js'
-import {encodeLibxlRecord} from '../src/toolstack/stream/index.js'
+import {receiveDomain, type MigrateEvent} from '../src/toolstack/migrate/index.js'
+import {Checkpointing, ColoSecondary, primaryMode} from '../src/toolstack/replication/index.js'
 import {ensureBuilt, leftovers, NOTHING, tempRoot, wipeRoot} from './support/sim-host.js'
 
 const roots: string[] = []
@@ -68,27 +68,28 @@ async function session(checkpoints: number, junkAt?: number) {
     fd: p.childStdin,
     streamType: 'colo',
     backChannel: p.childStdout,
-    onApplied: (n) => void resumedAfter.push(n),
+    coloCycles: (io) => new ColoSecondary(io, {onApplied: (n) => void resumedAfter.push(n)}).run(),
     onEvent: (e) => secondaryEvents.push(e),
   }).finally(() => p.closeChildEnds())
   received.catch(() => undefined)
-  const sent = await sendDomain({
+  // The primary's checkpoints (replication/), on the pair's fds; a clean stop after the last one.
+  const stop = new AbortController()
+  const checkpointing = new Checkpointing({
     hypervisor: primary,
     domid: src,
+    mode: primaryMode({colo: {maxIntervalMs: 50}, intervalMs: 0, blackhole: false, netbuf: false, onEvent: () => undefined}, performance.now()),
     fd: p.sendFd,
-    live: true,
-    debug: false,
-    streamType: 'colo',
-    backChannel: p.recvFd,
-    checkpoints: {
-      committed: async (n) => {
-        if (n < checkpoints) return true
-        // A clean stop, as remus's: libxl END after the last whole checkpoint.
-        await writeAll(p.sendFd, encodeLibxlRecord({kind: 'END'}), {what: 'END'})
-        return false
-      },
+    wayBack: p.recvFd,
+    signal: stop.signal,
+    onEvent: (e) => {
+      if (e.kind === 'checkpoint' && e.number >= checkpoints) stop.abort()
     },
+    startedAt: performance.now(),
   })
+  const sent = await checkpointing.run().then(
+    (stoppedCleanly) => ({stoppedCleanly, reason: undefined, checkpoints: checkpointing.checkpoints}),
+    (err: unknown) => ({stoppedCleanly: false, reason: (err as Error).message, checkpoints: checkpointing.checkpoints}),
+  )
   const outcome = await received.then(
     (r) => ({ok: true as const, r}),
     (err: unknown) => ({ok: false as const, err: err as Error}),
@@ -99,7 +100,7 @@ async function session(checkpoints: number, junkAt?: number) {
 describe('the COLO secondary applying a checkpoint', () => {
   test('every checkpoint resumes the secondary once its memory and device state are in; the primary stops cleanly', {timeout: 60_000}, async () => {
     const {a, b, src, dst, sent, resumedAfter} = await session(3)
-    expect(sent.stopped?.requested).toBe(true)
+    expect(sent.stoppedCleanly).toBe(true)
     expect(sent.checkpoints).toBe(3)
     expect(resumedAfter).toEqual([1, 2, 3])
     expect((await b.info(dst)).state.shutdown).toBe(false)
@@ -118,8 +119,8 @@ describe('the COLO secondary applying a checkpoint', () => {
     const info = await b.info(dst)
     expect(info.state.shutdown || info.state.paused).toBe(true)
     // The primary: its secondary went away after checkpoint 2 was sent; it stopped, not asked to.
-    expect(sent.stopped?.requested).toBe(false)
-    expect(sent.stopped?.reason).toBeTruthy()
+    expect(sent.stoppedCleanly).toBe(false)
+    expect(sent.reason).toBeTruthy()
     await a.resume(src, {cancel: true}).catch(() => undefined)
     expect((await a.info(src)).state.shutdown).toBe(false)
     await a.destroy(src)

@@ -111,7 +111,7 @@ describe('migrate --json', () => {
 
 describe('remus --json', () => {
   const text = section('remus --json')
-  const primary = source('src/toolstack/remus/remus-primary.ts')
+  const primary = source('src/toolstack/replication/events.ts')
   const command = source('src/commands/remus.ts')
 
   /** The members of RemusEvent: kind, fields, and the member's text. */

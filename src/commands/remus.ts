@@ -11,7 +11,7 @@ import {probePlugQdisc} from '../toolstack/remus/plug-qdisc.js'
 import {ColoSetupError, QdiskError, coloDisksOf, openPrimaryColoDevices, probeKernelColoProxy, type ColoDisk, type PrimaryColoDevices} from '../toolstack/colo/index.js'
 import type {LibxlDiskJson} from '../toolstack/config/domain.js'
 import {parseFrame} from '../toolstack/hypervisor/index.js'
-import {runRemusPrimary, type RemusEvent} from '../toolstack/remus/remus-primary.js'
+import {runRemusPrimary, type RemusEvent} from '../toolstack/replication/index.js'
 
 /** xl's default checkpoint interval (main_remus: "def. 200ms"). */
 const DEFAULT_INTERVAL_MS = 200

@@ -13,7 +13,7 @@
 import type {Hypervisor} from '../hypervisor/index.js'
 import {QmpClient} from '../qmp/index.js'
 import type {LibxlDiskJson} from '../config/domain.js'
-import type {CheckpointDevices} from '../remus/remus-primary.js'
+import type {CheckpointDevices} from '../replication/options.js'
 import {coloDisksOf, hasColoDisks, type ColoDisk} from './qdisk-config.js'
 import {PrimaryReplication, SecondaryReplication, type FailoverResult, type TeardownReport} from './qdisk-replication.js'
 

@@ -45,12 +45,13 @@ import {
 } from './handshake.js'
 import {helperEnv} from './host-env.js'
 import type {MigrationEventHandler} from './migration-events.js'
-import {receiveDomain, type ReceiveResult} from './receiver.js'
+import {receiveDomain, type SecondaryIo, type ReceiveResult} from './receiver.js'
 import {beginRestoreDomain} from './save-file.js'
 import {readSavefileHeader} from './savefile.js'
 import {REMUS_ACK} from './remus-ack.js'
 import {RemusProbe, SKIP_DISK_CHECKPOINT_ENV, checkpointHeldAt} from '../remus/probe.js'
 import {SecondaryColoDisks, coloDisksOfConfig, forwardSecondaryFrames, secondaryInOf, type SecondaryForwarder} from '../colo/index.js'
+import {ColoSecondary} from '../replication/colo-secondary.js'
 
 const ERROR_FAIL = -3
 const ERROR_INVAL = -6
@@ -456,24 +457,27 @@ class MigrationReceiver {
           ? {
               backChannel: this.#out,
               ...(this.#o.heartbeatTimeoutMs !== undefined ? {heartbeatTimeoutMs: this.#o.heartbeatTimeoutMs} : {}),
-              onApplied: async (n: number) => {
-                applied = n
-                await this.#probe?.record(n, {context: true})
-              },
-              ...(disks
-                ? {
-                    devices: {
-                      setup: () => disks.setup(),
-                      preresume: async () => {
-                        if (!skipDiskCheckpoint) await disks.preresume()
-                        await this.#probe?.recordView(applied)
-                      },
-                      postsuspend: () => disks.postsuspend(),
-                    },
-                  }
-                : {}),
-              onSecondarySuspending: () => this.#forwarder?.pause(),
-              onSecondaryResuming: () => this.#forwarder?.resume(),
+              coloCycles: (io: SecondaryIo) =>
+                new ColoSecondary(io, {
+                  onApplied: async (n: number) => {
+                    applied = n
+                    await this.#probe?.record(n, {context: true})
+                  },
+                  ...(disks
+                    ? {
+                        devices: {
+                          setup: () => disks.setup(),
+                          preresume: async () => {
+                            if (!skipDiskCheckpoint) await disks.preresume()
+                            await this.#probe?.recordView(applied)
+                          },
+                          postsuspend: () => disks.postsuspend(),
+                        },
+                      }
+                    : {}),
+                  onSuspending: () => this.#forwarder?.pause(),
+                  onResuming: () => this.#forwarder?.resume(),
+                }).run(),
             }
           : {}),
         env,

@@ -283,7 +283,6 @@ class MigrationSender {
         fd: pair.sendFd,
         live: true,
         debug: o.debug ?? false,
-        streamType: 'plain',
         env,
         signal: this.#abort.signal,
         offset: this.#headerBytes,

@@ -22,7 +22,7 @@
  * whole checkpoint, and `receiveDomain` resolves with `failover` (the caller starts the domain).
  */
 import {FdByteSource, FdError} from '../fd/index.js'
-import {STREAM_TYPE, type HelperCommand, type HelperOutcome, type PrestartedHelper, type RestoreResults} from '../helper/index.js'
+import {HelperChannel, STREAM_TYPE, type HelperCommand, type HelperOutcome, type PrestartedHelper, type RestoreResults} from '../helper/index.js'
 import type {Hypervisor} from '../hypervisor/index.js'
 import {
   StreamError,
@@ -41,7 +41,7 @@ import type {MigrateEventHandler} from './events.js'
 import {fdPosition} from '../fd/index.js'
 import {helperFailure, runStreamHelper} from './helper-run.js'
 import {STREAM_OFFSET_ENV, helperEnv} from './host-env.js'
-import {ColoStateError, writeCheckpointState} from './colo-states.js'
+import {ColoStateError} from './colo-states.js'
 
 /** The primary sent nothing for longer than the heartbeat timeout. */
 class HeartbeatTimeout extends Error {}
@@ -70,23 +70,16 @@ export interface ReceiveDomainOptions {
    */
   readonly backChannel?: number
   /**
-   * COLO: the secondary holds checkpoint n exactly (memory, vCPU and device state applied) and is
-   * about to run again. Also while it runs, the probe's moment.
+   * COLO: the secondary's checkpoint cycles (replication/colo-secondary.ts), given this reader's
+   * side (the helper's callbacks in turn, the stream's reads); what they end with is this stream's
+   * ending.
    */
-  readonly onApplied?: (n: number) => Promise<void> | void
+  readonly coloCycles?: (io: SecondaryIo) => Promise<ColoSecondaryEnd>
   /**
    * COLO: how long the secondary waits for the primary's next checkpoint request before it takes
    * the primary for dead and fails over (undefined: for ever, as xl).
    */
   readonly heartbeatTimeoutMs?: number
-  /**
-   * COLO: the secondary's checkpoint devices (its COLO disks), at libxl's points of each cycle
-   * (XEN-FACTS §7.3). A failure breaks the cycle as a broken stream does.
-   */
-  readonly devices?: SecondaryCheckpointDevices
-  /** COLO: the secondary guest is about to suspend for a checkpoint / to run again from one. */
-  readonly onSecondarySuspending?: () => void
-  readonly onSecondaryResuming?: () => void
   /**
    * Remus: checkpoint n is here whole (through CHECKPOINT_END) and its device state applied; the
    * helper applies its memory next. The secondary acknowledges it to the primary here.
@@ -106,14 +99,35 @@ export interface ReceiveDomainOptions {
   readonly consoleEvtchn?: number
 }
 
-/** The secondary's COLO devices (libxl's checkpoint device ops on the restore side). */
-export interface SecondaryCheckpointDevices {
-  /** The first resume, before SVM_READY: set the devices up and start replicating. */
-  setup(): Promise<void>
-  /** Every later resume, before SVM_READY (while the primary is still suspended): take the checkpoint. */
-  preresume(): Promise<void>
-  /** After the guest suspended, before SVM_SUSPENDED: still replicating? */
-  postsuspend(): Promise<void>
+/** What the libxl stream reader gives the COLO secondary's cycles (XEN-FACTS §7.3). */
+export interface SecondaryIo {
+  readonly hypervisor: Hypervisor
+  readonly domid: number
+  /** Our end of the back channel (the primary reads our CHECKPOINT_STATE records there). */
+  readonly backChannel: number
+  /** The restore helper's checkpoint, postcopy, wait_checkpoint and suspend callbacks, in turn. */
+  readonly helper: HelperChannel
+  /** libxl's records of checkpoint n up to CHECKPOINT_END (BUFFERING); throws when the stream breaks. */
+  readCheckpoint(n: number): Promise<readonly LibxlRecord[]>
+  /** Applies a checkpoint's device model records; resolves with why that failed, if it did. */
+  loadDevices(n: number, records: readonly LibxlRecord[]): Promise<string | undefined>
+  /** Checkpoint n is here whole and will be applied. */
+  received(n: number, records: number): void
+  /**
+   * The next libxl record; a ColoStateError (ended) when the stream ended or none came within the
+   * heartbeat timeout.
+   */
+  nextRecord(): Promise<{readonly record: LibxlRecord; readonly index: number}>
+}
+
+/** How the COLO secondary's cycles ended. */
+export interface ColoSecondaryEnd {
+  /** Why the cycles broke (a failover or an error), if they did. */
+  readonly failure?: string
+  /** The primary ended the stream on purpose (libxl END where NEW was due). */
+  readonly stoppedByPrimary: boolean
+  /** The guest was running when the cycles ended (else it is suspended). */
+  readonly running: boolean
 }
 
 export interface ReceiveResult {
@@ -163,8 +177,6 @@ class Receiver {
   /** COLO: the primary ended the stream on purpose (libxl END where NEW was due). */
   #stoppedByPrimary = false
   #deviceStateBytes = 0
-  /** COLO: the device model state of the checkpoint being applied, loading (true once it is in). */
-  #deviceLoad: Promise<boolean> | undefined
 
   constructor(opts: ReceiveDomainOptions) {
     this.#o = opts
@@ -288,6 +300,8 @@ class Receiver {
       if (this.#relative) this.#source = new FdByteSource(fd, {offset: 0})
     }
     let results: RestoreResults | undefined
+    const channel = colo ? new HelperChannel() : undefined
+    const cycles = colo ? this.#coloSecondary(channel!, hvm) : undefined
     let run
     try {
       run = await runStreamHelper({
@@ -308,8 +322,8 @@ class Receiver {
           restoreResults: (storeGfn, consoleGfn) => {
             results = {storeGfn, consoleGfn}
           },
-          ...(remus ? {checkpoint: () => this.#checkpoint(hvm)} : {}),
-          ...(colo ? this.#coloCallbacks() : {}),
+          // Remus: libxl's checkpoint callback; COLO: the secondary's cycle takes each callback in turn.
+          ...(colo ? channel!.callbacks(['checkpoint', 'postcopy', 'wait_checkpoint', 'suspend']) : remus ? {checkpoint: () => this.#checkpoint(hvm)} : {}),
         },
         // Tells our helper where its part starts, so its errors name offsets in the whole stream.
         env: {...(this.#o.env ?? helperEnv(hv)), [STREAM_OFFSET_ENV]: String(libxcStart)},
@@ -319,11 +333,15 @@ class Receiver {
         ...(this.#o.prestarted ? {prestarted: this.#o.prestarted} : {}),
       })
     } catch (err) {
+      channel?.end(err)
+      await cycles
       const e = helperFailure(err, 'restore')
       // A callback that answered "error" kept why (the helper only knows the answer).
       const why = this.#failover !== undefined ? `; ${this.#failover}` : ''
       throw new MigrateError(e.code, e.step, `${e.message} (the libxc stream starts at offset ${libxcStart})${why}`, {...e.info, cause: e.info.cause ?? err})
     }
+    channel?.end()
+    await cycles
     // Where the libxl layer goes on.
     const now = fdPosition(fd)
     let bytes: number | undefined
@@ -340,34 +358,25 @@ class Receiver {
   }
 
   /**
-   * The helper reached a CHECKPOINT: read libxl's records up to CHECKPOINT_END (buffering), then
-   * apply them (COLO: start applying them; the guest's resume waits for them). XGR_CHECKPOINT: 1
-   * success, 2 failover (the stream broke or went wrong while buffering: libxl's answer to any
-   * error there), 0 error (applying failed).
+   * Remus: the helper reached a CHECKPOINT: read libxl's records up to CHECKPOINT_END (buffering),
+   * then apply them. XGR_CHECKPOINT: 1 success, 2 failover (the stream broke or went wrong while
+   * buffering: libxl's answer to any error there), 0 error (applying failed).
    */
   async #checkpoint(hvm: boolean): Promise<number> {
     const n = this.#checkpoints + 1
-    this.#step = 'libxl records'
-    const buffered: LibxlRecord[] = []
+    let buffered
     try {
-      for (;;) {
-        const {raw, record} = await this.#next()
-        if (record.kind === 'CHECKPOINT_END') break
-        if ((record.kind === 'EMULATOR_XENSTORE_DATA' || record.kind === 'EMULATOR_CONTEXT') && hvm) buffered.push(record)
-        else await this.#guard(async () => fail(libxlSite(raw), 'bad-order', `${record.kind} inside Remus checkpoint ${n}`))
-      }
+      buffered = await this.#readCheckpoint(n, hvm)
     } catch (err) {
       this.#failover = err instanceof Error ? err.message : String(err)
       return XGR_CHECKPOINT_FAILOVER
     }
-    const load = this.#loadDevices(n, buffered)
-    if (this.#o.streamType === 'colo') {
-      // COLO: the device model takes its state while the helper puts the memory in place; the
-      // guest resumes (postcopy) only once both are done, as libxl loads it at that resume.
-      this.#deviceLoad = load
-    } else if (!(await load)) return XGR_CHECKPOINT_ERROR
-    this.#checkpoints = n
-    this.#emit({kind: 'checkpoint-received', number: n, records: buffered.length + 1})
+    const unloaded = await this.#loadDevices(n, buffered)
+    if (unloaded !== undefined) {
+      this.#failover = unloaded
+      return XGR_CHECKPOINT_ERROR
+    }
+    this.#received(n, buffered.length + 1)
     try {
       await this.#o.onCheckpoint?.(n)
     } catch (err) {
@@ -377,8 +386,25 @@ class Receiver {
     return XGR_CHECKPOINT_SUCCESS
   }
 
-  /** A checkpoint's device model records, applied; false (with the reason kept) when that failed. */
-  async #loadDevices(n: number, records: readonly LibxlRecord[]): Promise<boolean> {
+  /** libxl's records of checkpoint n up to CHECKPOINT_END (BUFFERING): the device model's, kept. */
+  async #readCheckpoint(n: number, hvm: boolean): Promise<LibxlRecord[]> {
+    this.#step = 'libxl records'
+    const buffered: LibxlRecord[] = []
+    for (;;) {
+      const {raw, record} = await this.#next()
+      if (record.kind === 'CHECKPOINT_END') return buffered
+      if ((record.kind === 'EMULATOR_XENSTORE_DATA' || record.kind === 'EMULATOR_CONTEXT') && hvm) buffered.push(record)
+      else await this.#guard(async () => fail(libxlSite(raw), 'bad-order', `${record.kind} inside Remus checkpoint ${n}`))
+    }
+  }
+
+  #received(n: number, records: number): void {
+    this.#checkpoints = n
+    this.#emit({kind: 'checkpoint-received', number: n, records})
+  }
+
+  /** A checkpoint's device model records, applied; why not, when that failed. */
+  async #loadDevices(n: number, records: readonly LibxlRecord[]): Promise<string | undefined> {
     const {hypervisor: hv, domid} = this.#o
     try {
       for (const record of records) {
@@ -389,87 +415,39 @@ class Receiver {
           this.#xenstoreData = [...record.entries]
         }
       }
-      return true
+      return undefined
     } catch (err) {
-      this.#failover = `checkpoint ${n} could not be applied: ${(err as Error).message}`
-      return false
+      return `checkpoint ${n} could not be applied: ${(err as Error).message}`
     }
   }
 
-  /**
-   * The secondary's side of each COLO cycle (XEN-FACTS §7.3), after the helper applied checkpoint
-   * n: resume (SVM_READY, the guest runs, SVM_RESUMED), wait for the primary's CHECKPOINT_STATE
-   * NEW on the main stream, suspend (SVM_SUSPENDED); the helper then sends the dirty pfn list.
-   * Answers: 1 carry on, 2 the channel broke (the helper fails over), 0 error.
-   */
-  #coloCallbacks(): {postcopy: () => Promise<number>; waitCheckpoint: () => Promise<number>; suspend: () => Promise<number>} {
-    const {hypervisor: hv, domid} = this.#o
-    const back = this.#o.backChannel!
-    let first = true
-    const broken = (err: unknown): number => {
-      this.#failover = err instanceof Error ? err.message : String(err)
-      return err instanceof ColoStateError && !err.ended ? XGR_CHECKPOINT_ERROR : XGR_CHECKPOINT_FAILOVER
-    }
-    return {
-      postcopy: async () => {
-        const load = this.#deviceLoad
-        this.#deviceLoad = undefined
-        if (load && !(await load)) return XGR_CHECKPOINT_ERROR
+  /** COLO: the secondary's cycles on the helper's callbacks, reading through this reader. */
+  async #coloSecondary(helper: HelperChannel, hvm: boolean): Promise<void> {
+    const o = this.#o
+    if (!o.coloCycles) throw new Error('a COLO stream needs the secondary\'s cycles')
+    const end = await o.coloCycles({
+      hypervisor: o.hypervisor,
+      domid: o.domid,
+      backChannel: o.backChannel!,
+      helper,
+      readCheckpoint: (n) => this.#readCheckpoint(n, hvm),
+      loadDevices: (n, records) => this.#loadDevices(n, records),
+      received: (n, records) => this.#received(n, records),
+      nextRecord: async () => {
         try {
-          await this.#o.onApplied?.(this.#checkpoints)
-          if (first) {
-            await hv.logDirty(domid).enable()
-            await this.#o.devices?.setup()
-          } else {
-            // libxl takes the disks' checkpoint after SVM_READY, when the primary may already run
-            // and write: a write that reaches the secondary's image before its checkpoint would
-            // show in the secondary's view (the checkpoint empties the hidden disk that kept the
-            // old data). Taken before SVM_READY, the primary is still suspended (QEMU's own COLO
-            // orders it so too); the stream is the same.
-            await this.#o.devices?.preresume()
-          }
-          await writeCheckpointState(back, 'SVM_READY', 'the back channel')
-          this.#o.onSecondaryResuming?.()
-          if (first) await hv.unpause(domid)
-          else await hv.resume(domid, {cancel: false})
-          first = false
-          this.#coloRunning = true
-          await writeCheckpointState(back, 'SVM_RESUMED', 'the back channel')
-          return 1
-        } catch (err) {
-          return broken(err)
-        }
-      },
-      waitCheckpoint: async () => {
-        try {
-          const {raw, record} = await this.#nextWithin(this.#o.heartbeatTimeoutMs)
-          if (record.kind === 'CHECKPOINT_STATE' && record.state === 'NEW') return 1
-          if (record.kind === 'END') {
-            // The primary stopped replicating on purpose: end the helper, then do not fail over.
-            this.#stoppedByPrimary = true
-            return XGR_CHECKPOINT_FAILOVER
-          }
-          const id = record.kind === 'CHECKPOINT_STATE' ? record.state : record.kind
-          throw new ColoStateError(`invalid section: ${id} (record ${raw.index}), expected: NEW`, false)
+          const {raw, record} = await this.#nextWithin(o.heartbeatTimeoutMs)
+          return {record, index: raw.index}
         } catch (err) {
           // A read that failed: the primary's stream ended (or broke) where NEW was due.
-          if (err instanceof HeartbeatTimeout) return broken(new ColoStateError(err.message, true))
-          return broken(err instanceof MigrateError ? new ColoStateError('the stream from the primary ended', true) : err)
+          if (err instanceof HeartbeatTimeout) throw new ColoStateError(err.message, true)
+          if (err instanceof MigrateError) throw new ColoStateError('the stream from the primary ended', true)
+          throw err
         }
       },
-      suspend: async () => {
-        try {
-          this.#o.onSecondarySuspending?.()
-          await hv.suspend(domid)
-          this.#coloRunning = false
-          await this.#o.devices?.postsuspend()
-          await writeCheckpointState(back, 'SVM_SUSPENDED', 'the back channel')
-          return 1
-        } catch (err) {
-          return broken(err)
-        }
-      },
-    }
+    })
+    if (end.failure !== undefined) this.#failover = end.failure
+    this.#stoppedByPrimary = end.stoppedByPrimary
+    this.#coloRunning = end.running
   }
 
   /**

@@ -99,7 +99,6 @@ export async function saveDomainToFile(opts: SaveToFileOptions): Promise<SaveToF
         fd,
         live: false,
         debug: false,
-        streamType: 'plain',
         ...(opts.env ? {env: opts.env} : {}),
         ...(emit ? {onEvent: emit} : {}),
         ...(opts.signal ? {signal: opts.signal} : {}),

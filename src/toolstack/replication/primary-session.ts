@@ -1,0 +1,240 @@
+/**
+ * The Remus and COLO primary's session: what xl's main_remus and libxl's checkpoint setup do around
+ * the checkpoint cycles (XEN-FACTS §1.8, §7.1, §10), the same for both modes:
+ *
+ *   1. the transport (`sh -c RUNE`, rune `exec ssh HOST xl-ts migrate-receive -r|--colo ...`), the
+ *      banner, the xl header and config; with -b (blackhole) the stream goes to /dev/null;
+ *   2. the libxl stream with the save helper (stream type REMUS or COLO, the first round live);
+ *   3. checkpoint after checkpoint, each one function of the mode (remus-primary.ts,
+ *      colo-primary.ts), until one stops cleanly or fails;
+ *   4. the end, as xl: the domain gone -> "<mode>: Primary domain has been destroyed." (exit 0); the
+ *      guest never suspended -> "Failed to suspend domain at primary." (exit 1); anything else (the
+ *      backup went away) -> "<mode>: Backup failed? resuming domain at primary.", resume, exit 1.
+ *      Beyond xl: an operator's interrupt ends the stream after a whole checkpoint and the guest
+ *      runs on here (exit 0); a COLO secondary that may have failed over keeps the guest paused here.
+ */
+import * as fs from 'node:fs'
+
+import {openFdPair, type FdPair} from '../fd/index.js'
+import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
+import {MigrateError} from '../migrate/errors.js'
+import {MIGRATE_RECEIVER_BANNER, RECEIVER_STREAM, readFixedMessage} from '../migrate/handshake.js'
+import {helperEnv} from '../migrate/host-env.js'
+import {writeSavefileHeader} from '../migrate/savefile.js'
+import {Guardian} from '../migrate/guardian.js'
+import {Transport} from '../migrate/transport.js'
+import {Checkpointing} from './checkpointing.js'
+import type {LogLevel, PrimaryMode} from './cycle.js'
+import {ColoPrimary} from './colo-primary.js'
+import type {RemusOutcome, RemusResult} from './events.js'
+import type {RemusPrimaryOptions} from './options.js'
+import {RemusPrimary} from './remus-primary.js'
+
+const ERROR_FAIL = -3
+/** How long the transport may take to go after the stream is closed. */
+const CHILD_REPORT_MS = 2000
+
+export async function runRemusPrimary(opts: RemusPrimaryOptions): Promise<RemusResult> {
+  const startedAt = opts.startedAt ?? performance.now()
+  return new PrimarySession(opts, primaryMode(opts, startedAt), startedAt).run()
+}
+
+/** The mode's cycle: COLO with `colo`, else Remus. */
+export function primaryMode(opts: Pick<RemusPrimaryOptions, 'colo' | 'intervalMs' | 'blackhole' | 'netbuf' | 'onEvent'>, startedAt: number): PrimaryMode {
+  return opts.colo ? new ColoPrimary(opts.colo) : new RemusPrimary({intervalMs: opts.intervalMs, blackhole: opts.blackhole, netbuf: opts.netbuf, onEvent: opts.onEvent, startedAt})
+}
+
+class PrimarySession {
+  readonly #o: RemusPrimaryOptions
+  readonly #mode: PrimaryMode
+  readonly #started: number
+  readonly hypervisor: Hypervisor
+  readonly domid: number
+  #guardian: Guardian | undefined
+  #checkpointing: Checkpointing | undefined
+  #pair: FdPair | undefined
+  #sendFd = -1
+  #transport: Transport | undefined
+
+  constructor(opts: RemusPrimaryOptions, mode: PrimaryMode, startedAt: number) {
+    this.#o = opts
+    this.#mode = mode
+    this.#started = startedAt
+    this.hypervisor = opts.hypervisor
+    this.domid = opts.domid
+  }
+
+  get #checkpoints(): number {
+    return this.#checkpointing?.checkpoints ?? 0
+  }
+
+  log(level: LogLevel, text: string): void {
+    this.#o.onEvent({kind: 'log', level, text})
+  }
+
+  #line(text: string): void {
+    this.#o.onEvent({kind: 'line', text})
+  }
+
+  #now(): number {
+    return performance.now() - this.#started
+  }
+
+  async run(): Promise<RemusResult> {
+    const o = this.#o
+    const ha = this.#mode.name
+    const onSignal = (): void => this.log('info', `${ha}: stopping replication after the next checkpoint`)
+    o.signal?.addEventListener('abort', onSignal, {once: true})
+    if (o.signal?.aborted) onSignal()
+    // If this process dies: before the backup holds a checkpoint the guest must run here; after,
+    // the backup takes over and the guest must not run here too.
+    this.#guardian = Guardian.start({role: 'remus-primary', domid: o.domid, name: o.name}, helperEnv(this.hypervisor, o.env ?? process.env), (why) =>
+      this.log('warning', `cannot start the guardian of domain ${o.domid}: ${why}`),
+    )
+    let failure: unknown
+    let stoppedCleanly = false
+    try {
+      stoppedCleanly = await this.#replicate()
+    } catch (err) {
+      failure = err
+    } finally {
+      o.signal?.removeEventListener('abort', onSignal)
+    }
+    // Replication is over either way.
+    await this.#mode.close()
+    const result = await this.#finish(failure, stoppedCleanly)
+    await this.#cleanup()
+    await this.#guardian?.done()
+    o.onEvent({
+      kind: 'result',
+      ok: result.exitCode === 0,
+      domain: o.name,
+      domid: o.domid,
+      outcome: result.outcome,
+      exitCode: result.exitCode,
+      checkpoints: this.#checkpoints,
+      acked: this.#mode.acked,
+      ...(failure !== undefined ? {reason: failure instanceof Error ? failure.message : String(failure)} : {}),
+      totalMs: this.#now(),
+    })
+    return result
+  }
+
+  /** True when replication was stopped on request with the stream ended cleanly. */
+  async #replicate(): Promise<boolean> {
+    const o = this.#o
+    let headerBytes = 0
+    let wayBack: number | undefined
+    const checkpointing = (fd: number): Checkpointing =>
+      new Checkpointing({
+        hypervisor: this.hypervisor,
+        domid: o.domid,
+        mode: this.#mode,
+        fd,
+        ...(wayBack !== undefined ? {wayBack} : {}),
+        offset: headerBytes,
+        ...(this.#guardian ? {guardian: this.#guardian} : {}),
+        ...(o.env ? {env: o.env} : {}),
+        ...(o.signal ? {signal: o.signal} : {}),
+        onEvent: o.onEvent,
+        ...(o.onStreamEvent ? {onStreamEvent: o.onStreamEvent} : {}),
+        startedAt: this.#started,
+      })
+    if (o.blackhole) {
+      this.#sendFd = fs.openSync('/dev/null', 'r+')
+      this.#checkpointing = checkpointing(this.#sendFd)
+    } else {
+      this.#pair = await openFdPair(o.tmpDir ? {tmpDir: o.tmpDir} : {})
+      this.#sendFd = this.#pair.sendFd
+      wayBack = this.#pair.recvFd
+      // In its own session: a Ctrl-C meant to stop replication cleanly must not cut the connection
+      // first (which the backup would take for our death). ssh then cannot ask for a password.
+      this.#transport = Transport.start(o.rune, this.#pair, o.env, (why) => this.log('error', why), {ownSession: true})
+      this.log('debug', `${this.#mode.name} transport process [${this.#transport.pid ?? '?'}]: sh -c ${o.rune}`)
+      await readFixedMessage(this.#pair.recvFd, MIGRATE_RECEIVER_BANNER, 'banner', o.rune)
+      const info = await writeSavefileHeader({fd: this.#sendFd, configJson: o.configJson, source: RECEIVER_STREAM, onEvent: (e) => o.onStreamEvent?.(e)})
+      headerBytes = 48 + info.optionalDataLength
+      this.#checkpointing = checkpointing(this.#sendFd)
+    }
+    return this.#checkpointing.run()
+  }
+
+  // ---- the end ----------------------------------------------------------------------------------
+
+  /** xl's ending (main_remus after libxl_domain_remus_start returns). */
+  async #finish(failure: unknown, stoppedCleanly: boolean): Promise<RemusResult> {
+    const o = this.#o
+    const ha = this.#mode.name
+    const done = (outcome: RemusOutcome, exitCode: number): RemusResult => ({outcome, exitCode, checkpoints: this.#checkpoints})
+    if (!(await this.#exists())) {
+      this.#line(`${ha}: Primary domain has been destroyed.`)
+      return done('primary-destroyed', 0)
+    }
+    if (stoppedCleanly) {
+      this.#line(`${ha}: replication stopped after ${this.#checkpoints} checkpoints; domain ${o.name} runs on at primary, unprotected.`)
+      return done('stopped', 0)
+    }
+    const why = failure instanceof Error ? failure.message : String(failure)
+    if (failure instanceof MigrateError && failure.code === 'suspend') {
+      this.log('error', why)
+      this.#line('Failed to suspend domain at primary.')
+      return done('suspend-failed', 1)
+    }
+    this.log(this.#checkpoints > 0 ? 'detail' : 'error', `${ha}: Domain suspend terminated with rc ${ERROR_FAIL}: ${why}`)
+    if (this.#mode.secondaryMayRun()) {
+      // We were silent longer than the secondary waits, so it may have failed over and run the
+      // guest. Never a second running copy.
+      this.#line(`${ha}: the secondary may have taken over (no checkpoint request for longer than its heartbeat timeout); domain paused at primary so that two copies never run.`)
+      await this.#pauseHere()
+      return done('backup-failed', 1)
+    }
+    this.#line(`${ha}: Backup failed? resuming domain at primary.`)
+    await this.#resumeHere()
+    return done('backup-failed', 1)
+  }
+
+  async #pauseHere(): Promise<void> {
+    const id = this.domid
+    try {
+      const info = await this.hypervisor.info(id)
+      if (!info.state.paused) await this.hypervisor.pause(id)
+      await this.hypervisor.logDirty(id).disable().catch(() => undefined)
+    } catch (err) {
+      this.log('error', `cannot pause domain ${id}: ${(err as Error).message}`)
+    }
+  }
+
+  async #exists(): Promise<boolean> {
+    try {
+      await this.hypervisor.info(this.domid)
+      return true
+    } catch (err) {
+      if (err instanceof HypervisorError && err.code === 'no-such-domain') return false
+      return true
+    }
+  }
+
+  /** libxl_domain_resume(ctx, domid, 1, 0): only a suspended guest needs it. */
+  async #resumeHere(): Promise<void> {
+    const id = this.domid
+    try {
+      const info = await this.hypervisor.info(id)
+      if (info.state.shutdown) await this.hypervisor.resume(id, {cancel: true})
+      await this.hypervisor.logDirty(id).disable().catch(() => undefined)
+    } catch (err) {
+      this.log('error', `cannot resume domain ${id}: ${(err as Error).message}`)
+    }
+  }
+
+  async #cleanup(): Promise<void> {
+    if (this.#o.blackhole && this.#sendFd >= 0) fs.closeSync(this.#sendFd)
+    this.#pair?.closeSend()
+    if (this.#transport) {
+      const exit = await this.#transport.wait(CHILD_REPORT_MS)
+      if (exit === 'timeout') await this.#transport.killAll()
+      else if (exit.code !== 0 && exit.code !== null) this.log('detail', `${this.#mode.name} transport process exited with error status ${exit.code}`)
+    }
+    this.#pair?.close()
+    await this.#mode.settled()
+  }
+}
