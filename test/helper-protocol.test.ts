@@ -5,6 +5,10 @@
  * libxl-save-helper), the incremental decoder under arbitrary chunking, malformed frames, and the
  * argv of libxl_save_callout.c's run_helper.
  */
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+
 import fc from 'fast-check'
 import {describe, expect, it} from 'vitest'
 
@@ -32,6 +36,7 @@ import {
   xtlLevelName,
   type HelperMessage,
 } from '../src/toolstack/helper/index.js'
+import {HelperSide} from '../src/toolstack/helper/helper-side.js'
 import {ProgressGate} from '../src/toolstack/helper/progress-gate.js'
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex')
@@ -103,6 +108,33 @@ describe('the message table (libxl_save_msgs_gen.pl @msgs)', () => {
     // A restore-only callback is not announced to a save helper.
     expect(cbflagsFor('save', {staticDataDone: f})).toBe(0)
     expect(cbflagNames(0x88)).toEqual(['suspend', 'switch_qemu_logdirty'])
+  })
+
+  it('our helper installs the callbacks those cbflags announce to its mode, and no others', () => {
+    const names = (mode: 'save' | 'restore', cbflags: number): string[] => Object.keys(new HelperSide(-1, -1).callbacks(mode, cbflags))
+    expect(names('save', 0x88)).toEqual(['suspend', 'switchQemuLogdirty'])
+    expect(names('save', 0xb8)).toEqual(['suspend', 'postcopy', 'checkpoint', 'switchQemuLogdirty'])
+    expect(names('save', 0xf8)).toEqual(['suspend', 'postcopy', 'checkpoint', 'waitCheckpoint', 'switchQemuLogdirty'])
+    expect(names('restore', 0x320)).toEqual(['checkpoint', 'staticDataDone', 'restoreResults'])
+    expect(names('restore', 0x378)).toEqual(['suspend', 'postcopy', 'checkpoint', 'waitCheckpoint', 'staticDataDone', 'restoreResults'])
+    expect(names('save', 0x300)).toEqual([])
+  })
+
+  it('a callback of our helper writes its frame and returns the reply', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'helper-side-'))
+    try {
+      fs.writeFileSync(path.join(dir, 'in'), hex('02000000'))
+      const inFd = fs.openSync(path.join(dir, 'in'), 'r')
+      const outFd = fs.openSync(path.join(dir, 'out'), 'w')
+      const side = new HelperSide(inFd, outFd)
+      expect(await side.callbacks('restore', 0x300).staticDataDone!(3)).toBe(2)
+      side.callbacks('restore', 0x300).restoreResults!(0x10n, 0x11n)
+      fs.closeSync(inFd)
+      fs.closeSync(outFd)
+      expect(fs.readFileSync(path.join(dir, 'out')).toString('hex')).toBe(hex('0600 0800 03000000 1200 0900 1000000000000000 1100000000000000').toString('hex'))
+    } finally {
+      fs.rmSync(dir, {recursive: true, force: true})
+    }
   })
 
   it('names xentoollog levels', () => {

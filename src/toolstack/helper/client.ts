@@ -40,10 +40,13 @@ import {
   XTL,
   encodeHelperReply,
   helperMessageSpec,
+  helperMessageValues,
   xtlLevelName,
   type DecodedHelperMessage,
+  type HelperCallbackName,
   type HelperMessage,
   type HelperMessageName,
+  type HelperMessageSpec,
   type XtlLevelName,
 } from './protocol.js'
 
@@ -138,15 +141,13 @@ export interface HelperCallbacks {
   restoreResults?(storeGfn: bigint, consoleGfn: bigint): void
 }
 
-const HANDLER_OF = {
-  suspend: 'suspend',
-  postcopy: 'postcopy',
-  checkpoint: 'checkpoint',
-  wait_checkpoint: 'waitCheckpoint',
-  switch_qemu_logdirty: 'switchQemuLogdirty',
-  static_data_done: 'staticDataDone',
-  restore_results: 'restoreResults',
-} as const satisfies Partial<Record<HelperMessageName, keyof HelperCallbacks>>
+/**
+ * The member of HelperCallbacks that answers a callback message: its name in code
+ * (`waitCheckpoint`). Each callback of the table has one, or indexing HelperCallbacks fails to compile.
+ */
+function handlerOf(spec: HelperMessageSpec): HelperCallbackName {
+  return spec.callbackName as HelperCallbackName
+}
 
 export interface SaveHelperParams {
   readonly mode: 'save'
@@ -216,8 +217,7 @@ export function cbflagsFor(mode: 'save' | 'restore', callbacks: HelperCallbacks 
   let flags = 0
   for (const spec of HELPER_MESSAGES) {
     if (!spec.announced || !(mode === 'save' ? spec.save : spec.restore)) continue
-    const handler = HANDLER_OF[spec.name as keyof typeof HANDLER_OF]
-    if (callbacks[handler] || spec.name === 'restore_results') flags |= spec.cbflag!
+    if (callbacks[handlerOf(spec)] || spec.name === 'restore_results') flags |= spec.cbflag!
   }
   return flags >>> 0
 }
@@ -383,7 +383,7 @@ function checkCbflags(mode: 'save' | 'restore', cbflags: number, callbacks: Help
   }
   for (const name of cbflagNames(cbflags)) {
     if (name === 'restore_results') continue
-    const handler = HANDLER_OF[name as keyof typeof HANDLER_OF]
+    const handler = handlerOf(helperMessageSpec(name))
     if (!callbacks[handler]) throw new TypeError(`cbflags announce ${name} but no ${handler} callback is given`)
   }
 }
@@ -587,7 +587,7 @@ class Session {
 
   async #handle(d: DecodedHelperMessage): Promise<void> {
     const m = d.message
-    const spec = helperMessageSpec(HELPER_MESSAGES.findIndex((s) => s.name === m.type) + 1)!
+    const spec = helperMessageSpec(m.type)
     if (this.#completed) {
       this.#violation(`sent ${m.type} (message #${d.index}) after complete`, m.type)
       return
@@ -619,17 +619,22 @@ class Session {
         return
       case 'restore_results':
         this.#results = {storeGfn: m.storeGfn, consoleGfn: m.consoleGfn}
-        this.#guard('restore_results', 'restoreResults', () => this.#callbacks.restoreResults?.(m.storeGfn, m.consoleGfn))
-        return
+        break
       case 'complete':
         this.#completed = {retval: m.retval, errnoval: m.errnoval}
         this.#owed = 'complete'
         // libxl's complete callback returns 0.
         await this.#reply(0, 'complete')
         return
-      default:
-        await this.#callback(m)
     }
+    // The rest are callbacks: the table says whether the helper waits for an answer.
+    if (spec.reply === 'none') this.#guard(m.type, handlerOf(spec), () => this.#handler(spec)?.(...callbackArgs(m)))
+    else await this.#callback(m, spec)
+  }
+
+  /** The caller's callback for a callback message, when it gave one. */
+  #handler(spec: HelperMessageSpec): ((...args: unknown[]) => CallbackReply | void) | undefined {
+    return this.#callbacks[handlerOf(spec)] as ((...args: unknown[]) => CallbackReply | void) | undefined
   }
 
   #log(m: Extract<HelperMessage, {type: 'log'}>): void {
@@ -657,33 +662,12 @@ class Session {
     }
   }
 
-  async #callback(m: HelperMessage): Promise<void> {
-    const cb = this.#callbacks
+  /** A callback that needs a reply: announced in cbflags, so given (checkCbflags). */
+  async #callback(m: HelperMessage, spec: HelperMessageSpec): Promise<void> {
     this.#owed = m.type
     let value: unknown
     try {
-      switch (m.type) {
-        case 'suspend':
-          value = await cb.suspend!()
-          break
-        case 'postcopy':
-          value = await cb.postcopy!()
-          break
-        case 'checkpoint':
-          value = await cb.checkpoint!()
-          break
-        case 'wait_checkpoint':
-          value = await cb.waitCheckpoint!()
-          break
-        case 'switch_qemu_logdirty':
-          value = await cb.switchQemuLogdirty!(m.domid, m.enable !== 0)
-          break
-        case 'static_data_done':
-          value = await cb.staticDataDone!(m.missing)
-          break
-        default:
-          throw new Error(`no callback for ${m.type}`)
-      }
+      value = await this.#handler(spec)!(...callbackArgs(m))
     } catch (err) {
       this.#owed = undefined
       this.#callbackFailed(m.type, err)
@@ -877,6 +861,11 @@ class Session {
       ...(stderr !== undefined ? {stderr} : {}),
     }
   }
+}
+
+/** A message's arguments as its callback takes them: in table order, switch_qemu_logdirty's `enable` as a boolean. */
+function callbackArgs(m: HelperMessage): unknown[] {
+  return m.type === 'switch_qemu_logdirty' ? [m.domid, m.enable !== 0] : helperMessageValues(m)
 }
 
 /** One log event as a line: `libxl-save-helper: xc_interface_open failed (ENOENT)`. */

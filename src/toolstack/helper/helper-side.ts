@@ -4,7 +4,20 @@
  * with an asynchronous read so the process stays responsive while the toolstack works.
  */
 import {readExact, writeAllSync} from '../fd/index.js'
-import {HELPER_REPLY_SIZE, XTL, decodeHelperReply, encodeHelperMessage, type HelperMessage} from './protocol.js'
+import {
+  HELPER_MESSAGES,
+  HELPER_REPLY_SIZE,
+  XTL,
+  decodeHelperReply,
+  encodeHelperMessage,
+  helperMessage,
+  type HelperArgValues,
+  type HelperCall,
+  type HelperCallbackFunctions,
+  type HelperMessage,
+  type HelperMessageName,
+  type HelperNotice,
+} from './protocol.js'
 
 /** What libxl-save-helper does when the toolstack closes its stdin: exit(-2). */
 export const EXIT_REPLY_EOF = 254
@@ -17,13 +30,14 @@ export class HelperSide {
     private readonly context = 'xl-ts-save-helper',
   ) {}
 
-  send(msg: HelperMessage): void {
-    writeAllSync(this.outFd, [encodeHelperMessage(msg)], {what: 'the callback channel to the toolstack'})
+  /** Sends a message that needs no answer. */
+  send(msg: HelperNotice): void {
+    this.#write(msg)
   }
 
   /** Sends a message that needs an answer and waits for the int. */
-  async call(msg: HelperMessage): Promise<number> {
-    this.send(msg)
+  async call(msg: HelperCall): Promise<number> {
+    this.#write(msg)
     let reply: Buffer
     try {
       reply = await readExact(this.inFd, HELPER_REPLY_SIZE, {what: `the reply to ${msg.type}`, eof: 'error'})
@@ -32,6 +46,27 @@ export class HelperSide {
       process.exit(EXIT_REPLY_EOF)
     }
     return decodeHelperReply(reply)
+  }
+
+  /**
+   * The callbacks a helper of this mode installs for what cbflags announce, by name
+   * (`waitCheckpoint`): each sends its message with the arguments it is given, in table order, and
+   * when the message needs an answer waits for it.
+   */
+  callbacks(mode: 'save' | 'restore', cbflags: number): HelperCallbackFunctions<Promise<number>, void> {
+    const installed: Record<string, (...values: unknown[]) => Promise<number> | void> = {}
+    for (const spec of HELPER_MESSAGES) {
+      if (!spec.callback || !spec[mode] || ((spec.cbflag ?? 0) & cbflags) === 0) continue
+      installed[spec.callbackName] = (...values) => {
+        const msg = helperMessage(spec.name, ...(values as HelperArgValues<HelperMessageName>))
+        return spec.reply === 'none' ? this.send(msg as HelperNotice) : this.call(msg as HelperCall)
+      }
+    }
+    return installed
+  }
+
+  #write(msg: HelperMessage): void {
+    writeAllSync(this.outFd, [encodeHelperMessage(msg)], {what: 'the callback channel to the toolstack'})
   }
 
   log(level: number, message: string, errnoval = 0): void {

@@ -21,7 +21,7 @@ import {AWAIT_ARGV_FLAG, HelperArgvError, MAX_AWAITED_BYTES, XCFLAGS, decodeAwai
 import {dirtyListReader} from './dirty-list.js'
 import {HelperSide} from './helper-side.js'
 import {ProgressGate} from './progress-gate.js'
-import {CBFLAGS, XTL} from './protocol.js'
+import {XTL} from './protocol.js'
 
 const EXIT_CANNOT_START = 255
 const QUIRK_LINE = 'the secondary puts a 16-byte record header before its dirty pfn list (Xen 4.18+): reading the list after it'
@@ -45,23 +45,15 @@ function streamTypeOf(n: number): Exclude<StreamType, 'unknown'> {
   return name === 'REMUS' ? 'remus' : name === 'COLO' ? 'colo' : 'plain'
 }
 
-/** A callback the toolstack announced in cbflags, or undefined. */
-function announced<T>(cbflags: number, bit: number, fn: T): T | undefined {
-  return cbflags & bit ? fn : undefined
-}
-
 async function save(side: HelperSide, hv: Hypervisor, a: SaveHelperArgs): Promise<void> {
   const streamType = streamTypeOf(a.streamType)
-  const callbacks: SaveCallbacks = {suspend: () => side.call({type: 'suspend'})}
-  const optional: Partial<SaveCallbacks> = {
-    postcopy: announced(a.cbflags, CBFLAGS.postcopy, () => side.call({type: 'postcopy'})),
-    checkpoint: announced(a.cbflags, CBFLAGS.checkpoint, () => side.call({type: 'checkpoint'})),
-    waitCheckpoint: announced(a.cbflags, CBFLAGS.wait_checkpoint, () => side.call({type: 'wait_checkpoint'})),
-    switchQemuLogdirty: announced(a.cbflags, CBFLAGS.switch_qemu_logdirty, (enable: boolean) =>
-      side.call({type: 'switch_qemu_logdirty', domid: a.domid, enable: enable ? 1 : 0}),
-    ),
+  const {suspend, switchQemuLogdirty, ...announced} = side.callbacks('save', a.cbflags)
+  const callbacks: SaveCallbacks = {
+    ...announced,
+    // libxc cannot save without it: installed whether announced or not.
+    suspend: suspend ?? (() => side.call({type: 'suspend'})),
+    ...(switchQemuLogdirty ? {switchQemuLogdirty: (enable: boolean) => switchQemuLogdirty(a.domid, enable ? 1 : 0)} : {}),
   }
-  for (const [k, v] of Object.entries(optional)) if (v) (callbacks as unknown as Record<string, unknown>)[k] = v
 
   const readDirty = a.recvFd >= 0 ? dirtyListReader(a.recvFd, () => side.log(XTL.WARN, QUIRK_LINE)) : undefined
   const readSecondaryDirty = async (): Promise<number[]> => {
@@ -178,13 +170,11 @@ async function restore(side: HelperSide, hv: Hypervisor, a: RestoreHelperArgs): 
   const copy = kernelCopy()
   if (copy) growPipe(copy, a.ioFd)
   const {restoreDomain} = await import('../restore/engine.js')
-  const callbacks: RestoreCallbacks = {}
-  if (a.cbflags & CBFLAGS.static_data_done) callbacks.staticDataDone = (missing) => side.call({type: 'static_data_done', missing})
-  if (a.cbflags & CBFLAGS.checkpoint) callbacks.checkpoint = () => side.call({type: 'checkpoint'})
-  if (a.cbflags & CBFLAGS.postcopy) callbacks.postcopy = () => side.call({type: 'postcopy'})
-  if (a.cbflags & CBFLAGS.wait_checkpoint) callbacks.waitCheckpoint = () => side.call({type: 'wait_checkpoint'})
-  if (a.cbflags & CBFLAGS.suspend) callbacks.suspend = () => side.call({type: 'suspend'})
-  callbacks.restoreResults = async (storeGfn, consoleGfn) => side.send({type: 'restore_results', storeGfn, consoleGfn})
+  const callbacks: RestoreCallbacks = {
+    ...side.callbacks('restore', a.cbflags),
+    // Installed whether announced or not: the engine reports them at each COLO checkpoint.
+    restoreResults: async (storeGfn, consoleGfn) => side.send({type: 'restore_results', storeGfn, consoleGfn}),
+  }
 
   const result = await restoreDomain({
     hypervisor: hv,

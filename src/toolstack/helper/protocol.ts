@@ -32,26 +32,72 @@ export const HELPER_REPLY_SIZE = 4
 /** The argument types the message table uses. */
 export type HelperArgType = 'uint32_t' | 'unsigned' | 'int' | 'unsigned long' | 'xen_pfn_t' | 'STRING'
 
-/** Bytes of a fixed-size argument type on LP64. */
-export const HELPER_ARG_SIZE: Readonly<Record<Exclude<HelperArgType, 'STRING'>, number>> = {
-  uint32_t: 4,
-  unsigned: 4,
-  int: 4,
-  'unsigned long': 8,
-  xen_pfn_t: 8,
+/**
+ * The message table, `@msgs` of the .pl as it is written there: msgtype (its position, from 1),
+ * flags, name, and the arguments as (type, name) pairs. Everything else about a message is derived
+ * from it: the numbers, the cbflags bits, the TypeScript type of a message (an argument `doing_what`
+ * is the field `doingWhat`), whether it needs a reply, the encoder and the decoder.
+ *
+ * Flags: `s`/`r` sent by a save/restore helper; `c` a callback of libxl's callbacks struct; `x` its
+ * presence is announced in cbflags (bit `1 << msgtype`); `W` needs a reply at once, `A` a reply
+ * when the toolstack's asynchronous work is done (Xen 4.17-4.19, unchanged since).
+ */
+export const HELPER_MESSAGE_TABLE = [
+  {number: 1, flags: 'sr', name: 'log', args: [['uint32_t', 'level'], ['uint32_t', 'errnoval'], ['STRING', 'context'], ['STRING', 'formatted']]},
+  {number: 2, flags: 'sr', name: 'progress', args: [['STRING', 'context'], ['STRING', 'doing_what'], ['unsigned long', 'done'], ['unsigned long', 'total']]},
+  {number: 3, flags: 'srcxA', name: 'suspend', args: []},
+  {number: 4, flags: 'srcxA', name: 'postcopy', args: []},
+  {number: 5, flags: 'srcxA', name: 'checkpoint', args: []},
+  {number: 6, flags: 'srcxA', name: 'wait_checkpoint', args: []},
+  {number: 7, flags: 'scxA', name: 'switch_qemu_logdirty', args: [['uint32_t', 'domid'], ['unsigned', 'enable']]},
+  {number: 8, flags: 'rcxW', name: 'static_data_done', args: [['unsigned', 'missing']]},
+  {number: 9, flags: 'rcx', name: 'restore_results', args: [['xen_pfn_t', 'store_gfn'], ['xen_pfn_t', 'console_gfn']]},
+  {number: 10, flags: 'srW', name: 'complete', args: [['int', 'retval'], ['int', 'errnoval']]},
+] as const satisfies readonly {
+  readonly number: number
+  readonly flags: string
+  readonly name: string
+  readonly args: readonly (readonly [HelperArgType, string])[]
+}[]
+
+type Row = (typeof HELPER_MESSAGE_TABLE)[number]
+export type HelperMessageName = Row['name']
+/** The messages whose flags hold F. */
+type Flagged<F extends string> = Extract<Row, {flags: `${string}${F}${string}`}>['name']
+/** `doing_what` -> `doingWhat`: a C name as a field or callback name. */
+type Camel<S extends string> = S extends `${infer H}_${infer T}` ? `${H}${Capitalize<Camel<T>>}` : S
+/** What an argument decodes to: counts are numbers, frame numbers stay exact. */
+type ArgValue<T extends HelperArgType> = T extends 'STRING' ? string : T extends 'xen_pfn_t' ? bigint : number
+type Fields<A extends Row['args']> = {readonly [P in A[number] as Camel<P[1]>]: ArgValue<P[0]>}
+type Flat<T> = {[K in keyof T]: T[K]} & {}
+
+/** One message as a value: `{type: 'progress', context, doingWhat, done, total}`. */
+export type HelperMessageOf<N extends HelperMessageName> = N extends unknown ? Flat<{readonly type: N} & Fields<Extract<Row, {name: N}>['args']>> : never
+export type HelperMessage = HelperMessageOf<HelperMessageName>
+/** The messages that need a reply (W or A): the helper blocks reading an int after them. */
+export type HelperCall = HelperMessageOf<Flagged<'W'> | Flagged<'A'>>
+/** The messages that need none. */
+export type HelperNotice = Exclude<HelperMessage, HelperCall>
+/** The callbacks (`c`) by their names in code: `waitCheckpoint`, `switchQemuLogdirty`, ... */
+export type HelperCallbackName = Camel<Flagged<'c'>>
+/** A message's arguments in table order, as a callback takes them. */
+export type HelperArgValues<N extends HelperMessageName> = ArgTuple<Extract<Row, {name: N}>['args']>
+type ArgTuple<A> = {-readonly [I in keyof A]: A[I] extends readonly [infer T extends HelperArgType, string] ? ArgValue<T> : never}
+/**
+ * A function for each callback, by its name in code, taking its message's arguments in table order
+ * and returning `Reply` when the message needs a reply, else `NoReply`.
+ */
+export type HelperCallbackFunctions<Reply, NoReply> = {
+  readonly [N in Flagged<'c'> as Camel<N>]?: (...values: HelperArgValues<N>) => N extends HelperCall['type'] ? Reply : NoReply
 }
 
-export type HelperMessageName =
-  | 'log'
-  | 'progress'
-  | 'suspend'
-  | 'postcopy'
-  | 'checkpoint'
-  | 'wait_checkpoint'
-  | 'switch_qemu_logdirty'
-  | 'static_data_done'
-  | 'restore_results'
-  | 'complete'
+export interface HelperArgSpec {
+  /** The C type and name of the .pl. */
+  readonly type: HelperArgType
+  readonly name: string
+  /** Its field in a HelperMessage: the name camelCased. */
+  readonly field: string
+}
 
 export interface HelperMessageSpec {
   /** msgtype on the wire: position in @msgs, from 1. */
@@ -65,6 +111,8 @@ export interface HelperMessageSpec {
   readonly restore: boolean
   /** `c`: a function pointer in libxl's callbacks struct (a callback the caller provides). */
   readonly callback: boolean
+  /** The callback's name in code, the message's name camelCased (`waitCheckpoint`). */
+  readonly callbackName: string
   /**
    * `x`: its presence is announced to the helper in cbflags (bit `1 << number`); the helper only
    * installs (and so only ever sends) the callbacks whose bit is set.
@@ -74,10 +122,13 @@ export interface HelperMessageSpec {
   readonly reply: 'none' | 'sync' | 'async'
   /** `1 << number` when announced. */
   readonly cbflag?: number
-  readonly args: readonly {readonly name: string; readonly type: HelperArgType}[]
+  readonly args: readonly HelperArgSpec[]
 }
 
-function spec(number: number, flags: string, name: HelperMessageName, args: HelperMessageSpec['args']): HelperMessageSpec {
+const camel = (name: string): string => name.replace(/_(.)/g, (_, c: string) => c.toUpperCase())
+
+/** The table with what its flags say spelt out, in order. */
+export const HELPER_MESSAGES: readonly HelperMessageSpec[] = HELPER_MESSAGE_TABLE.map(({number, flags, name, args}) => {
   const announced = flags.includes('x')
   return {
     number,
@@ -86,77 +137,47 @@ function spec(number: number, flags: string, name: HelperMessageName, args: Help
     save: flags.includes('s'),
     restore: flags.includes('r'),
     callback: flags.includes('c'),
+    callbackName: camel(name),
     announced,
     reply: flags.includes('W') ? 'sync' : flags.includes('A') ? 'async' : 'none',
     ...(announced ? {cbflag: 1 << number} : {}),
-    args,
+    args: args.map(([type, arg]) => ({type, name: arg, field: camel(arg)})),
   }
+})
+
+/** msgtype by name. */
+export const HELPER_MSG = Object.fromEntries(HELPER_MESSAGES.map((s) => [s.name, s.number])) as {
+  readonly [R in Row as R['name']]: R['number']
 }
 
-/** The message table, in order (Xen 4.17-4.19, unchanged since). */
-export const HELPER_MESSAGES: readonly HelperMessageSpec[] = [
-  spec(1, 'sr', 'log', [
-    {name: 'level', type: 'uint32_t'},
-    {name: 'errnoval', type: 'uint32_t'},
-    {name: 'context', type: 'STRING'},
-    {name: 'formatted', type: 'STRING'},
-  ]),
-  spec(2, 'sr', 'progress', [
-    {name: 'context', type: 'STRING'},
-    {name: 'doing_what', type: 'STRING'},
-    {name: 'done', type: 'unsigned long'},
-    {name: 'total', type: 'unsigned long'},
-  ]),
-  spec(3, 'srcxA', 'suspend', []),
-  spec(4, 'srcxA', 'postcopy', []),
-  spec(5, 'srcxA', 'checkpoint', []),
-  spec(6, 'srcxA', 'wait_checkpoint', []),
-  spec(7, 'scxA', 'switch_qemu_logdirty', [
-    {name: 'domid', type: 'uint32_t'},
-    {name: 'enable', type: 'unsigned'},
-  ]),
-  spec(8, 'rcxW', 'static_data_done', [{name: 'missing', type: 'unsigned'}]),
-  spec(9, 'rcx', 'restore_results', [
-    {name: 'store_gfn', type: 'xen_pfn_t'},
-    {name: 'console_gfn', type: 'xen_pfn_t'},
-  ]),
-  spec(10, 'srW', 'complete', [
-    {name: 'retval', type: 'int'},
-    {name: 'errnoval', type: 'int'},
-  ]),
-]
-
-export const HELPER_MSG = {
-  log: 1,
-  progress: 2,
-  suspend: 3,
-  postcopy: 4,
-  checkpoint: 5,
-  wait_checkpoint: 6,
-  switch_qemu_logdirty: 7,
-  static_data_done: 8,
-  restore_results: 9,
-  complete: 10,
-} as const satisfies Record<HelperMessageName, number>
-
 /** cbflags bits: `1u << msgtype` for each announced callback. */
-export const CBFLAGS = {
-  suspend: 1 << 3,
-  postcopy: 1 << 4,
-  checkpoint: 1 << 5,
-  wait_checkpoint: 1 << 6,
-  switch_qemu_logdirty: 1 << 7,
-  static_data_done: 1 << 8,
-  restore_results: 1 << 9,
-} as const
+export const CBFLAGS = Object.fromEntries(HELPER_MESSAGES.flatMap((s) => (s.cbflag ? [[s.name, s.cbflag]] : []))) as {
+  readonly [N in Flagged<'x'>]: number
+}
 
 /** Every cbflags bit a save helper understands, and a restore helper. */
-export const SAVE_CBFLAGS = CBFLAGS.suspend | CBFLAGS.postcopy | CBFLAGS.checkpoint | CBFLAGS.wait_checkpoint | CBFLAGS.switch_qemu_logdirty
-export const RESTORE_CBFLAGS =
-  CBFLAGS.suspend | CBFLAGS.postcopy | CBFLAGS.checkpoint | CBFLAGS.wait_checkpoint | CBFLAGS.static_data_done | CBFLAGS.restore_results
+export const SAVE_CBFLAGS = cbflagsOf((s) => s.save)
+export const RESTORE_CBFLAGS = cbflagsOf((s) => s.restore)
 
-export function helperMessageSpec(type: number): HelperMessageSpec | undefined {
-  return HELPER_MESSAGES[type - 1]
+function cbflagsOf(which: (s: HelperMessageSpec) => boolean): number {
+  return HELPER_MESSAGES.reduce((flags, s) => (which(s) && s.cbflag ? flags | s.cbflag : flags), 0)
+}
+
+export function helperMessageSpec(type: HelperMessageName): HelperMessageSpec
+export function helperMessageSpec(type: number): HelperMessageSpec | undefined
+export function helperMessageSpec(type: number | HelperMessageName): HelperMessageSpec | undefined {
+  return typeof type === 'number' ? HELPER_MESSAGES[type - 1] : HELPER_MESSAGES[HELPER_MSG[type] - 1]
+}
+
+/** A message's arguments in table order. */
+export function helperMessageValues(msg: HelperMessage): unknown[] {
+  return helperMessageSpec(msg.type).args.map((a) => (msg as unknown as Record<string, unknown>)[a.field])
+}
+
+/** The message of that name with these arguments, in table order. */
+export function helperMessage<N extends HelperMessageName>(type: N, ...values: HelperArgValues<N>): HelperMessageOf<N> {
+  const fields = helperMessageSpec(type).args.map((a, i) => [a.field, values[i]])
+  return {type, ...Object.fromEntries(fields)} as HelperMessageOf<N>
 }
 
 /** xentoollog levels (tools/include/xentoollog.h), the `level` of a log message. */
@@ -178,18 +199,6 @@ export const XTL = {
 export function xtlLevelName(level: number): XtlLevelName | `level ${number}` {
   return XTL_LEVELS[level] ?? `level ${level}`
 }
-
-export type HelperMessage =
-  | {readonly type: 'log'; readonly level: number; readonly errnoval: number; readonly context: string; readonly formatted: string}
-  | {readonly type: 'progress'; readonly context: string; readonly doingWhat: string; readonly done: number; readonly total: number}
-  | {readonly type: 'suspend'}
-  | {readonly type: 'postcopy'}
-  | {readonly type: 'checkpoint'}
-  | {readonly type: 'wait_checkpoint'}
-  | {readonly type: 'switch_qemu_logdirty'; readonly domid: number; readonly enable: number}
-  | {readonly type: 'static_data_done'; readonly missing: number}
-  | {readonly type: 'restore_results'; readonly storeGfn: bigint; readonly consoleGfn: bigint}
-  | {readonly type: 'complete'; readonly retval: number; readonly errnoval: number}
 
 export type HelperProtocolErrorCode =
   | 'short-body' // a body too short to hold its msgtype
@@ -271,44 +280,13 @@ class BodyWriter {
   }
 }
 
-/** The body of a message: `{u16 msgtype; args}`. */
+/** The body of a message: `{u16 msgtype; args}`, its arguments as the table lists them. */
 export function encodeHelperMessageBody(msg: HelperMessage): Buffer {
+  const spec = helperMessageSpec(msg.type)
   const w = new BodyWriter()
-  w.u16(HELPER_MSG[msg.type])
-  switch (msg.type) {
-    case 'log':
-      w.u32(msg.level, 'level')
-      w.u32(msg.errnoval, 'errnoval')
-      w.str(msg.context, 'context')
-      w.str(msg.formatted, 'formatted')
-      break
-    case 'progress':
-      w.str(msg.context, 'context')
-      w.str(msg.doingWhat, 'doing_what')
-      w.u64(msg.done, 'done')
-      w.u64(msg.total, 'total')
-      break
-    case 'switch_qemu_logdirty':
-      w.u32(msg.domid, 'domid')
-      w.u32(msg.enable, 'enable')
-      break
-    case 'static_data_done':
-      w.u32(msg.missing, 'missing')
-      break
-    case 'restore_results':
-      w.u64(msg.storeGfn, 'store_gfn')
-      w.u64(msg.consoleGfn, 'console_gfn')
-      break
-    case 'complete':
-      w.i32(msg.retval, 'retval')
-      w.i32(msg.errnoval, 'errnoval')
-      break
-    case 'suspend':
-    case 'postcopy':
-    case 'checkpoint':
-    case 'wait_checkpoint':
-      break
-  }
+  w.u16(spec.number)
+  const values = helperMessageValues(msg)
+  spec.args.forEach((a, i) => ARG_CODECS[a.type].write(w, values[i], a.name))
   return Buffer.concat(w.parts, w.length)
 }
 
@@ -391,6 +369,23 @@ class BodyReader {
   }
 }
 
+/** Each argument type's two ends: how the helper writes it, how the toolstack reads it. */
+interface ArgCodec {
+  write(w: BodyWriter, value: unknown, what: string): void
+  read(r: BodyReader, what: string): unknown
+}
+const U32: ArgCodec = {write: (w, v, what) => w.u32(v as number, what), read: (r, what) => r.u32(what)}
+const U64: ArgCodec = {write: (w, v, what) => w.u64(v as number | bigint, what), read: (r, what) => r.u64(what)}
+const ARG_CODECS: {readonly [T in HelperArgType]: ArgCodec} = {
+  uint32_t: U32,
+  unsigned: U32,
+  int: {write: (w, v, what) => w.i32(v as number, what), read: (r, what) => r.i32(what)},
+  // A count: taken as a number (exact up to 2^53), as callers use it.
+  'unsigned long': {write: U64.write, read: (r, what) => Number(r.u64(what))},
+  xen_pfn_t: U64,
+  STRING: {write: (w, v, what) => w.str(v as string, what), read: (r, what) => r.str(what)},
+}
+
 export interface DecodeSite {
   readonly offset?: number
   readonly index?: number
@@ -408,54 +403,9 @@ export function decodeHelperMessageBody(body: Buffer, site: DecodeSite = {}): He
   const spec = helperMessageSpec(type)
   if (!spec) fail('unknown-message', `unknown msgtype ${type} (known: 1..${HELPER_MESSAGES.length})`)
   const r = new BodyReader(body, fail)
-  let msg: HelperMessage
-  switch (spec!.name) {
-    case 'log': {
-      const level = r.u32('level')
-      const errnoval = r.u32('errnoval')
-      const context = r.str('context')
-      const formatted = r.str('formatted')
-      msg = {type: 'log', level, errnoval, context, formatted}
-      break
-    }
-    case 'progress': {
-      const context = r.str('context')
-      const doingWhat = r.str('doing_what')
-      const done = Number(r.u64('done'))
-      const total = Number(r.u64('total'))
-      msg = {type: 'progress', context, doingWhat, done, total}
-      break
-    }
-    case 'switch_qemu_logdirty': {
-      const domid = r.u32('domid')
-      const enable = r.u32('enable')
-      msg = {type: 'switch_qemu_logdirty', domid, enable}
-      break
-    }
-    case 'static_data_done':
-      msg = {type: 'static_data_done', missing: r.u32('missing')}
-      break
-    case 'restore_results': {
-      const storeGfn = r.u64('store_gfn')
-      const consoleGfn = r.u64('console_gfn')
-      msg = {type: 'restore_results', storeGfn, consoleGfn}
-      break
-    }
-    case 'complete': {
-      const retval = r.i32('retval')
-      const errnoval = r.i32('errnoval')
-      msg = {type: 'complete', retval, errnoval}
-      break
-    }
-    case 'suspend':
-    case 'postcopy':
-    case 'checkpoint':
-    case 'wait_checkpoint':
-      msg = {type: spec!.name}
-      break
-  }
+  const values = spec!.args.map((a) => ARG_CODECS[a.type].read(r, a.name))
   r.end()
-  return msg
+  return helperMessage(spec!.name, ...(values as HelperArgValues<HelperMessageName>))
 }
 
 export interface DecodedHelperMessage {
