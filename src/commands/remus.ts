@@ -8,7 +8,7 @@ import type {LogLevel} from '../cli/log.js'
 import {streamEventPrinter} from '../cli/stream-lines.js'
 import {RuneError, buildColoRune, buildRemusRune} from '../toolstack/migrate/rune.js'
 import {probePlugQdisc} from '../toolstack/remus/plug-qdisc.js'
-import {ColoSetupError, QdiskError, coloDisksOf, openPrimaryColoDevices, probeKernelColoProxy, type ColoDisk, type PrimaryColoDevices} from '../toolstack/colo/index.js'
+import {ColoSetupError, QdiskError, chooseColoProxy, coloDisksOf, openPrimaryColoDevices, type ColoDisk, type PrimaryColoDevices} from '../toolstack/colo/index.js'
 import type {LibxlDiskJson} from '../toolstack/config/domain.js'
 import {parseFrame} from '../toolstack/hypervisor/index.js'
 import {runRemusPrimary, type RemusEvent} from '../toolstack/remus/remus-primary.js'
@@ -136,11 +136,16 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
     } else if (!flags['no-diskbuf'] && disks > 0) {
       backupFailed([`Domain ${dom.domid}:device not handled by checkpoint (disk replication needs DRBD disks; use -d with -F to run without it)`, `Domain ${dom.domid}:Remus: failed to setup device, rc -19`])
     }
-    // COLO's proxy: libxl's kernel proxy without -p (out-of-tree modules: refused where they are
-    // missing), QEMU's colo-compare with -p. The sim host has a device model; real hosts are not wired.
-    if (flags.colo && !flags['userspace-colo-proxy']) {
-      const kernel = probeKernelColoProxy()
-      backupFailed([`Domain ${dom.domid}:COLO: ${kernel.available ? 'the kernel COLO proxy is not wired to xl-ts; use -p (userspace proxy)' : kernel.reason}`])
+    // COLO's proxy: QEMU's colo-compare with -p, and without it where libxl's kernel proxy
+    // (out-of-tree modules) is missing, as on every mainline kernel: one line says so, and the run is
+    // the -p run, the secondary told so too. Where the kernel proxy is loaded: refused (not driven).
+    // The sim host has a device model; real hosts are not wired.
+    let userspaceProxy = false
+    if (flags.colo) {
+      const choice = chooseColoProxy(flags['userspace-colo-proxy'])
+      if (choice.proxy === 'none') backupFailed([`Domain ${dom.domid}:COLO: ${choice.reason}`])
+      else if (choice.notice) this.logger.plain(choice.notice)
+      userspaceProxy = true
     }
     if (flags.colo && hv.backend !== 'sim') {
       backupFailed([`Domain ${dom.domid}:COLO: the userspace proxy (QEMU colo-compare) is not wired to real hosts yet`])
@@ -158,7 +163,7 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
         rune = flags.colo
           ? buildColoRune({
               ...target,
-              userspaceProxy: flags['userspace-colo-proxy'],
+              userspaceProxy,
               ...(flags['netbuf-script'] ? {coloftScript: flags['netbuf-script']} : {}),
               ...(heartbeat !== undefined ? {heartbeatTimeoutMs: heartbeat} : {}),
             })
