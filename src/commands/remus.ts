@@ -29,7 +29,7 @@ If this host (or the stream) dies, the backup takes over with the last whole che
 
 -b (replicate to /dev/null, no backup), -n and -d are unsafe and need -F, as in xl.
 
--c (COLO, "xl-ts migrate --colo" is the same): both copies run; at each checkpoint the backup (migrate-receive --colo) sends back the pages it dirtied and the primary sends those and its own, so the backup becomes an exact copy again. A checkpoint is taken when QEMU's colo-compare asks for one (the outputs diverged) or at the latest every --max-interval MS (5 s, as libxl). -c conflicts with -i, -b, -n and -d; -p (userspace proxy) needs -c, as in xl, and COLO needs -p here: without it libxl uses the kernel proxy (netlink 28, xt_PMYCOLO), which is not part of Linux.
+-c (COLO, "xl-ts migrate --colo" is the same): both copies run; at each checkpoint the backup (migrate-receive --colo) sends back the pages it dirtied and the primary sends those and its own, so the backup becomes an exact copy again. A checkpoint is taken when QEMU's colo-compare asks for one (the outputs diverged) or at the latest every --max-interval MS (5 s, as libxl). -c conflicts with -i, -b, -n and -d; -p (userspace proxy) needs -c, as in xl. The proxy is QEMU's colo-compare, xl's userspace proxy (-p). Without -p xl uses the kernel proxy (netlink 28, xt_PMYCOLO), which is not part of Linux: where it is missing xl-ts uses the userspace proxy instead and says so in one line ("COLO: the kernel COLO proxy is not available on this kernel (xt_PMYCOLO); using the userspace proxy (QEMU colo-compare)"); where it is loaded xl-ts refuses, as it does not drive it: give -p.
 
 COLO disks (disk spec keys colo, colo-host, colo-port, colo-export, active-disk, hidden-disk) are replicated by the domain's device model (QEMU block replication over NBD); every disk must be one, the domain must be paused when COLO starts (create -p; its images the same on both hosts), and it runs from the first checkpoint on.
 
@@ -42,7 +42,7 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
       description: 'To a second simulated host on this machine (the host string is the command):',
       command: `<%= config.bin %> --root ./host-a <%= command.id %> -s '' vm1 'XL_TS_ROOT=./host-b <%= config.bin %> migrate-receive -r'`,
     },
-    {description: 'COLO with QEMU colo-compare as the proxy, at most 2 s between checkpoints:', command: '<%= config.bin %> <%= command.id %> -c -p --max-interval 2000 vm1 host2'},
+    {description: 'COLO (QEMU colo-compare as the proxy), at most 2 s between checkpoints:', command: '<%= config.bin %> <%= command.id %> -c --max-interval 2000 vm1 host2'},
   ]
 
   static override args = {
@@ -70,7 +70,7 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
       helpValue: 'MS',
       min: 1,
     }),
-    'userspace-colo-proxy': Flags.boolean({char: 'p', summary: 'COLO userspace proxy (with -c).'}),
+    'userspace-colo-proxy': Flags.boolean({char: 'p', summary: 'COLO userspace proxy, QEMU colo-compare (with -c; used without -p too where the kernel proxy is missing).'}),
     json: Flags.boolean({summary: 'NDJSON events on stdout: checkpoints, acknowledgements, released output, result (schema v1).'}),
   }
 
