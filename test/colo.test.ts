@@ -13,7 +13,9 @@
  *   - a captured session (both directions) reads back with `xl-ts stream inspect`;
  *   - an interrupt stops COLO cleanly: the primary runs on, the secondary's copy is destroyed;
  *   - a primary silent past --heartbeat-timeout: the secondary takes over, the primary pauses its
- *     copy instead of resuming it (one copy runs).
+ *     copy instead of resuming it (one copy runs);
+ *   - `migrate --colo vm host` without -p (over `ssh`, a stand-in on PATH): one line says the
+ *     userspace proxy is used, the secondary is told so in the rune, and COLO runs as with -p.
  */
 import * as fs from 'node:fs'
 import * as path from 'node:path'
@@ -22,7 +24,7 @@ import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {BIN} from './support/cli.js'
-import {NODE, ensureBuilt, guests, isRunning, markedProcesses, receiverCommand, shellQuote, sim, waitNoMarked, type GuestSpec} from './support/migrate.js'
+import {NODE, ensureBuilt, fakeSsh, guests, isRunning, markedProcesses, receiverCommand, shellQuote, sim, waitNoMarked, type GuestSpec} from './support/migrate.js'
 import {cleanups, events, isBackupProcess, probeLines, setup, signal, sleep, startRemus, untilCheckpoints} from './support/remus.js'
 
 beforeAll(async () => {
@@ -42,6 +44,19 @@ function pairs(tmp: string): Map<number, [string, string]> {
     if (mine !== undefined) out.set(p.checkpoint, [mine, p.checksum])
   }
   return out
+}
+
+/** What the primary prints when it uses the userspace proxy without -p (the kernel proxy is missing here). */
+const FALLBACK_LINE = 'COLO: the kernel COLO proxy is not available on this kernel (xt_PMYCOLO); using the userspace proxy (QEMU colo-compare)'
+
+/** Waits until the secondary's probe recorded checkpoint `n`. */
+async function untilProbed(tmp: string, n: number, ms = 60_000): Promise<void> {
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    if (probeLines(path.join(tmp, 'secondary.ndjson')).some((p) => p.checkpoint >= n)) return
+    await sleep(20)
+  }
+  throw new Error(`the secondary recorded no checkpoint ${n} within ${ms} ms`)
 }
 
 describe('colo', () => {
@@ -124,10 +139,50 @@ describe('colo', () => {
     const r = await run
     expect(r.exitCode, String(r.stderr)).toBe(0)
     expect(String(r.stderr)).toContain('COLO: replication stopped after')
+    expect(String(r.stderr), '-p asked for the userspace proxy: nothing to say').not.toContain('using the userspace proxy')
     const bad = await execa(NODE, [BIN, '--root', s.a, 'migrate', '--colo', '--max-downtime', '50', 'vm', 'x'], {env: {XL_TS_BACKEND: 'sim'}, reject: false})
     expect(bad.exitCode).toBe(2)
     expect(bad.stderr).toContain('--colo does not take --max-downtime')
     expect(await waitNoMarked(s.marker, 20_000)).toEqual([])
+    await s.done()
+  })
+
+  it('migrate --colo vm host, no -p: one line says the userspace proxy is used, and COLO runs as with -p', {timeout: 120_000}, async () => {
+    const g: GuestSpec = {name: 'vm', memMiB: 16, dirtyRate: 1000, workingSetMiB: 4, seed: 27, nondeterminism: 0.01}
+    const s = await setup('cnop', g)
+    // `ssh` on PATH: a stand-in that runs the rune's words with the host (a host folder) as XL_TS_ROOT.
+    const ssh = fakeSsh()
+    const sshBin = path.join(ssh.dir, 'ssh-bin')
+    fs.mkdirSync(sshBin)
+    fs.writeFileSync(path.join(sshBin, 'ssh'), `#!/bin/sh\nexec ${ssh.command} "$@"\n`, {mode: 0o755})
+    const sshLog = path.join(s.tmp, 'ssh.ndjson')
+    try {
+      // The card's command; --max-interval only makes the timer's checkpoints come sooner than 5 s.
+      const run = execa(NODE, [BIN, '--root', s.a, 'migrate', '--colo', '--max-interval', '50', 'vm', s.b], {
+        env: {XL_TS_BACKEND: 'sim', XL_TS_TEST_HOOK_DIR: s.tmp, TMPDIR: s.tmp, XL_TS_TEST_REMUS_PROBE: s.tmp, FAKE_SSH_LOG: sshLog, PATH: `${sshBin}:${process.env.PATH}`},
+        reject: false,
+        stdin: 'ignore',
+        timeout: 120_000,
+      })
+      await untilProbed(s.tmp, 6)
+      run.kill('SIGINT')
+      const r = await run
+      const stderr = String(r.stderr)
+      expect(r.exitCode, stderr).toBe(0)
+      expect(stderr.split('\n').filter((l) => l.includes('proxy')), 'one line about the proxy').toEqual([FALLBACK_LINE])
+      expect(stderr).toMatch(/^COLO: replication stopped after \d+ checkpoints; domain vm runs on at primary, unprotected\.$/m)
+      // The secondary is told what xl tells it with -p.
+      const ssh1 = fs.readFileSync(sshLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as string[])
+      expect(ssh1).toEqual([[s.b, 'xl-ts', 'migrate-receive', '--colo', '--userspace-colo-proxy']])
+      const both = pairs(s.tmp)
+      expect(both.size, 'checkpoints recorded on both sides').toBeGreaterThanOrEqual(5)
+      expect([...both].filter(([, [p, q]]) => p !== q).map(([n]) => n), 'checkpoints where the secondary differs').toEqual([])
+      expect(await waitNoMarked(s.marker, 20_000)).toEqual([])
+      expect((await guests(s.a)).map((d) => [d.name, isRunning(d)])).toEqual([['vm', true]])
+      expect(await guests(s.b)).toEqual([])
+    } finally {
+      ssh.remove()
+    }
     await s.done()
   })
 

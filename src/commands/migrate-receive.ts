@@ -46,7 +46,7 @@ Exit status: 0 when the handshake completed (the domain runs here, or the sender
     paused: Flags.boolean({char: 'p', summary: 'Leave the domain paused after the migration.'}),
     colo: Flags.boolean({summary: 'The stream is a COLO checkpoint stream.'}),
     'coloft-script': Flags.string({summary: 'The COLO proxy script.', helpValue: 'S'}),
-    'userspace-colo-proxy': Flags.boolean({summary: 'Use the userspace COLO proxy.'}),
+    'userspace-colo-proxy': Flags.boolean({summary: 'Use the userspace COLO proxy (the primary passes it with -p, or when it uses that proxy without -p).'}),
     'heartbeat-timeout': Flags.integer({summary: 'COLO: fail over when the primary sends no checkpoint request for MS (default: wait, as xl).', helpValue: 'MS', min: 1}),
   }
 

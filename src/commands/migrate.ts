@@ -38,6 +38,7 @@ Exit status: 0 when the domain runs at the target; 1 when the migration failed (
       command: `<%= config.bin %> --root ./host-a <%= command.id %> -s '' vm1 'XL_TS_ROOT=./host-b <%= config.bin %> migrate-receive'`,
     },
     {description: 'NDJSON progress for a script, giving up after 60 s:', command: '<%= config.bin %> <%= command.id %> --json --timeout 60 vm1 host2 > progress.ndjson'},
+    {description: 'Protect vm1 with COLO on host2 instead of moving it (as "remus -c vm1 host2"):', command: '<%= config.bin %> <%= command.id %> --colo vm1 host2'},
   ]
 
   static override args = {
@@ -50,7 +51,7 @@ Exit status: 0 when the domain runs at the target; 1 when the migration failed (
     'no-daemonize': Flags.boolean({char: 'e', summary: 'Do not wait in the background on the receiver for the death of the domain (passes -e).'}),
     config: Flags.string({char: 'C', summary: 'Send this config file instead of the one stored at creation.', helpValue: 'CONFIG'}),
     debug: Flags.boolean({summary: 'Verbose debug: the libxc stream re-sends memory for verification (passes -d).'}),
-    paused: Flags.boolean({char: 'p', summary: 'Do not unpause the domain after migrating it (passes -p).'}),
+    paused: Flags.boolean({char: 'p', summary: 'Do not unpause the domain after migrating it (passes -p). With --colo: the userspace proxy (remus -p).'}),
     'preserve-domid': Flags.boolean({char: 'D', summary: 'Preserve the domain id (in the config sent).'}),
     foreground: Flags.boolean({char: 'F', summary: 'Run the receiver in the foreground (passes -e, as xl).'}),
     live: Flags.boolean({summary: 'Ignored (xm compatibility).', hidden: true}),
@@ -60,7 +61,7 @@ Exit status: 0 when the domain runs at the target; 1 when the migration failed (
     'max-iters': Flags.integer({summary: 'At most N precopy rounds (xl: 5).', helpValue: 'N', min: 1}),
     'dirty-threshold': Flags.integer({summary: 'Stop precopy below N dirty pages (xl: 50).', helpValue: 'N', min: 1}),
     json: Flags.boolean({summary: 'NDJSON progress and result on stdout (schema v1).'}),
-    colo: Flags.boolean({summary: 'COLO instead of a migration: the same as "remus -c" (with --colo, -p selects the userspace proxy, QEMU colo-compare, which COLO needs: the kernel proxy is not part of Linux).'}),
+    colo: Flags.boolean({summary: 'COLO instead of a migration: the same as "remus -c" (the proxy is QEMU colo-compare: -p asks for it, as remus -p; without -p it is used where the kernel proxy is missing, as on every mainline kernel, and a line says so).'}),
     'max-interval': Flags.integer({summary: 'With --colo: at most MS between two checkpoints.', helpValue: 'MS', min: 1}),
   }
 

@@ -8,7 +8,7 @@ import type {LogLevel} from '../cli/log.js'
 import {streamEventPrinter} from '../cli/stream-lines.js'
 import {RuneError, buildColoRune, buildRemusRune} from '../toolstack/migrate/rune.js'
 import {probePlugQdisc} from '../toolstack/remus/plug-qdisc.js'
-import {ColoSetupError, QdiskError, coloDisksOf, openPrimaryColoDevices, probeKernelColoProxy, type ColoDisk, type PrimaryColoDevices} from '../toolstack/colo/index.js'
+import {ColoSetupError, QdiskError, chooseColoProxy, coloDisksOf, openPrimaryColoDevices, type ColoDisk, type PrimaryColoDevices} from '../toolstack/colo/index.js'
 import type {LibxlDiskJson} from '../toolstack/config/domain.js'
 import {parseFrame} from '../toolstack/hypervisor/index.js'
 import {runRemusPrimary, type RemusEvent} from '../toolstack/replication/index.js'
@@ -29,7 +29,7 @@ If this host (or the stream) dies, the backup takes over with the last whole che
 
 -b (replicate to /dev/null, no backup), -n and -d are unsafe and need -F, as in xl.
 
--c (COLO, "xl-ts migrate --colo" is the same): both copies run; at each checkpoint the backup (migrate-receive --colo) sends back the pages it dirtied and the primary sends those and its own, so the backup becomes an exact copy again. A checkpoint is taken when QEMU's colo-compare asks for one (the outputs diverged) or at the latest every --max-interval MS (5 s, as libxl). -c conflicts with -i, -b, -n and -d; -p (userspace proxy) needs -c, as in xl, and COLO needs -p here: without it libxl uses the kernel proxy (netlink 28, xt_PMYCOLO), which is not part of Linux.
+-c (COLO, "xl-ts migrate --colo" is the same): both copies run; at each checkpoint the backup (migrate-receive --colo) sends back the pages it dirtied and the primary sends those and its own, so the backup becomes an exact copy again. A checkpoint is taken when QEMU's colo-compare asks for one (the outputs diverged) or at the latest every --max-interval MS (5 s, as libxl). -c conflicts with -i, -b, -n and -d; -p (userspace proxy) needs -c, as in xl. The proxy is QEMU's colo-compare, xl's userspace proxy (-p). Without -p xl uses the kernel proxy (netlink 28, xt_PMYCOLO), which is not part of Linux: where it is missing xl-ts uses the userspace proxy instead and says so in one line ("COLO: the kernel COLO proxy is not available on this kernel (xt_PMYCOLO); using the userspace proxy (QEMU colo-compare)"); where it is loaded xl-ts refuses, as it does not drive it: give -p.
 
 COLO disks (disk spec keys colo, colo-host, colo-port, colo-export, active-disk, hidden-disk) are replicated by the domain's device model (QEMU block replication over NBD); every disk must be one, the domain must be paused when COLO starts (create -p; its images the same on both hosts), and it runs from the first checkpoint on.
 
@@ -42,7 +42,7 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
       description: 'To a second simulated host on this machine (the host string is the command):',
       command: `<%= config.bin %> --root ./host-a <%= command.id %> -s '' vm1 'XL_TS_ROOT=./host-b <%= config.bin %> migrate-receive -r'`,
     },
-    {description: 'COLO with QEMU colo-compare as the proxy, at most 2 s between checkpoints:', command: '<%= config.bin %> <%= command.id %> -c -p --max-interval 2000 vm1 host2'},
+    {description: 'COLO (QEMU colo-compare as the proxy), at most 2 s between checkpoints:', command: '<%= config.bin %> <%= command.id %> -c --max-interval 2000 vm1 host2'},
   ]
 
   static override args = {
@@ -70,7 +70,7 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
       helpValue: 'MS',
       min: 1,
     }),
-    'userspace-colo-proxy': Flags.boolean({char: 'p', summary: 'COLO userspace proxy (with -c).'}),
+    'userspace-colo-proxy': Flags.boolean({char: 'p', summary: 'COLO userspace proxy, QEMU colo-compare (with -c; used without -p too where the kernel proxy is missing).'}),
     json: Flags.boolean({summary: 'NDJSON events on stdout: checkpoints, acknowledgements, released output, result (schema v1).'}),
   }
 
@@ -136,11 +136,16 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
     } else if (!flags['no-diskbuf'] && disks > 0) {
       backupFailed([`Domain ${dom.domid}:device not handled by checkpoint (disk replication needs DRBD disks; use -d with -F to run without it)`, `Domain ${dom.domid}:Remus: failed to setup device, rc -19`])
     }
-    // COLO's proxy: libxl's kernel proxy without -p (out-of-tree modules: refused where they are
-    // missing), QEMU's colo-compare with -p. The sim host has a device model; real hosts are not wired.
-    if (flags.colo && !flags['userspace-colo-proxy']) {
-      const kernel = probeKernelColoProxy()
-      backupFailed([`Domain ${dom.domid}:COLO: ${kernel.available ? 'the kernel COLO proxy is not wired to xl-ts; use -p (userspace proxy)' : kernel.reason}`])
+    // COLO's proxy: QEMU's colo-compare with -p, and without it where libxl's kernel proxy
+    // (out-of-tree modules) is missing, as on every mainline kernel: one line says so, and the run is
+    // the -p run, the secondary told so too. Where the kernel proxy is loaded: refused (not driven).
+    // The sim host has a device model; real hosts are not wired.
+    let userspaceProxy = false
+    if (flags.colo) {
+      const choice = chooseColoProxy(flags['userspace-colo-proxy'])
+      if (choice.proxy === 'none') backupFailed([`Domain ${dom.domid}:COLO: ${choice.reason}`])
+      else if (choice.notice) this.logger.plain(choice.notice)
+      userspaceProxy = true
     }
     if (flags.colo && hv.backend !== 'sim') {
       backupFailed([`Domain ${dom.domid}:COLO: the userspace proxy (QEMU colo-compare) is not wired to real hosts yet`])
@@ -158,7 +163,7 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
         rune = flags.colo
           ? buildColoRune({
               ...target,
-              userspaceProxy: flags['userspace-colo-proxy'],
+              userspaceProxy,
               ...(flags['netbuf-script'] ? {coloftScript: flags['netbuf-script']} : {}),
               ...(heartbeat !== undefined ? {heartbeatTimeoutMs: heartbeat} : {}),
             })
