@@ -16,7 +16,7 @@
  * without it from whoever started us; `strays` lists those, so a caller can warn (Node cannot set
  * FD_CLOEXEC on an fd, and closing fds we do not own is not ours to do).
  */
-import {spawn, type ChildProcess, type StdioOptions} from 'node:child_process'
+import {spawn, type ChildProcess} from 'node:child_process'
 import * as fs from 'node:fs'
 
 import {FdError, errnoCode} from './errors.js'
@@ -34,8 +34,8 @@ export interface FdMapSpec {
 }
 
 export interface FdMap {
-  /** The `stdio` option for child_process.spawn. */
-  readonly stdio: StdioOptions
+  /** The `stdio` option for a spawn (child_process's or execa's): the child's 0-2, then the passed fds. */
+  readonly stdio: readonly [ChildStdio, ChildStdio, ChildStdio, ...number[]]
   /** The fd number the child sees for each entry of `pass`, in order: 3, 4, ... */
   readonly childFds: readonly number[]
   /** Our fds without close-on-exec that the child will inherit as well although not passed. */
@@ -61,7 +61,7 @@ function checkOpen(fd: number, what: string): void {
  * the child.
  */
 export function buildFdMap(spec: FdMapSpec): FdMap {
-  const stdio: Array<ChildStdio> = [spec.stdin, spec.stdout, spec.stderr]
+  const stdio: [ChildStdio, ChildStdio, ChildStdio, ...number[]] = [spec.stdin, spec.stdout, spec.stderr]
   stdio.forEach((s, i) => {
     if (typeof s === 'number') checkOpen(s, `fd for the child's fd ${i}`)
   })
@@ -110,7 +110,7 @@ export function spawnWithFds(
   const map = buildFdMap(opts)
   const argv = typeof args === 'function' ? args(map.childFds) : args
   const child = spawn(file, [...argv], {
-    stdio: map.stdio,
+    stdio: [...map.stdio],
     ...(opts.env ? {env: opts.env} : {}),
     ...(opts.cwd ? {cwd: opts.cwd} : {}),
     ...(opts.argv0 ? {argv0: opts.argv0} : {}),
