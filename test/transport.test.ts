@@ -15,6 +15,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {inheritableFds, openFdPair, readExact, writeAllSync, type FdPair} from '../src/toolstack/fd/index.js'
 import {Transport} from '../src/toolstack/migrate/transport.js'
 import {ensureBuilt} from './support/build.js'
+import {drain} from './support/fd.js'
 import {scratchDir} from './support/scratch.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
@@ -30,17 +31,6 @@ beforeAll(() => {
 afterAll(() => {
   for (const fd of padding) fs.closeSync(fd)
 })
-
-/** Reads fd until end of file. */
-async function drain(fd: number): Promise<string> {
-  const parts: Buffer[] = []
-  for (;;) {
-    const b = await readExact(fd, 4096)
-    if (b.length === 0) break
-    parts.push(Buffer.from(b))
-  }
-  return Buffer.concat(parts).toString()
-}
 
 /** Starts `rune` on a new pair, sends `input` and closes our send end, reads all it says. */
 async function run(rune: string, opts: {input?: string; env?: NodeJS.ProcessEnv; ownSession?: boolean} = {}) {
