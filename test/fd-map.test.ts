@@ -18,8 +18,9 @@ import {fileURLToPath, pathToFileURL} from 'node:url'
 import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {buildFdMap, fdFlags, openFdPair, readExact, writeAllSync, type FdPair} from '../src/toolstack/fd/index.js'
+import {buildFdMap, fdFlags, openFdPair, writeAllSync, type FdPair} from '../src/toolstack/fd/index.js'
 import {ensureBuilt} from './support/build.js'
+import {drain} from './support/fd.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const DIST_FD = path.join(ROOT, 'dist/toolstack/fd/index.js')
@@ -131,17 +132,6 @@ beforeAll(async () => {
 afterAll(() => {
   fs.rmSync(dir, {recursive: true, force: true})
 })
-
-/** Reads an fd until end of file. */
-async function drain(fd: number): Promise<string> {
-  const parts: Buffer[] = []
-  for (;;) {
-    const b = await readExact(fd, 4096)
-    if (b.length === 0) break
-    parts.push(Buffer.from(b))
-  }
-  return Buffer.concat(parts).toString()
-}
 
 /**
  * Runs the parent with fd 0 = the read end of FIFO A (we write `in-token` into A) and fd 1 = the

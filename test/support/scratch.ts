@@ -1,11 +1,11 @@
 /**
- * A temporary folder for one test file: made before its tests run and removed, with all in it,
- * after them (also when they fail). Every name it hands out is new, so no two tests share a path.
+ * A temporary folder for one test file (the tmp package's): made before its tests run and removed,
+ * with all in it, after them (also when they fail). Every name it hands out is new, so no two tests
+ * share a path.
  */
 import {spawnSync} from 'node:child_process'
-import * as fs from 'node:fs'
-import * as os from 'node:os'
 import * as path from 'node:path'
+import * as tmp from 'tmp'
 import {afterAll, beforeAll} from 'vitest'
 
 export interface Scratch {
@@ -19,13 +19,16 @@ export interface Scratch {
 
 /** Registers the folder's beforeAll / afterAll in the calling test file; `tag` names it in /tmp. */
 export function scratchDir(tag: string): Scratch {
+  let made: tmp.DirResult | undefined
   let dir = ''
   let n = 0
   beforeAll(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), `xl-ts-${tag}-`))
+    // A template, not a prefix: as short as mkdtemp's names, for socket paths made in it.
+    made = tmp.dirSync({template: `xl-ts-${tag}-XXXXXX`, unsafeCleanup: true})
+    dir = made.name
   })
   afterAll(() => {
-    if (dir) fs.rmSync(dir, {recursive: true, force: true})
+    made?.removeCallback()
   })
   const name = (prefix: string): string => path.join(dir, `${prefix}-${n++}`)
   return {

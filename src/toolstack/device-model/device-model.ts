@@ -317,6 +317,16 @@ function checkFolder(folder: string): string {
   }
 }
 
+/**
+ * With node:child_process, not execa (the card's package): QEMU is started by the simulated
+ * domain's own process (domain-main, bundled by scripts/bundle.mjs), which loads no execa, and this
+ * module is in all three bundles (domain, helper, guardian). With execa bundled in (esbuild then
+ * needs a createRequire banner for cross-spawn's require()s), each of them starts 9-12 ms slower
+ * although few ever start a QEMU (measured, each bundle at a bad argv: domain 70 -> 82 ms, median
+ * of 31 runs; helper 77 -> 86, guardian 74 -> 83, 21 runs); the domain's start is on every
+ * migration's path. Loaded from node_modules when QEMU starts, execa costs 67-77 ms (cold, 7 runs)
+ * where QEMU's own spawn to QMP ready takes 19 ms (median of 7, `-machine none`, QEMU 7.2).
+ */
 function spawnQemu(binary: string, args: readonly string[], folder: string, env: NodeJS.ProcessEnv) {
   const diesWithParent = resolveBinary(SETPRIV, env) !== undefined
   const argv = [binary, ...args]

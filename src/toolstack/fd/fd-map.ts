@@ -16,7 +16,7 @@
  * without it from whoever started us; `strays` lists those, so a caller can warn (Node cannot set
  * FD_CLOEXEC on an fd, and closing fds we do not own is not ours to do).
  */
-import {spawn, type ChildProcess, type StdioOptions} from 'node:child_process'
+import {spawn, type ChildProcess} from 'node:child_process'
 import * as fs from 'node:fs'
 
 import {FdError, errnoCode} from './errors.js'
@@ -34,8 +34,8 @@ export interface FdMapSpec {
 }
 
 export interface FdMap {
-  /** The `stdio` option for child_process.spawn. */
-  readonly stdio: StdioOptions
+  /** The `stdio` option for a spawn (child_process's or execa's): the child's 0-2, then the passed fds. */
+  readonly stdio: readonly [ChildStdio, ChildStdio, ChildStdio, ...number[]]
   /** The fd number the child sees for each entry of `pass`, in order: 3, 4, ... */
   readonly childFds: readonly number[]
   /** Our fds without close-on-exec that the child will inherit as well although not passed. */
@@ -61,7 +61,7 @@ function checkOpen(fd: number, what: string): void {
  * the child.
  */
 export function buildFdMap(spec: FdMapSpec): FdMap {
-  const stdio: Array<ChildStdio> = [spec.stdin, spec.stdout, spec.stderr]
+  const stdio: [ChildStdio, ChildStdio, ChildStdio, ...number[]] = [spec.stdin, spec.stdout, spec.stderr]
   stdio.forEach((s, i) => {
     if (typeof s === 'number') checkOpen(s, `fd for the child's fd ${i}`)
   })
@@ -101,6 +101,14 @@ export interface SpawnedWithFds {
 /**
  * Spawns `file args` with the fd map of `opts`. The argv usually names the child fds, so `args`
  * may be a function of them.
+ *
+ * With node:child_process, not execa (the card's package, which the transport uses): this starts
+ * the save/restore helper, which migrate-receive prestarts while its CLI loads
+ * (migrate/receiver-early.ts), synchronously, in a process that has not loaded execa and otherwise
+ * never does. Loading it there costs 47-55 ms (measured after oclif has loaded, 7 runs), and the
+ * receiver comes up only ~20 ms before the sender's xl header (bench/README.md, migrate): the
+ * helper would start after the header again. It is the load that decides: once loaded, a spawn
+ * through execa costs 0.4 ms more (spawn to exit of `true`: 1.8 ms against 1.4).
  */
 export function spawnWithFds(
   file: string,
@@ -110,7 +118,7 @@ export function spawnWithFds(
   const map = buildFdMap(opts)
   const argv = typeof args === 'function' ? args(map.childFds) : args
   const child = spawn(file, [...argv], {
-    stdio: map.stdio,
+    stdio: [...map.stdio],
     ...(opts.env ? {env: opts.env} : {}),
     ...(opts.cwd ? {cwd: opts.cwd} : {}),
     ...(opts.argv0 ? {argv0: opts.argv0} : {}),

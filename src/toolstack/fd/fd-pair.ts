@@ -8,16 +8,16 @@
  *
  * Each FIFO is opened for reading and for writing at the same time (opening one end of a FIFO
  * blocks until the other end is opened: both opens run at once on libuv's thread pool). All four fds
- * are blocking and close-on-exec. The FIFOs live in a private directory (mode 0700) that is removed,
- * FIFOs and all, as soon as they are open, and also when anything fails on the way: nothing is left
- * on disk. (A SIGKILL in the few milliseconds between mkfifo and the unlink would leave the empty
- * directory behind; nothing can prevent that.)
+ * are blocking and close-on-exec. The FIFOs live in a private directory (mode 0700, made by the tmp
+ * package: `xl-ts-fdpair-<pid>-<random>`) that is removed, FIFOs and all, as soon as they are open,
+ * and also when anything fails on the way: nothing is left on disk. (A SIGKILL in the few
+ * milliseconds between mkfifo and the unlink would leave the empty directory behind; nothing can
+ * prevent that.)
  *
  * The opens use fs.open, not fs.promises.open: a FileHandle that is garbage collected closes its fd,
  * and these fds are handed around as plain numbers.
  */
 import * as fs from 'node:fs'
-import * as os from 'node:os'
 import * as path from 'node:path'
 
 import {FdError, errnoCode} from './errors.js'
@@ -87,24 +87,29 @@ async function openBothEnds(fifo: string): Promise<[number, number]> {
 
 /** Makes the two FIFOs, opens both ends of each, removes them; see the module comment. */
 export async function openFdPair(opts: OpenFdPairOptions = {}): Promise<FdPair> {
-  let dir: string
+  // execa and tmp are loaded here, not with this module: every command that imports the fd layer
+  // would pay for them at start-up (measured after oclif has loaded: execa 47-55 ms, tmp ~2 ms),
+  // and only the sides that make a pair use them.
+  const [{execa}, tmp] = await Promise.all([import('execa'), import('tmp')])
+  let made: {readonly name: string; readonly removeCallback: () => void}
   try {
-    dir = await fs.promises.mkdtemp(path.join(opts.tmpDir ?? os.tmpdir(), 'xl-ts-fdpair-'))
+    // The synchronous form: its removeCallback removes the folder before we go on (the other's is
+    // fire-and-forget). Both are a few syscalls.
+    made = tmp.dirSync({prefix: 'xl-ts-fdpair', mode: 0o700, unsafeCleanup: true, ...(opts.tmpDir === undefined ? {} : {tmpdir: opts.tmpDir})})
   } catch (err) {
     throw new FdError('fifo', 'fd pair', -1, `cannot make a private directory: ${errnoCode(err) ?? String(err)}`, {cause: err})
   }
+  const dir = made.name
   const fifoA = path.join(dir, 'to-child')
   const fifoB = path.join(dir, 'from-child')
   let a: [number, number] | undefined
   let b: [number, number] | undefined
   try {
+    // Whatever the umask took off tmp's 0700.
     await fs.promises.chmod(dir, 0o700)
-    // execa is loaded here, not with this module: it costs every command that imports the fd
-    // layer ~60 ms of start-up, and only the sides that make a pair use it.
-    const {execa} = await import('execa')
-    const made = await execa('mkfifo', ['-m', '600', fifoA, fifoB], {reject: false, stdin: 'ignore'})
-    if (made.failed) {
-      throw new FdError('fifo', 'fd pair', -1, `mkfifo failed: ${String(made.stderr || made.shortMessage).trim()}`)
+    const fifos = await execa('mkfifo', ['-m', '600', fifoA, fifoB], {reject: false, stdin: 'ignore'})
+    if (fifos.failed) {
+      throw new FdError('fifo', 'fd pair', -1, `mkfifo failed: ${String(fifos.stderr || fifos.shortMessage).trim()}`)
     }
     a = await openBothEnds(fifoA)
     b = await openBothEnds(fifoB)
@@ -113,7 +118,7 @@ export async function openFdPair(opts: OpenFdPairOptions = {}): Promise<FdPair> 
     if (err instanceof FdError) throw err
     throw new FdError('fifo', 'fd pair', -1, `cannot open the FIFOs: ${errnoCode(err) ?? String(err)}`, {cause: err})
   } finally {
-    await fs.promises.rm(dir, {recursive: true, force: true})
+    made.removeCallback()
   }
   const [childStdin, sendFd] = a
   const [recvFd, childStdout] = b

@@ -78,6 +78,14 @@ export class Guardian {
     return this.#send(`I ${JSON.stringify({argv: argv(role), env: host})}`)
   }
 
+  /**
+   * With node:child_process, not execa (the card's package): migrate-receive prestarts its
+   * guardian beside its helper while the CLI loads (receiver-early.ts), synchronously, before
+   * anything has loaded execa, which would cost 47-55 ms there (measured after oclif has loaded,
+   * 7 runs) when the receiver comes up ~20 ms before the sender's header (see fd/fd-map.ts,
+   * spawnWithFds). It is detached and lives on after us by design, so execa would have to be told
+   * `cleanup: false` as well.
+   */
   static #spawn(args: readonly string[], stream: {readonly inFd: number; readonly outFd: number} | undefined, env: NodeJS.ProcessEnv, onError: (why: string) => void): Guardian | undefined {
     let child: ChildProcess
     try {

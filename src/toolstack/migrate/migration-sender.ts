@@ -197,7 +197,7 @@ class MigrationSender {
     )
     this.#hooks.note('guardian', this.#guardian?.pid)
     try {
-      this.#startTransport()
+      await this.#startTransport()
       return await this.#migrate()
     } catch (err) {
       // Anything unforeseen is handled as xl's label for where it happened.
@@ -213,8 +213,8 @@ class MigrationSender {
     }
   }
 
-  #startTransport(): void {
-    const t = Transport.start(this.#o.rune, this.#pair!, this.#o.env, (why) => this.#log('error', why))
+  async #startTransport(): Promise<void> {
+    const t = await Transport.start(this.#o.rune, this.#pair!, this.#o.env, (why) => this.#log('error', why))
     this.#transport = t
     this.#hooks.note('transport', t.pid)
     this.#log('debug', `migration transport process [${t.pid ?? '?'}]: sh -c ${this.#o.rune}`)

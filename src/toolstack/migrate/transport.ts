@@ -7,11 +7,20 @@
  * killed by pid, and so is every other process still holding the far end of one of our FIFOs: a
  * rune without `exec` leaves a grandchild (`sh -c 'cmd | cmd'`) that would keep our reads from
  * ever seeing end of file. Those are found in /proc by the FIFOs' inodes, never by name.
+ *
+ * It is started with execa (the fd map from buildFdMap: its stdin and stdout are the pair's child
+ * ends, nothing else passed), loaded when the transport starts: migrate-receive imports this module
+ * and must not pay execa's 47-55 ms at start-up, while every side that starts a transport has just
+ * loaded it to make the pair (openFdPair). execa's own ways are turned off where they would change
+ * what xl does: no `cleanup` (our death reaches the transport as end of file on its stdin, as xl's
+ * does; with `-s ''` the transport is migrate-receive itself, which must see EOF, not a SIGTERM
+ * from our exit handler), no `forceKillAfterDelay` (killAll is the one escalation), the
+ * environment exactly as given (`extendEnv: false`), and no rejection: its exit is a result.
  */
-import type {ChildProcess} from 'node:child_process'
 import * as fs from 'node:fs'
+import type {Options, ResultPromise} from 'execa'
 
-import {spawnWithFds, type FdPair} from '../fd/index.js'
+import {buildFdMap, type FdPair} from '../fd/index.js'
 
 export interface TransportExit {
   readonly code: number | null
@@ -21,13 +30,13 @@ export interface TransportExit {
 const sleep = (ms: number): Promise<'timeout'> => new Promise((r) => setTimeout(() => r('timeout'), ms).unref())
 
 export class Transport {
-  readonly #child: ChildProcess
+  readonly #child: ResultPromise
   readonly #pair: FdPair
   readonly #inodes: readonly string[]
   readonly exit: Promise<TransportExit>
   #exited = false
 
-  private constructor(child: ChildProcess, pair: FdPair, onError: (why: string) => void) {
+  private constructor(child: ResultPromise, pair: FdPair, onError: (why: string) => void) {
     this.#child = child
     this.#pair = pair
     this.#inodes = [pair.sendFd, pair.recvFd].map((fd) => {
@@ -38,31 +47,32 @@ export class Transport {
         return ''
       }
     })
-    this.exit = new Promise((resolve) => {
-      let settled = false
-      const done = (code: number | null, signal: NodeJS.Signals | null): void => {
-        if (settled) return
-        settled = true
-        this.#exited = true
-        resolve({code, signal})
+    this.exit = child.then((r) => {
+      this.#exited = true
+      // Neither a status nor a signal: it never ran (r.originalMessage is Node's `spawn sh ENOENT`).
+      if (r.exitCode === undefined && r.signal === undefined) {
+        onError(`cannot run the migration transport (sh -c ...): ${r.originalMessage ?? r.shortMessage ?? 'unknown error'}`)
+        return {code: 127, signal: null}
       }
-      child.once('exit', done)
-      child.once('error', (err) => {
-        onError(`cannot run the migration transport (sh -c ...): ${err.message}`)
-        done(127, null)
-      })
+      return {code: r.exitCode ?? null, signal: r.signal ?? null}
     })
   }
 
   /** Spawns `sh -c rune` with stdin = FIFO A's read end, stdout = FIFO B's write end, and closes those here. */
-  static start(rune: string, pair: FdPair, env: NodeJS.ProcessEnv | undefined, onError: (why: string) => void, opts: {ownSession?: boolean} = {}): Transport {
-    const {child} = spawnWithFds('sh', ['-c', rune], {
-      stdin: pair.childStdin,
-      stdout: pair.childStdout,
-      stderr: 'inherit',
-      pass: [],
-      ...(env ? {env} : {}),
-      ...(opts.ownSession ? {ownSession: true} : {}),
+  static async start(rune: string, pair: FdPair, env: NodeJS.ProcessEnv | undefined, onError: (why: string) => void, opts: {ownSession?: boolean} = {}): Promise<Transport> {
+    const map = buildFdMap({stdin: pair.childStdin, stdout: pair.childStdout, stderr: 'inherit', pass: []})
+    const {execa} = await import('execa')
+    const child = execa('sh', ['-c', rune], {
+      // execa's types name the fds 0-9 only; any fd number is passed to spawn as it is (a single
+      // value per fd is `native`: lib/stdio/handle.js), as test/transport.test.ts checks with fds
+      // above 9.
+      stdio: map.stdio as Options['stdio'],
+      ...(env ? {env, extendEnv: false} : {}),
+      // In a session of its own (setsid) when asked, so that a terminal's Ctrl-C does not reach it.
+      detached: opts.ownSession ?? false,
+      cleanup: false,
+      forceKillAfterDelay: false,
+      reject: false,
     })
     const t = new Transport(child, pair, onError)
     // The child has its ends now: closing ours lets its death reach us as EOF / EPIPE.

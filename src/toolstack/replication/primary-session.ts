@@ -149,7 +149,7 @@ class PrimarySession {
       wayBack = this.#pair.recvFd
       // In its own session: a Ctrl-C meant to stop replication cleanly must not cut the connection
       // first (which the backup would take for our death). ssh then cannot ask for a password.
-      this.#transport = Transport.start(o.rune, this.#pair, o.env, (why) => this.log('error', why), {ownSession: true})
+      this.#transport = await Transport.start(o.rune, this.#pair, o.env, (why) => this.log('error', why), {ownSession: true})
       this.log('debug', `${this.#mode.name} transport process [${this.#transport.pid ?? '?'}]: sh -c ${o.rune}`)
       await readFixedMessage(this.#pair.recvFd, MIGRATE_RECEIVER_BANNER, 'banner', o.rune)
       const info = await writeSavefileHeader({fd: this.#sendFd, configJson: o.configJson, source: RECEIVER_STREAM, onEvent: (e) => o.onStreamEvent?.(e)})

@@ -537,7 +537,16 @@ export class SimHypervisor implements Hypervisor {
     throw new HypervisorError('backend-failure', `no free domain id on the simulated host ${this.root}`)
   }
 
-  /** Starts the domain process and waits until it serves its control socket. */
+  /**
+   * Starts the domain process and waits until it serves its control socket.
+   *
+   * With node:child_process, not execa (the card's package): on migrate-receive this runs after the
+   * sender's header and before the first page can move (the domain's start is most of the ~50 ms
+   * between them: bench/README.md, migrate), in a CLI that has not loaded execa: 47-55 ms more
+   * (measured after oclif has loaded, 7 runs). And this module is in the helper's and the
+   * guardian's bundles, which execa would make 9 ms slower to start (device-model.ts, spawnQemu).
+   * The domain is detached and outlives us, so execa would need `cleanup: false` as well.
+   */
   private async start(domid: number): Promise<void> {
     const program = domainProgram()
     const logFile = this.layout.logFile(domid)
