@@ -37,8 +37,8 @@ import {sendDomain, type CheckpointHooks} from '../migrate/sender.js'
 import {Guardian} from '../migrate/guardian.js'
 import {Transport} from '../migrate/transport.js'
 import {LIBXL, encodeLibxcRecord, encodeLibxlRecord} from '../stream/index.js'
+import {testHooks} from '../test-hooks.js'
 import {SimNetBuffer} from './sim-netbuf.js'
-import {RemusProbe} from './probe.js'
 
 const ERROR_FAIL = -3
 /** How long the transport may take to go after the stream is closed. */
@@ -304,7 +304,7 @@ class RemusPrimary {
     // COLO starts with the primary paused (libxl assumes it: with COLO disks nothing it writes before
     // the first checkpoint would be replicated); it runs from the first resume on.
     const unpauseAfterFirst = o.colo !== undefined && (await this.#hv.info(o.domid)).state.paused
-    const probe = RemusProbe.fromEnv(this.#hv, o.domid, 'primary', o.env ?? process.env)
+    const probe = testHooks().checkpointProbe(this.#hv, o.domid, 'primary')
     /** When the next checkpoint is due: every interval from the first, or at once when behind. */
     let due = 0
     const hooks: CheckpointHooks = {
