@@ -12,12 +12,16 @@ import {RemusProbe} from '../../dist/toolstack/remus/probe.js'
 import {installTestHooks} from '../../dist/toolstack/test-hooks.js'
 
 export const TEST_HOOKS_ENV = 'XL_TS_TEST_HOOKS'
+const KNOWN = ['faults', 'probe', 'coloSkipDiskCheckpoint', 'coloIgnoreSecondaryDirty']
 
 /** Installs what the configuration asks for (nothing when the variable is not set). */
 export function installTestHooksFromEnv(env = process.env) {
   const text = env[TEST_HOOKS_ENV]
   if (!text) return
   const config = JSON.parse(text)
+  // A misspelt hook would leave a negative control quietly off: refuse what is not known.
+  const unknown = Object.keys(config).filter((k) => !KNOWN.includes(k))
+  if (unknown.length > 0) throw new Error(`${TEST_HOOKS_ENV}: unknown hooks ${unknown.join(', ')} (known: ${KNOWN.join(', ')})`)
   const {faults, probe} = config
   installTestHooks({
     ...(faults ? {faultPoints: (side) => new FaultHooks(side, faults)} : {}),
