@@ -283,7 +283,7 @@ function commandPage({id, C}, pkg, pageName, globalLetters) {
   return `${out.join('\n')}\n`
 }
 
-/** The environment an operator sets (XL_TS_TEST_* and the variables xl-ts passes to its own helper are not). */
+/** The environment an operator sets (the variables xl-ts passes to its own helper are not). */
 function environment(bin) {
   return [
     ['XL_TS_BACKEND', `The hypervisor back end, sim or xen, when --backend is not given. Default: xen where /dev/xen/privcmd exists, else sim.`],

@@ -29,6 +29,7 @@ import {DISK_BLOCK_BYTES, diskWriteOffset, replayDiskWrites} from '../src/toolst
 import {BIN} from './support/cli.js'
 import {NODE, ensureBuilt, guests, isRunning, markedProcesses, sim, waitNoMarked, workloadOf, type GuestSpec} from './support/migrate.js'
 import {cleanups, events, freePort, isBackupProcess, probeLines, setup, signal, sleep, startRemus, untilCheckpoints, type Event} from './support/remus.js'
+import {testHooksEnv} from './support/test-hooks.js'
 
 beforeAll(async () => {
   await ensureBuilt()
@@ -117,11 +118,7 @@ describe('COLO devices (real QEMU)', () => {
   it('disk writes are replicated: images equal at every checkpoint, the secondary’s own writes dropped', {timeout: 180_000}, async () => {
     for (const skip of [false, true]) {
       const {s} = await diskGuest(skip ? 'cdsk1' : 'cdsk0', {nondeterminism: 0.01})
-      const run = startRemus(s.a, s.b, s.tmp, ['-c', '-p', '--max-interval', '150'], {
-        XL_TS_TEST_REMUS_PROBE: s.tmp,
-        XL_TS_TEST_REMUS_PROBE_EVERY: '2',
-        ...(skip ? {XL_TS_TEST_COLO_SKIP_DISK_CHECKPOINT: '1'} : {}),
-      })
+      const run = startRemus(s.a, s.b, s.tmp, ['-c', '-p', '--max-interval', '150'], testHooksEnv({probe: {dir: s.tmp, every: 2}, ...(skip ? {coloSkipDiskCheckpoint: true} : {})}))
       await untilCheckpoints(run, skip ? 12 : 24)
       // The guest stops writing; the next checkpoints take the last of it; then a clean stop.
       const paused = await pauseAndInspect(s.a)

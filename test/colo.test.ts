@@ -6,7 +6,8 @@
  *     secondary's memory and vCPU context equal the primary's at that suspend (the test probe:
  *     sha256 of memory + vCPU context, at the primary's suspend and after the secondary applied);
  *   - (checkpoints asked for by QEMU's colo-compare when the outputs diverge: colo-devices.test.ts)
- *   - the seed's point: with the secondary's dirty set B ignored (a test-only switch) the copy is
+ *   - the seed's point: with the secondary's dirty set B ignored (a negative control only a test's
+ *     save helper can have: test/support/test-hooks.ts) the copy is
  *     wrong from the second checkpoint on; with it, never (the run above);
  *   - the primary killed at random moments (20 runs): the secondary goes on from its last
  *     checkpoint; the secondary killed (20 runs): the primary goes on; never two copies, never none;
@@ -24,8 +25,9 @@ import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {BIN} from './support/cli.js'
-import {NODE, ensureBuilt, fakeSsh, guests, isRunning, markedProcesses, receiverCommand, shellQuote, sim, waitNoMarked, type GuestSpec} from './support/migrate.js'
+import {NODE, ensureBuilt, fakeSsh, guests, isRunning, markedProcesses, receiverCommand, runMarker, shellQuote, sim, waitNoMarked, type GuestSpec} from './support/migrate.js'
 import {cleanups, events, isBackupProcess, probeLines, setup, signal, sleep, startRemus, untilCheckpoints} from './support/remus.js'
+import {TEST_BIN, testHooksEnv} from './support/test-hooks.js'
 
 beforeAll(async () => {
   await ensureBuilt()
@@ -63,7 +65,7 @@ describe('colo', () => {
   it('a 256 MiB guest with nondeterminism: after every checkpoint of 100+ the secondary equals the primary', {timeout: 300_000}, async () => {
     const g: GuestSpec = {name: 'vm', memMiB: 256, dirtyRate: 3000, workingSetMiB: 32, seed: 21, packetRate: 100, nondeterminism: 0.01}
     const s = await setup('cacc', g)
-    const run = startRemus(s.a, s.b, s.tmp, ['-c', '-p', '--max-interval', '50'], {XL_TS_TEST_REMUS_PROBE: s.tmp})
+    const run = startRemus(s.a, s.b, s.tmp, ['-c', '-p', '--max-interval', '50'], testHooksEnv({probe: {dir: s.tmp}}))
     await untilCheckpoints(run, 105, 240_000)
     run.kill('SIGINT')
     const r = await run
@@ -88,7 +90,7 @@ describe('colo', () => {
     // Enough nondeterminism that in every 50 ms the secondary takes its own path somewhere.
     const g: GuestSpec = {name: 'vm', memMiB: 32, dirtyRate: 3000, workingSetMiB: 8, seed: 22, nondeterminism: 0.05}
     const s = await setup('cnob', g)
-    const run = startRemus(s.a, s.b, s.tmp, ['-c', '-p', '--max-interval', '50'], {XL_TS_TEST_REMUS_PROBE: s.tmp, XL_TS_TEST_COLO_IGNORE_SVM_DIRTY: '1'})
+    const run = startRemus(s.a, s.b, s.tmp, ['-c', '-p', '--max-interval', '50'], testHooksEnv({probe: {dir: s.tmp}, coloIgnoreSecondaryDirty: true}))
     await untilCheckpoints(run, 12)
     run.kill('SIGINT')
     await run
@@ -130,7 +132,7 @@ describe('colo', () => {
     const g: GuestSpec = {name: 'vm', memMiB: 16, dirtyRate: 1000, workingSetMiB: 4, seed: 25}
     const s = await setup('cmig', g)
     const run = execa(NODE, [BIN, '--root', s.a, 'migrate', '--colo', '-p', '--json', '--max-interval', '50', '-s', '', 'vm', receiverCommand(s.b, {args: ['--colo']})], {
-      env: {XL_TS_BACKEND: 'sim', XL_TS_TEST_HOOK_DIR: s.tmp, TMPDIR: s.tmp},
+      env: {XL_TS_BACKEND: 'sim', ...runMarker(s.tmp).env, TMPDIR: s.tmp},
       reject: false,
       stdin: 'ignore',
     })
@@ -151,15 +153,16 @@ describe('colo', () => {
     const g: GuestSpec = {name: 'vm', memMiB: 16, dirtyRate: 1000, workingSetMiB: 4, seed: 27, nondeterminism: 0.01}
     const s = await setup('cnop', g)
     // `ssh` on PATH: a stand-in that runs the rune's words with the host (a host folder) as XL_TS_ROOT.
-    const ssh = fakeSsh()
+    const ssh = fakeSsh({bin: TEST_BIN})
     const sshBin = path.join(ssh.dir, 'ssh-bin')
     fs.mkdirSync(sshBin)
     fs.writeFileSync(path.join(sshBin, 'ssh'), `#!/bin/sh\nexec ${ssh.command} "$@"\n`, {mode: 0o755})
     const sshLog = path.join(s.tmp, 'ssh.ndjson')
     try {
       // The card's command; --max-interval only makes the timer's checkpoints come sooner than 5 s.
-      const run = execa(NODE, [BIN, '--root', s.a, 'migrate', '--colo', '--max-interval', '50', 'vm', s.b], {
-        env: {XL_TS_BACKEND: 'sim', XL_TS_TEST_HOOK_DIR: s.tmp, TMPDIR: s.tmp, XL_TS_TEST_REMUS_PROBE: s.tmp, FAKE_SSH_LOG: sshLog, PATH: `${sshBin}:${process.env.PATH}`},
+      // The CLI with the checkpoint probe installed (the test entry), on both hosts.
+      const run = execa(NODE, [TEST_BIN, '--root', s.a, 'migrate', '--colo', '--max-interval', '50', 'vm', s.b], {
+        env: {XL_TS_BACKEND: 'sim', ...runMarker(s.tmp).env, TMPDIR: s.tmp, ...testHooksEnv({probe: {dir: s.tmp}}), FAKE_SSH_LOG: sshLog, PATH: `${sshBin}:${process.env.PATH}`},
         reject: false,
         stdin: 'ignore',
         timeout: 120_000,

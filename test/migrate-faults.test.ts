@@ -1,7 +1,8 @@
 /**
  * The fault matrix: a migration over a transport of its own (a fake ssh that relays bytes, so
  * killing it is cutting the connection) is stopped at a point (the process that owns the point
- * stops itself with SIGSTOP: XL_TS_TEST_STOP), one process is killed with SIGKILL, the stopped one
+ * stops itself with SIGSTOP: a fault point of the test hooks, test/support/test-hooks.ts; both sides
+ * run the CLI's test entry), one process is killed with SIGKILL, the stopped one
  * goes on, and then:
  *
  *   - the guest runs on exactly one host, under its name, every page consistent;
@@ -38,6 +39,7 @@ import {
   isRunning,
   markedProcesses,
   newHost,
+  runMarker,
   scratchDir,
   sim,
   startMigrate,
@@ -45,6 +47,7 @@ import {
   type FakeSsh,
   type GuestSpec,
 } from './support/migrate.js'
+import {TEST_BIN, testHooksEnv} from './support/test-hooks.js'
 
 type Victim = 'transport' | 'receiver' | 'sender-helper' | 'receiver-helper' | 'sender' | 'prestarted helpers' | 'receiver-guardian'
 
@@ -125,7 +128,7 @@ const cleanups: (() => Promise<void>)[] = []
 
 beforeAll(async () => {
   await ensureBuilt()
-  ssh = fakeSsh()
+  ssh = fakeSsh({bin: TEST_BIN})
 })
 
 afterAll(async () => {
@@ -186,7 +189,7 @@ async function runCase(c: Case): Promise<void> {
   const a = newHost('fa')
   const b = newHost('fb')
   const hook = scratchDir('fault')
-  const marker = `XL_TS_TEST_HOOK_DIR=${hook}`
+  const {marker, env: marked} = runMarker(hook)
   const cleanup = async (): Promise<void> => {
     for (const p of markedProcesses(marker)) {
       signal(p.pid, 'SIGKILL')
@@ -200,7 +203,7 @@ async function runCase(c: Case): Promise<void> {
   await createGuest(a, G)
   await sleep(150)
 
-  const run = startMigrate(a, ['-s', ssh.command, G.name, b], {env: {XL_TS_TEST_HOOK_DIR: hook, XL_TS_TEST_STOP: c.point, TMPDIR: hook}, timeout: 90_000})
+  const run = startMigrate(a, ['-s', ssh.command, G.name, b], {env: {...marked, ...testHooksEnv({faults: {dir: hook, stop: c.point}}), TMPDIR: hook}, timeout: 90_000})
   let finished = false
   void run.then(() => (finished = true))
   const stopped = await until(`${c.point}`, 30_000, () => {

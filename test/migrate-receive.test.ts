@@ -15,7 +15,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {encodeDomainHeader, encodeImageHeader, encodeLibxlHeader} from '../src/toolstack/stream/index.js'
 import {BIN} from './support/cli.js'
-import {NODE, cleanupHost, createGuest, ensureBuilt, guests, isRunning, newHost, scratchDir, waitNoMarked} from './support/migrate.js'
+import {NODE, cleanupHost, createGuest, ensureBuilt, guests, isRunning, newHost, runMarker, scratchDir, waitNoMarked} from './support/migrate.js'
 
 const BANNER = Buffer.from('xl migration receiver ready, send binary domain data.\n', 'latin1')
 const READY = Buffer.from('domain received, ready to unpause\0', 'latin1')
@@ -53,13 +53,13 @@ interface Received {
 }
 
 async function receive(input: Buffer, args: string[] = []): Promise<Received> {
-  const marker = `XL_TS_TEST_HOOK_DIR=${work}`
+  const {marker, env: marked} = runMarker(work)
   const r = await execa(NODE, [BIN, 'migrate-receive', ...args], {
     reject: false,
     input,
     encoding: 'buffer',
     stripFinalNewline: false,
-    env: {XL_TS_BACKEND: 'sim', XL_TS_ROOT: target, XL_TS_TEST_HOOK_DIR: work},
+    env: {XL_TS_BACKEND: 'sim', XL_TS_ROOT: target, ...marked},
     timeout: 60_000,
   })
   expect(await waitNoMarked(marker), 'no process of the receiver is left').toEqual([])

@@ -11,6 +11,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {ensureBuilt, guests, isRunning, waitNoMarked, type GuestSpec} from './support/migrate.js'
 import {cleanups, events, median, probeLines, setup, sleep, startRemus, untilAcked} from './support/remus.js'
+import {testHooksEnv} from './support/test-hooks.js'
 
 beforeAll(async () => {
   await ensureBuilt()
@@ -25,7 +26,7 @@ describe('remus timing', () => {
     const g: GuestSpec = {name: 'vm', memMiB: 256, dirtyRate: 4000, workingSetMiB: 64, seed: 11, packetRate: 300}
     const s = await setup('acc', g)
     // Every 25th checkpoint is checksummed on both sides (~0.2 s each for 256 MiB).
-    const run = startRemus(s.a, s.b, s.tmp, ['-i', '100'], {XL_TS_TEST_REMUS_PROBE: s.tmp, XL_TS_TEST_REMUS_PROBE_EVERY: '25'})
+    const run = startRemus(s.a, s.b, s.tmp, ['-i', '100'], testHooksEnv({probe: {dir: s.tmp, every: 25}}))
     await untilAcked(run, 1)
     await sleep(30_000)
     run.kill('SIGINT')

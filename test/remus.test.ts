@@ -16,8 +16,9 @@ import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {BIN} from './support/cli.js'
-import {NODE, ensureBuilt, guests, isRunning, markedProcesses, sim, waitNoMarked, type GuestSpec} from './support/migrate.js'
+import {NODE, ensureBuilt, guests, isRunning, markedProcesses, runMarker, sim, waitNoMarked, type GuestSpec} from './support/migrate.js'
 import {cleanups, events, isBackupProcess, probeLines, setup, signal, sleep, startRemus, untilAcked} from './support/remus.js'
+import {testHooksEnv} from './support/test-hooks.js'
 
 beforeAll(async () => {
   await ensureBuilt()
@@ -43,7 +44,7 @@ describe('remus', () => {
       it(`run ${i + 1}: killed ${delay} ms after the first acknowledgement`, {timeout: 90_000}, async () => {
         const g: GuestSpec = {name: 'vm', memMiB: 32, dirtyRate: 3000, workingSetMiB: 8, seed: 100 + i, packetRate: 100}
         const s = await setup(`k${i}`, g)
-        const run = startRemus(s.a, s.b, s.tmp, ['-i', '50'], {XL_TS_TEST_REMUS_PROBE: s.tmp})
+        const run = startRemus(s.a, s.b, s.tmp, ['-i', '50'], testHooksEnv({probe: {dir: s.tmp}}))
         await untilAcked(run, 1)
         await sleep(delay)
         // The whole primary host: its toolstack, its helper and guardian, the guest's process.
@@ -149,7 +150,7 @@ describe('remus', () => {
     const g: GuestSpec = {name: 'vm', memMiB: 32, dirtyRate: 2000, workingSetMiB: 8, seed: 9}
     const s = await setup('bh', g)
     const run = execa(NODE, [BIN, '--root', s.a, 'remus', '--json', '-F', '-b', '-i', '50', 'vm', 'nowhere'], {
-      env: {XL_TS_BACKEND: 'sim', XL_TS_TEST_HOOK_DIR: s.tmp},
+      env: {XL_TS_BACKEND: 'sim', ...runMarker(s.tmp).env},
       reject: false,
       stdin: 'ignore',
     })

@@ -12,6 +12,7 @@ import {execa, type ResultPromise} from 'execa'
 import {createHypervisor, type DomainInfo, type SimHypervisor, type WorkloadSpec} from '../../src/toolstack/hypervisor/index.js'
 import {shellQuote} from '../../src/toolstack/migrate/rune.js'
 import {BIN, ROOT, cleanupHost, newHost, writeConfig, type Run} from './cli.js'
+import {cliFor} from './test-hooks.js'
 
 export {ensureBuilt} from './cli.js'
 
@@ -94,9 +95,12 @@ export function isRunning(d: DomainInfo): boolean {
   return !d.state.paused && !d.state.shutdown && !d.state.dying
 }
 
-/** `-s ''` host string: run migrate-receive on `root` (inside `netns` when given). */
-export function receiverCommand(root: string, opts: {netns?: string; args?: string[]} = {}): string {
-  const words = [NODE, BIN, 'migrate-receive', ...(opts.args ?? [])].map(shellQuote).join(' ')
+/**
+ * `-s ''` host string: run migrate-receive on `root` (inside `netns` when given), with `bin` (default
+ * the production CLI; TEST_BIN for a receiver with test hooks).
+ */
+export function receiverCommand(root: string, opts: {netns?: string; args?: string[]; bin?: string} = {}): string {
+  const words = [NODE, opts.bin ?? BIN, 'migrate-receive', ...(opts.args ?? [])].map(shellQuote).join(' ')
   const prefix = opts.netns ? `exec ip netns exec ${shellQuote(opts.netns)} env XL_TS_ROOT=${shellQuote(root)} ` : `XL_TS_ROOT=${shellQuote(root)} exec `
   return `${prefix}${words}`
 }
@@ -137,13 +141,13 @@ export interface FakeSsh {
   remove(): void
 }
 
-/** Writes the fake ssh and an `xl-ts` for its PATH into a temp dir. */
-export function fakeSsh(): FakeSsh {
+/** Writes the fake ssh and an `xl-ts` for its PATH (running `bin`: default the production CLI) into a temp dir. */
+export function fakeSsh(opts: {bin?: string} = {}): FakeSsh {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlts-ssh-'))
   fs.writeFileSync(path.join(dir, 'fake-ssh.mjs'), FAKE_SSH)
   fs.mkdirSync(path.join(dir, 'bin'))
   const xlts = path.join(dir, 'bin', 'xl-ts')
-  fs.writeFileSync(xlts, `#!/bin/sh\nexec ${shellQuote(NODE)} ${shellQuote(BIN)} "$@"\n`, {mode: 0o755})
+  fs.writeFileSync(xlts, `#!/bin/sh\nexec ${shellQuote(NODE)} ${shellQuote(opts.bin ?? BIN)} "$@"\n`, {mode: 0o755})
   return {command: `${shellQuote(NODE)} ${shellQuote(path.join(dir, 'fake-ssh.mjs'))}`, dir, remove: () => fs.rmSync(dir, {recursive: true, force: true})}
 }
 
@@ -156,9 +160,9 @@ export interface MigrateOptions {
   timeout?: number
 }
 
-/** Starts `xl-ts --root ROOT migrate ARGS` (not awaited). */
+/** Starts `xl-ts --root ROOT migrate ARGS` (not awaited); through TEST_BIN when `env` asks for test hooks. */
 export function startMigrate(root: string, args: readonly string[], opts: MigrateOptions = {}): ResultPromise<{reject: false}> {
-  return execa(NODE, [BIN, '--root', root, 'migrate', ...args], {
+  return execa(NODE, [cliFor(opts.env), '--root', root, 'migrate', ...args], {
     cwd: ROOT,
     env: {XL_TS_BACKEND: 'sim', ...opts.env},
     extendEnv: true,
@@ -254,12 +258,21 @@ export function scratchDir(tag: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `xlts-${tag}-`))
 }
 
+/** The variable that marks a run's processes (every process of the run inherits it; nothing reads it). */
+export const MARKER_ENV = 'XL_TS_TEST_MARKER'
+
+/** `marker` (in every process's environment) is what the leftover checks look for. */
+export function runMarker(tmp: string): {env: Record<string, string>; marker: string} {
+  return {env: {[MARKER_ENV]: tmp}, marker: `${MARKER_ENV}=${tmp}`}
+}
+
 /**
- * The env of one migration run: fault hooks and temp files go to `tmp`, and `marker` (in every
- * process's environment) is what the leftover checks look for.
+ * The env of one migration run: temp files go to `tmp`, and `marker` (in every process's
+ * environment) is what the leftover checks look for.
  */
 export function markedEnv(tmp: string): {env: Record<string, string>; marker: string; tmp: string} {
-  return {env: {XL_TS_TEST_HOOK_DIR: tmp, TMPDIR: tmp}, marker: `XL_TS_TEST_HOOK_DIR=${tmp}`, tmp}
+  const m = runMarker(tmp)
+  return {env: {...m.env, TMPDIR: tmp}, marker: m.marker, tmp}
 }
 
 export {cleanupHost, newHost, shellQuote}

@@ -7,8 +7,8 @@ import * as net from 'node:net'
 
 import {execa, type ResultPromise} from 'execa'
 
-import {BIN} from './cli.js'
-import {NODE, cleanupHost, createGuest, markedProcesses, newHost, receiverCommand, scratchDir, type GuestSpec} from './migrate.js'
+import {NODE, cleanupHost, createGuest, markedProcesses, newHost, receiverCommand, runMarker, scratchDir, type GuestSpec} from './migrate.js'
+import {cliFor} from './test-hooks.js'
 
 export const cleanups: (() => Promise<void>)[] = []
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -35,7 +35,7 @@ export async function setup(tag: string, g: GuestSpec, prepare?: (root: string) 
   const a = newHost(`${tag}a`)
   const b = newHost(`${tag}b`)
   const tmp = scratchDir(`remus-${tag}`)
-  const marker = `XL_TS_TEST_HOOK_DIR=${tmp}`
+  const {marker} = runMarker(tmp)
   const cleanup = async (): Promise<void> => {
     for (const p of markedProcesses(marker)) {
       try {
@@ -61,6 +61,10 @@ export async function setup(tag: string, g: GuestSpec, prepare?: (root: string) 
   return {a, b, tmp, marker, domid, done}
 }
 
+/**
+ * `xl-ts remus --json ARGS` from `a` to `b`, marked for the leftover checks, temp files in `tmp`.
+ * With test hooks in `env` (testHooksEnv) both sides run TEST_BIN; else the production CLI.
+ */
 export function startRemus(
   a: string,
   b: string,
@@ -71,9 +75,10 @@ export function startRemus(
   wrap: (receiver: string) => string = (r) => r,
 ): ResultPromise<{reject: false}> {
   // With -c the backup runs `migrate-receive --colo`, else `-r`.
-  const receiver = receiverCommand(b, {args: args.includes('-c') ? ['--colo'] : ['-r']})
-  return execa(NODE, [BIN, '--root', a, 'remus', '--json', ...args, '-s', '', 'vm', wrap(receiver)], {
-    env: {XL_TS_BACKEND: 'sim', XL_TS_TEST_HOOK_DIR: tmp, TMPDIR: tmp, ...env},
+  const bin = cliFor(env)
+  const receiver = receiverCommand(b, {args: args.includes('-c') ? ['--colo'] : ['-r'], bin})
+  return execa(NODE, [bin, '--root', a, 'remus', '--json', ...args, '-s', '', 'vm', wrap(receiver)], {
+    env: {XL_TS_BACKEND: 'sim', ...runMarker(tmp).env, TMPDIR: tmp, ...env},
     reject: false,
     stdin: 'ignore',
     timeout: 120_000,

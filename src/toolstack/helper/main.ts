@@ -17,6 +17,7 @@ import type {RestoreCallbacks} from '../restore/index.js'
 import {PRECOPY_ENV, parseTuning, policyFor, type PrecopyTuning} from '../save/policy.js'
 import type {SaveCallbacks, SaveEvent} from '../save/engine.js'
 import {encodeLibxcRecord, type FileRun, type StreamType} from '../stream/index.js'
+import {testHooks} from '../test-hooks.js'
 import {AWAIT_ARGV_FLAG, HelperArgvError, MAX_AWAITED_BYTES, XCFLAGS, decodeAwaitedStart, parseHelperArgv, streamTypeName, type RestoreHelperArgs, type SaveHelperArgs} from './argv.js'
 import {dirtyListReader} from './dirty-list.js'
 import {HelperSide} from './helper-side.js'
@@ -25,8 +26,6 @@ import {XTL} from './protocol.js'
 
 const EXIT_CANNOT_START = 255
 const QUIRK_LINE = 'the secondary puts a 16-byte record header before its dirty pfn list (Xen 4.18+): reading the list after it'
-/** Test-only switch: the COLO primary ignores the secondary's dirty pages (set B). */
-const IGNORE_SECONDARY_DIRTY_ENV = 'XL_TS_TEST_COLO_IGNORE_SVM_DIRTY'
 /** The stream offset where the helper's part of a pipe starts, set by the toolstack. */
 const STREAM_OFFSET_ENV = 'XL_TS_STREAM_OFFSET'
 
@@ -58,8 +57,8 @@ async function save(side: HelperSide, hv: Hypervisor, a: SaveHelperArgs): Promis
   const readDirty = a.recvFd >= 0 ? dirtyListReader(a.recvFd, () => side.log(XTL.WARN, QUIRK_LINE)) : undefined
   const readSecondaryDirty = async (): Promise<number[]> => {
     const pfns = readDirty!()
-    // Test-only: drop the secondary's set B, to show that the copy then diverges (issue 7).
-    if (process.env[IGNORE_SECONDARY_DIRTY_ENV] === '1') return []
+    // A negative control a test entry may install: drop the secondary's set B, to show that the copy then diverges (issue 7).
+    if (testHooks().coloIgnoreSecondaryDirty) return []
     return pfns
   }
 

@@ -27,9 +27,9 @@ import {FdByteSource, writeAll} from '../fd/index.js'
 import {prestartHelper, type PrestartedHelper} from '../helper/index.js'
 import {HypervisorError, asSim, type Hypervisor} from '../hypervisor/index.js'
 import {StreamError} from '../stream/index.js'
+import {testHooks, type CheckpointProbe} from '../test-hooks.js'
 import {MigrateError} from './errors.js'
 import type {MigrateEvent, MigrateEventHandler} from './events.js'
-import {FaultHooks} from './fault-points.js'
 import {Guardian} from './guardian.js'
 import type {ReceiverEarlyStart} from './receiver-early.js'
 import {
@@ -49,7 +49,7 @@ import {receiveDomain, type SecondaryIo, type ReceiveResult} from './receiver.js
 import {beginRestoreDomain} from './save-file.js'
 import {readSavefileHeader} from './savefile.js'
 import {REMUS_ACK} from './remus-ack.js'
-import {RemusProbe, SKIP_DISK_CHECKPOINT_ENV, checkpointHeldAt} from '../remus/probe.js'
+import {checkpointHeldAt} from '../remus/probe.js'
 import {SecondaryColoDisks, coloDisksOfConfig, forwardSecondaryFrames, secondaryInOf, type SecondaryForwarder} from '../colo/index.js'
 import {ColoSecondary} from '../replication/colo-secondary.js'
 
@@ -118,7 +118,7 @@ class MigrationReceiver {
   readonly #hv: Hypervisor
   readonly #in: number
   readonly #out: number
-  readonly #hooks = new FaultHooks('receiver')
+  readonly #hooks = testHooks().faultPoints('receiver')
   #guardian: Guardian | undefined
   #domid: number | undefined
   #name: string | undefined
@@ -128,8 +128,8 @@ class MigrationReceiver {
   #ackBroken = false
   /** COLO on the sim host: forwards the SVM's frames to the primary's comparator. */
   #forwarder: SecondaryForwarder | undefined
-  /** Remus: the test probe (XL_TS_TEST_REMUS_PROBE), if asked for. */
-  #probe: RemusProbe | undefined
+  /** Remus: the test probe, if a test installed one. */
+  #probe: CheckpointProbe | undefined
   /** COLO: the secondary's COLO disks (none without). */
   #disks: SecondaryColoDisks | undefined
   /** Remus: whole checkpoints received. */
@@ -414,7 +414,7 @@ class MigrationReceiver {
     )
     this.#domid = domid
     await this.#guardian?.created(domid)
-    if (this.#o.checkpointed) this.#probe = RemusProbe.fromEnv(hv, domid, 'secondary', this.#o.env ?? process.env)
+    if (this.#o.checkpointed) this.#probe = testHooks().checkpointProbe(hv, domid, 'secondary')
     // COLO on the sim host: the SVM's frames go to the primary's comparator (the first vif's
     // colo_sock_compare_sec_in_ip/port), from its first run on.
     const address = this.#o.checkpointed === 'colo' && asSim(hv) ? secondaryInOf(config as unknown as Record<string, unknown>) : undefined
@@ -435,7 +435,7 @@ class MigrationReceiver {
       }
     }
     let applied = 0
-    const skipDiskCheckpoint = (this.#o.env ?? process.env)[SKIP_DISK_CHECKPOINT_ENV] === '1'
+    const skipDiskCheckpoint = testHooks().coloSkipDiskCheckpoint
     const disks = this.#disks
 
     try {

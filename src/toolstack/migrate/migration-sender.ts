@@ -35,9 +35,9 @@ import {openFdPair, type FdPair} from '../fd/index.js'
 import {prestartHelper, type PrestartedHelper} from '../helper/index.js'
 import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
 import {PRECOPY_ENV, type PrecopyTuning} from '../save/index.js'
+import {testHooks} from '../test-hooks.js'
 import {MigrateError} from './errors.js'
 import type {MigrateEvent, MigrateEventHandler} from './events.js'
-import {FaultHooks} from './fault-points.js'
 import {Guardian} from './guardian.js'
 import {
   ACK_STREAM,
@@ -124,7 +124,7 @@ export async function migrateDomain(opts: MigrationSenderOptions): Promise<Migra
 class MigrationSender {
   readonly #o: MigrationSenderOptions
   readonly #hv: Hypervisor
-  readonly #hooks = new FaultHooks('sender')
+  readonly #hooks = testHooks().faultPoints('sender')
   readonly #tracker: PrecopyTracker
   readonly #abort = new AbortController()
   readonly #started = performance.now()

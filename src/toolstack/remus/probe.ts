@@ -1,14 +1,16 @@
 /**
- * A test probe for Remus (inert unless the environment asks for it), so that a test can check that
- * each checkpoint's memory on the backup equals the primary's at that suspend:
+ * A checkpoint probe for Remus and COLO tests: the tests' implementation of CheckpointProbe
+ * (../test-hooks.ts), so that a test can check that each checkpoint's memory on the backup equals
+ * the primary's at that suspend. Only a test entry program makes one
+ * (test/support/install-test-hooks.mjs); the toolstack itself never does.
  *
- *   XL_TS_TEST_REMUS_PROBE=DIR        each side appends {checkpoint, checksum, atMs} lines to
- *                                     DIR/primary.ndjson or DIR/secondary.ndjson
- *   XL_TS_TEST_REMUS_PROBE_EVERY=K    only every K-th checkpoint (default 1); failovers always
+ *   dir     each side appends {checkpoint, checksum, atMs} lines to DIR/primary.ndjson or
+ *           DIR/secondary.ndjson
+ *   every   only every K-th checkpoint (default 1); failovers always
  *
  * The checksum is sha256 of the guest's memory file alone for Remus (the backup's vCPU state is
  * applied only at failover), of memory and vCPU context for COLO. The primary takes it while the guest is suspended; the backup while its domain
- * holds exactly that checkpoint (see `checkpointHeldAt`). Sim hosts only: elsewhere it does nothing.
+ * holds exactly that checkpoint (see `checkpointHeldAt`). Sim hosts only: elsewhere there is none.
  *
  * A guest with a device-model disk (COLO disks) adds `disk`, sha256 of its disk image at the same
  * moment; the COLO secondary also checks, once its disk took the checkpoint (`recordView`), that the
@@ -22,14 +24,7 @@ import * as crypto from 'node:crypto'
 
 import {asSim, type Hypervisor} from '../hypervisor/index.js'
 import {DISK_BLOCK_BYTES} from '../hypervisor/sim/workload.js'
-
-export const PROBE_ENV = 'XL_TS_TEST_REMUS_PROBE'
-export const PROBE_EVERY_ENV = 'XL_TS_TEST_REMUS_PROBE_EVERY'
-/**
- * A test switch (=1): the COLO secondary skips its disks' checkpoint, so the guest's own writes are
- * not dropped; what the probe's view check must then catch.
- */
-export const SKIP_DISK_CHECKPOINT_ENV = 'XL_TS_TEST_COLO_SKIP_DISK_CHECKPOINT'
+import type {CheckpointProbe, ProbeRecordOptions} from '../test-hooks.js'
 
 export interface ProbeRecord {
   readonly checkpoint: number
@@ -53,7 +48,12 @@ export function checkpointHeldAt(callback: number): number {
   return callback === 1 ? 1 : callback - 1
 }
 
-export class RemusProbe {
+export interface RemusProbeOptions {
+  readonly dir: string
+  readonly every?: number
+}
+
+export class RemusProbe implements CheckpointProbe {
   /** Per checkpoint: each disk block's byte (256: not one byte all over), for recordView. */
   readonly #patterns = new Map<number, number[]>()
 
@@ -64,18 +64,18 @@ export class RemusProbe {
     private readonly every: number,
   ) {}
 
-  static fromEnv(hv: Hypervisor, domid: number, side: 'primary' | 'secondary', env: NodeJS.ProcessEnv = process.env): RemusProbe | undefined {
-    const dir = env[PROBE_ENV]
-    if (!dir || !asSim(hv)) return undefined
-    const every = Math.max(1, Math.floor(Number(env[PROBE_EVERY_ENV] ?? '1')) || 1)
-    return new RemusProbe(hv, domid, path.join(dir, `${side}.ndjson`), every)
+  /** A probe writing into `opts.dir`; undefined off a sim host. */
+  static open(hv: Hypervisor, domid: number, side: 'primary' | 'secondary', opts: RemusProbeOptions): RemusProbe | undefined {
+    if (!asSim(hv)) return undefined
+    const every = Math.max(1, Math.floor(opts.every ?? 1) || 1)
+    return new RemusProbe(hv, domid, path.join(opts.dir, `${side}.ndjson`), every)
   }
 
   /**
    * Records the memory's checksum as checkpoint `checkpoint` (every K-th, or `force`); with
    * `context`, of the memory and the vCPU context (COLO: the secondary's is applied every time).
    */
-  async record(checkpoint: number, opts: {force?: boolean; failover?: boolean; context?: boolean} = {}): Promise<void> {
+  async record(checkpoint: number, opts: ProbeRecordOptions = {}): Promise<void> {
     if (!opts.force && checkpoint % this.every !== 0) return
     const sim = asSim(this.hv)!
     const checksum = opts.context ? await sim.checksum(this.domid) : await sim.memoryChecksum(this.domid)

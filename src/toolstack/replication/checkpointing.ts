@@ -17,7 +17,7 @@ import type {MigrateEvent, MigrateEventHandler} from '../migrate/events.js'
 import type {Guardian} from '../migrate/guardian.js'
 import {helperEnv} from '../migrate/host-env.js'
 import {startSaveStream, type SaveStream} from '../migrate/sender.js'
-import {RemusProbe} from '../remus/probe.js'
+import {testHooks, type CheckpointProbe} from '../test-hooks.js'
 import {CheckpointError, SuspendError, type CycleEnd, type LogLevel, type PrimaryIo, type PrimaryMode} from './cycle.js'
 import type {RemusEvent} from './events.js'
 
@@ -58,7 +58,7 @@ export class Checkpointing implements PrimaryIo {
   readonly hypervisor: Hypervisor
   readonly domid: number
   readonly guardian: Guardian | undefined
-  probe: RemusProbe | undefined
+  probe: CheckpointProbe | undefined
   #stream: SaveStream | undefined
   #checkpoints = 0
   /** What the helper tells of the checkpoint being taken: its pages, and (COLO) the sets A and B. */
@@ -96,7 +96,7 @@ export class Checkpointing implements PrimaryIo {
   async run(): Promise<boolean> {
     const o = this.#o
     const {backChannel} = await o.mode.open(this, o.wayBack)
-    this.probe = RemusProbe.fromEnv(this.hypervisor, o.domid, 'primary', o.env ?? process.env)
+    this.probe = testHooks().checkpointProbe(this.hypervisor, o.domid, 'primary')
     this.#stream = await startSaveStream({
       hypervisor: this.hypervisor,
       domid: o.domid,

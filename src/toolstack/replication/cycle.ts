@@ -6,7 +6,7 @@
 import type {SaveStream} from '../migrate/sender.js'
 import type {Guardian} from '../migrate/guardian.js'
 import type {Hypervisor} from '../hypervisor/index.js'
-import type {RemusProbe} from '../remus/probe.js'
+import type {CheckpointProbe} from '../test-hooks.js'
 
 /** How a cycle ends: the next checkpoint follows, or replication stopped cleanly (the stream is ended). */
 export type CycleEnd = 'next' | 'stop'
@@ -39,7 +39,7 @@ export interface PrimaryIo {
   readonly domid: number
   readonly stream: SaveStream
   readonly guardian: Guardian | undefined
-  readonly probe: RemusProbe | undefined
+  readonly probe: CheckpointProbe | undefined
   /** The operator asked to stop replicating (after the next whole checkpoint). */
   stopRequested(): boolean
   log(level: LogLevel, text: string): void
