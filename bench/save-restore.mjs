@@ -41,7 +41,7 @@ import {SimHypervisor} from '../dist/toolstack/hypervisor/index.js'
 import {domainConfigFromJson} from '../dist/toolstack/config/index.js'
 import {entryPointFile, nodeProgramEnv} from '../dist/toolstack/entry-points.js'
 import {kernelCopyUnavailable} from '../dist/toolstack/fd/index.js'
-import {openSavefile, restoreFromSavefile, saveDomainToFile} from '../dist/toolstack/migrate/index.js'
+import {openSavefile, restoreFromSavefile, saveDomainToFile} from '../dist/toolstack/xl/index.js'
 
 const {values: opt} = parseArgs({
   options: {

@@ -12,7 +12,7 @@ import {afterEach, describe, expect, it} from 'vitest'
 
 import {openFdPair, type FdPair} from '../src/toolstack/fd/index.js'
 import {dirtyListReader, QUIRK_WAIT_MS} from '../src/toolstack/helper/dirty-list.js'
-import {readCheckpointState} from '../src/toolstack/migrate/colo-states.js'
+import {readCheckpointState} from '../src/toolstack/libxl/checkpoint-state.js'
 import {encodeLibxlRecord, StreamError} from '../src/toolstack/stream/index.js'
 
 const DIRTY_LIST = 0x0f

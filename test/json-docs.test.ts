@@ -14,7 +14,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {MIGRATION_JSON_VERSION, migrationJson} from '../src/render/migration-progress.js'
 import {errorJson, formatJson, rowJson, RowMaker, summaryJson, type JsonObject, type SummaryContext} from '../src/render/stream-summary.js'
 import {UnknownFormatError, type InspectEvent} from '../src/render/stream-inspect.js'
-import type {MigrationEvent} from '../src/toolstack/migrate/migration-events.js'
+import type {MigrationEvent} from '../src/toolstack/xl/migration-events.js'
 import {DOMAIN_TYPE, StreamError, type BackChannelRecord, type LibxcRecord, type LibxlRecord} from '../src/toolstack/stream/index.js'
 import {ROOT, cleanupHost, ensureBuilt, newHost, xl} from './support/cli.js'
 
@@ -97,7 +97,7 @@ describe('migrate --json', () => {
   })
 
   it('names every phase and outcome', () => {
-    const events = source('src/toolstack/migrate/migration-events.ts')
+    const events = source('src/toolstack/xl/migration-events.ts')
     expectNamed(text, unionValues(events, 'MigrationPhase'), 'migrate phases')
     expectNamed(text, unionValues(events, 'MigrationOutcome'), 'migrate outcomes')
   })

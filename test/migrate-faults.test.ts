@@ -29,7 +29,7 @@ import * as path from 'node:path'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import type {FaultPoint} from '../src/toolstack/migrate/fault-points.js'
+import type {FaultPoint} from '../src/toolstack/testing/fault-points.js'
 import {
   cleanupHost,
   createGuest,

@@ -13,9 +13,9 @@ import {
   MIGRATE_REPORT,
   decodeStatus,
   encodeStatus,
-} from '../src/toolstack/migrate/handshake.js'
-import {PrecopyTracker, pageRecordBytes, type MigrationEvent, type MigrationResult} from '../src/toolstack/migrate/migration-events.js'
-import {RuneError, buildMigrateRune, receiverWords, shellQuote} from '../src/toolstack/migrate/rune.js'
+} from '../src/toolstack/xl/handshake.js'
+import {PrecopyTracker, pageRecordBytes, type MigrationEvent, type MigrationResult} from '../src/toolstack/xl/migration-events.js'
+import {RuneError, buildMigrateRune, receiverWords, shellQuote} from '../src/toolstack/xl/rune.js'
 
 const base = {sshCommand: 'ssh', host: 'host2', progressCr: false, timestamps: false, verbosity: 0, noDaemonize: false, debug: false, paused: false}
 

@@ -1,6 +1,6 @@
 /**
  * Remus network buffering for real: scripts/remus-netbuf-setup and the plug qdisc
- * (src/toolstack/remus/plug-qdisc.ts), in two network namespaces of our own. "host" plays dom0 and
+ * (src/toolstack/replication/plug-qdisc.ts), in two network namespaces of our own. "host" plays dom0 and
  * holds the vif (one end of a veth pair), the ifb and a UDP receiver; "guest" holds the other end
  * and sends UDP datagrams into the vif, as a guest's frontend would. A datagram reaches the receiver
  * only through the vif's ingress redirect, the ifb's plug qdisc, and back into the vif: what the
@@ -19,7 +19,7 @@ import * as zlib from 'node:zlib'
 import {execa, type ResultPromise} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {PlugQdisc, kernelReason, probePlugQdisc} from '../src/toolstack/remus/plug-qdisc.js'
+import {PlugQdisc, kernelReason, probePlugQdisc} from '../src/toolstack/replication/plug-qdisc.js'
 import {REPO, sleep, waitFor} from './support/sim-host.js'
 import {addNetns, type Netns} from './support/sim-netns.js'
 

@@ -12,7 +12,7 @@ import {
   encodeSavefileHeader,
   readSavefileHeader,
   type MigrateEvent,
-} from '../src/toolstack/migrate/index.js'
+} from '../src/toolstack/xl/index.js'
 import {BufferSource, XL_MAGIC} from '../src/toolstack/stream/index.js'
 
 describe('the xl savefile header', () => {

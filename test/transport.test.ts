@@ -13,7 +13,7 @@ import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {inheritableFds, openFdPair, readExact, writeAllSync, type FdPair} from '../src/toolstack/fd/index.js'
-import {Transport} from '../src/toolstack/migrate/transport.js'
+import {Transport} from '../src/toolstack/xl/transport.js'
 import {ensureBuilt} from './support/build.js'
 import {drain} from './support/fd.js'
 import {scratchDir} from './support/scratch.js'
@@ -110,7 +110,7 @@ describe('Transport', () => {
     const dist = (p: string) => JSON.stringify(pathToFileURL(path.join(ROOT, 'dist', p)).href)
     const script = `
       import {openFdPair} from ${dist('toolstack/fd/index.js')}
-      import {Transport} from ${dist('toolstack/migrate/transport.js')}
+      import {Transport} from ${dist('toolstack/xl/transport.js')}
       const pair = await openFdPair()
       const t = await Transport.start('exec sleep 30', pair, undefined, () => {})
       process.stdout.write(String(t.pid))

@@ -60,10 +60,10 @@ export async function main(argv: readonly string[], root: string): Promise<void>
 /**
  * `migrate-receive` is run by the sender, which writes the xl header the moment it reads our
  * banner: the programs we need then (our guardian, the restore helper) start while the command
- * loads instead (toolstack/migrate/receiver-early.ts; the command takes them).
+ * loads instead (toolstack/xl/receiver-early.ts; the command takes them).
  */
 async function startEarly(pre: Preprocessed): Promise<void> {
   if (pre.command.join(' ') !== 'migrate-receive' || pre.argv.some((a) => a === '--help' || a === '-h')) return
-  const {startReceiverEarly} = await import('../toolstack/migrate/receiver-early.js')
+  const {startReceiverEarly} = await import('../toolstack/xl/receiver-early.js')
   startReceiverEarly()
 }

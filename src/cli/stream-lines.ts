@@ -1,10 +1,10 @@
 /**
- * The libxl layer's events (migrate/events.ts) as stderr lines, the same way for every command that
+ * The libxl layer's events (libxl/events.ts) as stderr lines, the same way for every command that
  * runs a stream (migrate, migrate-receive, remus): EventLines words them; the helper's own logs come
  * worded as libxl's logger words them (`context: level: message`) and are printed as they are when
  * their level is enabled.
  */
-import {EventLines, type MigrateEvent} from '../toolstack/migrate/index.js'
+import {EventLines, type MigrateEvent} from '../toolstack/xl/index.js'
 import {LOG_LEVELS, type LogLevel} from './log.js'
 
 /** A level name of the libxl layer as the logger's level (unknown names: info). */

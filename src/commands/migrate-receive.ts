@@ -9,9 +9,9 @@ import {libxlJson} from '../cli/libxl-json.js'
 import type {LogLevel} from '../cli/log.js'
 import {streamEventPrinter} from '../cli/stream-lines.js'
 import type {DomainConfig} from '../toolstack/config/index.js'
-import type {MigrationEvent} from '../toolstack/migrate/migration-events.js'
-import {receiveMigration} from '../toolstack/migrate/migration-receiver.js'
-import {takeReceiverEarly} from '../toolstack/migrate/receiver-early.js'
+import type {MigrationEvent} from '../toolstack/xl/migration-events.js'
+import {receiveMigration} from '../toolstack/xl/migrate-receiver.js'
+import {takeReceiverEarly} from '../toolstack/xl/receiver-early.js'
 
 /** xl's help text for migrate-receive (xl_cmdtable.c): it has no options of its own to show. */
 const USAGE = 'Usage: xl-ts migrate-receive  - for internal use only\n\nRestore a domain from a saved state.\n'

@@ -12,9 +12,9 @@ import type {LogLevel} from '../cli/log.js'
 import {streamEventPrinter} from '../cli/stream-lines.js'
 import {MigrationProgress, type ProgressMode} from '../render/index.js'
 import {parseXlConfig, toDomainConfig} from '../toolstack/config/index.js'
-import type {MigrationEvent} from '../toolstack/migrate/migration-events.js'
-import {migrateDomain} from '../toolstack/migrate/migration-sender.js'
-import {RuneError, buildMigrateRune} from '../toolstack/migrate/rune.js'
+import type {MigrationEvent} from '../toolstack/xl/migration-events.js'
+import {migrateDomain} from '../toolstack/xl/migrate-sender.js'
+import {RuneError, buildMigrateRune} from '../toolstack/xl/rune.js'
 import type {PrecopyTuning} from '../toolstack/save/index.js'
 
 export default class Migrate extends XlCommand {

@@ -6,12 +6,13 @@ import {libxlJson} from '../cli/libxl-json.js'
 import {onOperatorSignals} from '../cli/signals.js'
 import type {LogLevel} from '../cli/log.js'
 import {streamEventPrinter} from '../cli/stream-lines.js'
-import {RuneError, buildColoRune, buildRemusRune} from '../toolstack/migrate/rune.js'
-import {probePlugQdisc} from '../toolstack/remus/plug-qdisc.js'
+import {RuneError, buildColoRune, buildRemusRune} from '../toolstack/xl/rune.js'
+import {probePlugQdisc} from '../toolstack/replication/plug-qdisc.js'
 import {ColoSetupError, QdiskError, chooseColoProxy, coloDisksOf, openPrimaryColoDevices, type ColoDisk, type PrimaryColoDevices} from '../toolstack/colo/index.js'
 import type {LibxlDiskJson} from '../toolstack/config/domain.js'
 import {parseFrame} from '../toolstack/hypervisor/index.js'
-import {runRemusPrimary, type RemusEvent} from '../toolstack/replication/index.js'
+import {type RemusEvent} from '../toolstack/replication/index.js'
+import {runRemusPrimary} from '../toolstack/xl/index.js'
 
 /** xl's default checkpoint interval (main_remus: "def. 200ms"). */
 const DEFAULT_INTERVAL_MS = 200

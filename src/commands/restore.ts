@@ -15,7 +15,7 @@ import {
   type DomainConfig,
 } from '../toolstack/config/index.js'
 import {HypervisorError} from '../toolstack/hypervisor/errors.js'
-import {MigrateError, helperEnv, openSavefile, restoreFromSavefile, type OpenSavefile} from '../toolstack/migrate/index.js'
+import {MigrateError, helperEnv, openSavefile, restoreFromSavefile, type OpenSavefile} from '../toolstack/xl/index.js'
 import {renderer} from './save.js'
 
 const USAGE = 'xl-ts restore [options] [<ConfigFile>] <CheckpointFile>'

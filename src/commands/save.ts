@@ -16,7 +16,7 @@ import {
   saveDomainToFile,
   type AfterSave,
   type MigrateEvent,
-} from '../toolstack/migrate/index.js'
+} from '../toolstack/xl/index.js'
 
 const USAGE = 'xl-ts save [options] <Domain> <CheckpointFile> [<ConfigFile>]'
 

@@ -1,5 +1,5 @@
 /**
- * How a live migration shows what it does (the events of toolstack/migrate/migration-events.ts):
+ * How a live migration shows what it does (the events of toolstack/xl/migration-events.ts):
  *
  * - `tty`: a one-line bar on stderr redrawn with CR (xl -t, or stderr is a terminal): the pass,
  *   pages done of total, bandwidth, the guest's dirty rate, the time left in the pass; each round
@@ -20,7 +20,7 @@
  *
  * Pure presentation: it writes through the writers it is given.
  */
-import type {IterationStats, MigrationEvent, MigrationResult, PassProgress} from '../toolstack/migrate/migration-events.js'
+import type {IterationStats, MigrationEvent, MigrationResult, PassProgress} from '../toolstack/xl/migration-events.js'
 
 export const MIGRATION_JSON_VERSION = 1
 

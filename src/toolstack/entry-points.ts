@@ -25,8 +25,8 @@ export const ENTRY_POINTS = {
   'save-helper': 'toolstack/helper/main.js',
   /** A simulated domain (the sim's host starts one per domain). */
   'domain-main': 'toolstack/hypervisor/sim/domain-main.js',
-  /** A migration side's guardian (migrate/guardian.ts). */
-  'guardian-main': 'toolstack/migrate/guardian-main.js',
+  /** A migration side's guardian (xl/guardian.ts). */
+  'guardian-main': 'toolstack/xl/guardian-main.js',
 } as const
 
 export type EntryPoint = keyof typeof ENTRY_POINTS

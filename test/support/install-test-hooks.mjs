@@ -1,5 +1,5 @@
 /**
- * Installs the test hooks of src/toolstack/test-hooks.ts in this process, from the configuration a
+ * Installs the test hooks of src/toolstack/testing/hooks.ts in this process, from the configuration a
  * test gives in XL_TS_TEST_HOOKS (JSON, see test/support/test-hooks.ts: TestHookConfig). Only the
  * test entry programs beside it import this: the production ones (bin/run.js, the save helper, the
  * guardian, the sim domain) never do, so there this variable means nothing.
@@ -7,9 +7,9 @@
  * It imports tsc's output (dist/), not the bundles: the hooks must be installed in the same module
  * instance the main it runs next uses.
  */
-import {FaultHooks} from '../../dist/toolstack/migrate/fault-points.js'
-import {RemusProbe} from '../../dist/toolstack/remus/probe.js'
-import {installTestHooks} from '../../dist/toolstack/test-hooks.js'
+import {FaultHooks} from '../../dist/toolstack/testing/fault-points.js'
+import {RemusProbe} from '../../dist/toolstack/testing/probe.js'
+import {installTestHooks} from '../../dist/toolstack/testing/hooks.js'
 
 export const TEST_HOOKS_ENV = 'XL_TS_TEST_HOOKS'
 const KNOWN = ['faults', 'probe', 'coloSkipDiskCheckpoint', 'coloIgnoreSecondaryDirty']

@@ -10,7 +10,7 @@ import * as path from 'node:path'
 import {execa, type ResultPromise} from 'execa'
 
 import {createHypervisor, type DomainInfo, type SimHypervisor, type WorkloadSpec} from '../../src/toolstack/hypervisor/index.js'
-import {shellQuote} from '../../src/toolstack/migrate/rune.js'
+import {shellQuote} from '../../src/toolstack/xl/rune.js'
 import {BIN, ROOT, cleanupHost, newHost, writeConfig, type Run} from './cli.js'
 import {cliFor} from './test-hooks.js'
 

@@ -104,7 +104,7 @@ export interface SpawnedWithFds {
  *
  * With node:child_process, not execa (the card's package, which the transport uses): this starts
  * the save/restore helper, which migrate-receive prestarts while its CLI loads
- * (migrate/receiver-early.ts), synchronously, in a process that has not loaded execa and otherwise
+ * (xl/receiver-early.ts), synchronously, in a process that has not loaded execa and otherwise
  * never does. Loading it there costs 47-55 ms (measured after oclif has loaded, 7 runs), and the
  * receiver comes up only ~20 ms before the sender's xl header (bench/README.md, migrate): the
  * helper would start after the header again. It is the load that decides: once loaded, a spawn

@@ -6,19 +6,18 @@
  * (PrimaryIo): the suspend and resume, the checkpoint's report, the guest's counters.
  *
  * What xl does around it (the transport, the xl header, the guardian, the ending) is
- * primary-session.ts; a test drives this on fds of its own.
+ * xl/remus-session.ts; a test drives this on fds of its own.
  */
 import * as fs from 'node:fs'
 
 import {HelperEndedError} from '../helper/index.js'
 import {asSim, type Hypervisor} from '../hypervisor/index.js'
-import {MigrateError} from '../migrate/errors.js'
-import type {MigrateEvent, MigrateEventHandler} from '../migrate/events.js'
-import type {Guardian} from '../migrate/guardian.js'
-import {helperEnv} from '../migrate/host-env.js'
-import {startSaveStream, type SaveStream} from '../migrate/sender.js'
-import {testHooks, type CheckpointProbe} from '../test-hooks.js'
-import {CheckpointError, SuspendError, type CycleEnd, type LogLevel, type PrimaryIo, type PrimaryMode} from './cycle.js'
+import {MigrateError} from '../libxl/errors.js'
+import type {MigrateEvent, MigrateEventHandler} from '../libxl/events.js'
+import {helperEnv} from '../libxl/helper-env.js'
+import {startSaveStream, type SaveStream} from '../libxl/save-stream.js'
+import {testHooks, type CheckpointProbe} from '../testing/hooks.js'
+import {CheckpointError, SuspendError, type GuardianLink, type CycleEnd, type LogLevel, type PrimaryIo, type PrimaryMode} from './cycle.js'
 import type {RemusEvent} from './events.js'
 
 export interface CheckpointingOptions {
@@ -31,7 +30,7 @@ export interface CheckpointingOptions {
   readonly wayBack?: number
   /** Stream offset of the fd's position (after the xl header). */
   readonly offset?: number
-  readonly guardian?: Guardian
+  readonly guardian?: GuardianLink
   /** The helper's environment (default process.env, with this host's XL_TS_BACKEND/XL_TS_ROOT). */
   readonly env?: NodeJS.ProcessEnv
   /** Stop after the next whole checkpoint (the operator's interrupt). */
@@ -57,7 +56,7 @@ export class Checkpointing implements PrimaryIo {
   readonly #o: CheckpointingOptions
   readonly hypervisor: Hypervisor
   readonly domid: number
-  readonly guardian: Guardian | undefined
+  readonly guardian: GuardianLink | undefined
   probe: CheckpointProbe | undefined
   #stream: SaveStream | undefined
   #checkpoints = 0

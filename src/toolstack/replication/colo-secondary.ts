@@ -7,11 +7,11 @@
  *
  * Answers to the helper (libxc's XGR_CHECKPOINT_*): 1 carry on, 2 the channel broke (the helper
  * fails over to the last whole checkpoint), 0 error (the restore fails). The libxl stream reader
- * around it (migrate/receiver.ts) gives the cycle its reads (SecondaryIo).
+ * around it (libxl/stream-reader.ts) gives the cycle its reads (SecondaryIo).
  */
 import {HelperEndedError, type HelperChannel, type OwedCallback} from '../helper/index.js'
-import {ColoStateError, writeCheckpointState} from '../migrate/colo-states.js'
-import type {ColoSecondaryEnd, SecondaryIo} from '../migrate/receiver.js'
+import {ColoStateError, writeCheckpointState} from '../libxl/checkpoint-state.js'
+import type {ColoSecondaryEnd, SecondaryIo} from '../libxl/stream-reader.js'
 
 const XGR_CHECKPOINT_ERROR = 0
 const XGR_CHECKPOINT_SUCCESS = 1

@@ -1,12 +1,11 @@
 /**
  * What a primary's checkpoint cycle (Remus: remus-primary.ts, COLO: colo-primary.ts) is given by
- * the session around it (primary-session.ts), and how it fails: one CheckpointError naming the
+ * the session around it (xl/remus-session.ts), and how it fails: one CheckpointError naming the
  * checkpoint and the step, after the callback the helper waits on was answered 0.
  */
-import type {SaveStream} from '../migrate/sender.js'
-import type {Guardian} from '../migrate/guardian.js'
+import type {SaveStream} from '../libxl/save-stream.js'
 import type {Hypervisor} from '../hypervisor/index.js'
-import type {CheckpointProbe} from '../test-hooks.js'
+import type {CheckpointProbe} from '../testing/hooks.js'
 
 /** How a cycle ends: the next checkpoint follows, or replication stopped cleanly (the stream is ended). */
 export type CycleEnd = 'next' | 'stop'
@@ -33,12 +32,20 @@ export class SuspendError extends Error {
 
 export type LogLevel = 'error' | 'warning' | 'info' | 'detail' | 'debug'
 
+/** The primary's guardian (xl/guardian.ts), as replication tells it what it must know. */
+export interface GuardianLink {
+  /** The backup holds a checkpoint: if we die now, it takes over. */
+  acknowledged(): Promise<void>
+  /** The save helper's pid (killed with us). */
+  helper(pid: number): Promise<void>
+}
+
 /** The session's side of a cycle. */
 export interface PrimaryIo {
   readonly hypervisor: Hypervisor
   readonly domid: number
   readonly stream: SaveStream
-  readonly guardian: Guardian | undefined
+  readonly guardian: GuardianLink | undefined
   readonly probe: CheckpointProbe | undefined
   /** The operator asked to stop replicating (after the next whole checkpoint). */
   stopRequested(): boolean

@@ -13,7 +13,7 @@ import {FdError, readExact} from '../fd/index.js'
 import {frameGuestStep} from '../hypervisor/index.js'
 import {type OwedCallback} from '../helper/index.js'
 import {LIBXL, encodeLibxcRecord, encodeLibxlRecord} from '../stream/index.js'
-import {SimNetBuffer} from '../remus/sim-netbuf.js'
+import {SimNetBuffer} from './sim-netbuf.js'
 import {checkpointFailure, type CycleEnd, type CycleStep, type PrimaryIo, type PrimaryMode} from './cycle.js'
 import type {RemusEvent} from './events.js'
 

@@ -1,6 +1,6 @@
 /**
  * A checkpoint probe for Remus and COLO tests: the tests' implementation of CheckpointProbe
- * (../test-hooks.ts), so that a test can check that each checkpoint's memory on the backup equals
+ * (hooks.ts), so that a test can check that each checkpoint's memory on the backup equals
  * the primary's at that suspend. Only a test entry program makes one
  * (test/support/install-test-hooks.mjs); the toolstack itself never does.
  *
@@ -24,7 +24,7 @@ import * as crypto from 'node:crypto'
 
 import {asSim, type Hypervisor} from '../hypervisor/index.js'
 import {DISK_BLOCK_BYTES} from '../hypervisor/sim/workload.js'
-import type {CheckpointProbe, ProbeRecordOptions} from '../test-hooks.js'
+import type {CheckpointProbe, ProbeRecordOptions} from './hooks.js'
 
 export interface ProbeRecord {
   readonly checkpoint: number

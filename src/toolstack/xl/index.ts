@@ -3,13 +3,13 @@
  * libxc stream the save/restore helper moves, save to and restore from a file. No printing: typed
  * events and errors, which the commands render.
  */
-export * from './errors.js'
-export * from './events.js'
-export {encodeSavefileHeader, readSavefileHeader, writeSavefileHeader, type SavefileHeader, type ReadSavefileHeaderOptions, type WriteSavefileHeaderOptions} from './savefile.js'
+export * from '../libxl/errors.js'
+export * from '../libxl/events.js'
+export {encodeSavefileHeader, readSavefileHeader, writeSavefileHeader, type SavefileHeader, type ReadSavefileHeaderOptions, type WriteSavefileHeaderOptions} from './savefile-header.js'
 export {fdPosition, isSeekable} from '../fd/index.js'
-export {STREAM_OFFSET_ENV, helperEnv} from './host-env.js'
-export {sendDomain, type SendDomainOptions, type SendResult} from './sender.js'
-export {receiveDomain, type ReceiveDomainOptions, type ReceiveResult} from './receiver.js'
+export {STREAM_OFFSET_ENV, helperEnv} from '../libxl/helper-env.js'
+export {sendDomain, type SendDomainOptions, type SendResult} from '../libxl/save-stream.js'
+export {receiveDomain, type ReceiveDomainOptions, type ReceiveResult} from '../libxl/stream-reader.js'
 export {
   SaveFailedError,
   openSavefile,
@@ -21,10 +21,11 @@ export {
   type RestoreFromSavefileResult,
   type SaveToFileOptions,
   type SaveToFileResult,
-} from './save-file.js'
+} from './save-restore.js'
 export {EventLines, infoText, type EventLine, type EventLinesOptions, type LineLevel} from './lines.js'
 export * from './migration-events.js'
-export * from './migration-sender.js'
-export * from './migration-receiver.js'
+export * from './migrate-sender.js'
+export * from './migrate-receiver.js'
 export * from './rune.js'
 export * from './handshake.js'
+export {runRemusPrimary} from './remus-session.js'

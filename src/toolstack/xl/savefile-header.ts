@@ -4,7 +4,7 @@
  * data `u32 config_len` + the domain config JSON with its NUL. Written and read on a raw fd with
  * exact lengths: what follows belongs to the libxl layer.
  */
-import {FdError, writeAll} from '../fd/index.js'
+import {writeAll} from '../fd/index.js'
 import {
   StreamError,
   XL_BYTEORDER,
@@ -18,8 +18,8 @@ import {
   fail,
   type ByteSource,
 } from '../stream/index.js'
-import {MigrateError, fromStreamError} from './errors.js'
-import type {MigrateEventHandler, SavefileInfo} from './events.js'
+import {MigrateError, fromStreamError, ioError} from '../libxl/errors.js'
+import type {MigrateEventHandler, SavefileInfo} from '../libxl/events.js'
 
 export interface WriteSavefileHeaderOptions {
   /** The stream fd (a file or the migration stream). */
@@ -128,8 +128,3 @@ async function readOrIo(source: ByteSource, length: number, name: string): Promi
   }
 }
 
-export function ioError(err: unknown, step: MigrateError['step'], what: string): MigrateError {
-  if (err instanceof MigrateError) return err
-  const why = err instanceof FdError ? err.detail : err instanceof Error ? err.message : String(err)
-  return new MigrateError('io', step, `${what}: ${why}`, {cause: err})
-}

@@ -39,9 +39,9 @@ import {
 import {MigrateError, fromRelativeStreamError, fromStreamError, type MigrateStep} from './errors.js'
 import type {MigrateEventHandler} from './events.js'
 import {fdPosition} from '../fd/index.js'
-import {helperFailure, runStreamHelper} from './helper-run.js'
-import {STREAM_OFFSET_ENV, helperEnv} from './host-env.js'
-import {ColoStateError} from './colo-states.js'
+import {helperFailure, runStreamHelper} from './helper-callout.js'
+import {STREAM_OFFSET_ENV, helperEnv} from './helper-env.js'
+import {ColoStateError} from './checkpoint-state.js'
 
 /** The primary sent nothing for longer than the heartbeat timeout. */
 class HeartbeatTimeout extends Error {}

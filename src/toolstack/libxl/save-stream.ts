@@ -15,8 +15,8 @@ import {HelperChannel, STREAM_TYPE, XCFLAGS, type CycleCallback, type HelperComm
 import type {Hypervisor} from '../hypervisor/index.js'
 import {MigrateError} from './errors.js'
 import type {MigrateEventHandler} from './events.js'
-import {helperFailure, runStreamHelper, type HelperRunResult} from './helper-run.js'
-import {helperEnv} from './host-env.js'
+import {helperFailure, runStreamHelper, type HelperRunResult} from './helper-callout.js'
+import {helperEnv} from './helper-env.js'
 import {LibxlStreamWriter} from './stream-writer.js'
 
 export type SaveStreamType = 'plain' | 'remus' | 'colo'

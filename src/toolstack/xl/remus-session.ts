@@ -17,18 +17,13 @@ import * as fs from 'node:fs'
 
 import {openFdPair, type FdPair} from '../fd/index.js'
 import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
-import {MigrateError} from '../migrate/errors.js'
-import {MIGRATE_RECEIVER_BANNER, RECEIVER_STREAM, readFixedMessage} from '../migrate/handshake.js'
-import {helperEnv} from '../migrate/host-env.js'
-import {writeSavefileHeader} from '../migrate/savefile.js'
-import {Guardian} from '../migrate/guardian.js'
-import {Transport} from '../migrate/transport.js'
-import {Checkpointing} from './checkpointing.js'
-import type {LogLevel, PrimaryMode} from './cycle.js'
-import {ColoPrimary} from './colo-primary.js'
-import type {RemusOutcome, RemusResult} from './events.js'
-import type {RemusPrimaryOptions} from './options.js'
-import {RemusPrimary} from './remus-primary.js'
+import {MigrateError} from '../libxl/errors.js'
+import {MIGRATE_RECEIVER_BANNER, RECEIVER_STREAM, readFixedMessage} from './handshake.js'
+import {helperEnv} from '../libxl/helper-env.js'
+import {writeSavefileHeader} from './savefile-header.js'
+import {Guardian} from './guardian.js'
+import {Transport} from './transport.js'
+import {Checkpointing, primaryMode, type LogLevel, type PrimaryMode, type RemusOutcome, type RemusPrimaryOptions, type RemusResult} from '../replication/index.js'
 
 const ERROR_FAIL = -3
 /** How long the transport may take to go after the stream is closed. */
@@ -37,11 +32,6 @@ const CHILD_REPORT_MS = 2000
 export async function runRemusPrimary(opts: RemusPrimaryOptions): Promise<RemusResult> {
   const startedAt = opts.startedAt ?? performance.now()
   return new PrimarySession(opts, primaryMode(opts, startedAt), startedAt).run()
-}
-
-/** The mode's cycle: COLO with `colo`, else Remus. */
-export function primaryMode(opts: Pick<RemusPrimaryOptions, 'colo' | 'intervalMs' | 'blackhole' | 'netbuf' | 'onEvent'>, startedAt: number): PrimaryMode {
-  return opts.colo ? new ColoPrimary(opts.colo) : new RemusPrimary({intervalMs: opts.intervalMs, blackhole: opts.blackhole, netbuf: opts.netbuf, onEvent: opts.onEvent, startedAt})
 }
 
 class PrimarySession {

@@ -7,6 +7,7 @@
  */
 import type {HelperError} from '../helper/index.js'
 import type {RecordRef, StreamError, StreamFormat} from '../stream/index.js'
+import {FdError} from '../fd/index.js'
 
 export type MigrateErrorCode =
   | 'open' // the savefile cannot be opened (or created)
@@ -106,4 +107,11 @@ export function fromRelativeStreamError(err: StreamError, step: MigrateStep): Mi
     offsetAfterLibxc: err.offset,
     ...(err.record ? {record: err.record} : {}),
   })
+}
+
+/** A failed read or write of the stream, as a MigrateError of `step` (one that is already one stays). */
+export function ioError(err: unknown, step: MigrateError['step'], what: string): MigrateError {
+  if (err instanceof MigrateError) return err
+  const why = err instanceof FdError ? err.detail : err instanceof Error ? err.message : String(err)
+  return new MigrateError('io', step, `${what}: ${why}`, {cause: err})
 }

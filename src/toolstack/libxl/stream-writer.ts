@@ -8,7 +8,7 @@ import {fdPosition, writeAll} from '../fd/index.js'
 import {EMULATOR, encodeLibxlHeader, encodeLibxlRecord, type LibxlRecord} from '../stream/index.js'
 import type {MigrateError} from './errors.js'
 import type {MigrateEventHandler} from './events.js'
-import {ioError} from './savefile.js'
+import {ioError} from './errors.js'
 
 export class LibxlStreamWriter {
   #counted: number

@@ -1,6 +1,6 @@
 /**
  * Fault points for the migration fault matrix (test/migrate-faults.test.ts): the tests'
- * implementation of FaultPoints (../test-hooks.ts). Only a test entry program makes one
+ * implementation of FaultPoints (hooks.ts). Only a test entry program makes one
  * (test/support/install-test-hooks.mjs); the toolstack itself never does.
  *
  * dir    each side keeps DIR/<side>.json up to date with the pids a test may kill (its own, its
@@ -15,9 +15,9 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import type {FaultPoint, FaultPoints, FaultSide} from '../test-hooks.js'
+import type {FaultPoint, FaultPoints, FaultSide} from './hooks.js'
 
-export type {FaultPoint, FaultSide} from '../test-hooks.js'
+export type {FaultPoint, FaultSide} from './hooks.js'
 
 export interface FaultHooksOptions {
   readonly dir: string
