@@ -30,7 +30,7 @@ import {fileURLToPath} from 'node:url'
 import {parseArgs} from 'node:util'
 
 import {entryPointFiles} from '../dist/toolstack/entry-points.js'
-import {SimHypervisor} from '../dist/toolstack/hypervisor/index.js'
+import {SimHypervisor} from '../dist/toolstack/backends/index.js'
 import {kernelCopyUnavailable} from '../dist/toolstack/fd/index.js'
 
 const {values: opt} = parseArgs({

@@ -25,7 +25,7 @@
  * `node --cpu-prof` and prints the functions with the most self time (page reads, writes), placed
  * in the TypeScript sources through the helper's source map.
  * The helper is what the toolstack starts (src/toolstack/entry-points.ts): dist/bundle/save-helper.js
- * when current, else dist/toolstack/helper/main.js.
+ * when current, else dist/toolstack/save-helper/main.js.
  *
  * Options: --mib N (1024) --runs N (7) --warmup N (1) --dir DIR (/dev/shm) --profile
  */
@@ -37,7 +37,7 @@ import * as path from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {parseArgs} from 'node:util'
 
-import {SimHypervisor} from '../dist/toolstack/hypervisor/index.js'
+import {SimHypervisor} from '../dist/toolstack/backends/index.js'
 import {domainConfigFromJson} from '../dist/toolstack/config/index.js'
 import {entryPointFile, nodeProgramEnv} from '../dist/toolstack/entry-points.js'
 import {kernelCopyUnavailable} from '../dist/toolstack/fd/index.js'

@@ -11,7 +11,7 @@ import * as fs from 'node:fs'
 import {afterEach, describe, expect, it} from 'vitest'
 
 import {openFdPair, type FdPair} from '../src/toolstack/fd/index.js'
-import {dirtyListReader, QUIRK_WAIT_MS} from '../src/toolstack/helper/dirty-list.js'
+import {dirtyListReader, QUIRK_WAIT_MS} from '../src/toolstack/save-helper/dirty-list.js'
 import {readCheckpointState} from '../src/toolstack/libxl/checkpoint-state.js'
 import {encodeLibxlRecord, StreamError} from '../src/toolstack/stream/index.js'
 

@@ -9,7 +9,8 @@
 import {afterEach, beforeAll, describe, expect, test} from 'vitest'
 
 import {openFdPair, type FdPair} from '../src/toolstack/fd/index.js'
-import {SimHypervisor, type DomainSpec} from '../src/toolstack/hypervisor/index.js'
+import {type DomainSpec} from '../src/toolstack/hypervisor/index.js'
+import {SimHypervisor} from '../src/toolstack/backends/index.js'
 import {receiveDomain, type MigrateEvent} from '../src/toolstack/xl/index.js'
 import {Checkpointing, ColoSecondary, primaryMode} from '../src/toolstack/replication/index.js'
 import {ensureBuilt, leftovers, NOTHING, tempRoot, wipeRoot} from './support/sim-host.js'

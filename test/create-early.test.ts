@@ -11,7 +11,8 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterEach, beforeAll, describe, expect, it} from 'vitest'
 
-import {HypervisorError, SimHypervisor, type DomainSpec} from '../src/toolstack/hypervisor/index.js'
+import {HypervisorError, type DomainSpec} from '../src/toolstack/hypervisor/index.js'
+import {SimHypervisor} from '../src/toolstack/backends/index.js'
 import {lines, xl} from './support/cli.js'
 import {ensureBuilt, leftovers, NOTHING, tempRoot, wipeRoot} from './support/sim-host.js'
 

@@ -1,5 +1,5 @@
 /**
- * Our save/restore helper (dist/toolstack/helper/main.js) driven through the helper client exactly
+ * Our save/restore helper (dist/toolstack/save-helper/main.js) driven through the helper client exactly
  * as libxl drives libxl-save-helper: argv, fd map, callbacks. A live save of a running sim guest
  * into a file, restored by a second helper into an empty domain on another host, equals the source
  * at suspend; a live save into a pipe restored from it at the same time does too; a truncated
@@ -28,7 +28,8 @@ import {
   type HelperProgressEvent,
   type StartHelperOptions,
 } from '../src/toolstack/helper/index.js'
-import {SimHypervisor, type DomainSpec} from '../src/toolstack/hypervisor/index.js'
+import {type DomainSpec} from '../src/toolstack/hypervisor/index.js'
+import {SimHypervisor} from '../src/toolstack/backends/index.js'
 import {BufferSource, readMigrationStream} from '../src/toolstack/stream/index.js'
 import {ensureBuilt, tempRoot, wipeRoot} from './support/sim-host.js'
 

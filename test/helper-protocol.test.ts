@@ -36,8 +36,8 @@ import {
   xtlLevelName,
   type HelperMessage,
 } from '../src/toolstack/helper/index.js'
-import {HelperSide} from '../src/toolstack/helper/helper-side.js'
-import {ProgressGate} from '../src/toolstack/helper/progress-gate.js'
+import {HelperSide} from '../src/toolstack/save-helper/helper-side.js'
+import {ProgressGate} from '../src/toolstack/save-helper/progress-gate.js'
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex')
 const str = (s: string): string => Buffer.from(s + '\0').toString('hex')

@@ -11,7 +11,7 @@ import * as path from 'node:path'
 
 import {afterEach, beforeAll, describe, expect, it} from 'vitest'
 
-import {SimHypervisor} from '../src/toolstack/hypervisor/index.js'
+import {SimHypervisor} from '../src/toolstack/backends/index.js'
 import {ensureBuilt, lines, newHost, randomTag, writeConfig, xl, type Run} from './support/cli.js'
 import {cleanupSaveHost, expectOnlyDom0, helperProcesses, inspectRecords} from './support/save-restore.js'
 import {verifyStreamV2} from './support/xen-utils.js'

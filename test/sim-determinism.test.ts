@@ -6,7 +6,8 @@
  */
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {createHypervisor, parseFrame, type DomainSpec, type SimHypervisor, type Subscription, type WorkloadSpec} from '../src/toolstack/hypervisor/index.js'
+import {type DomainSpec, type Subscription, type WorkloadSpec} from '../src/toolstack/hypervisor/index.js'
+import {createHypervisor, parseFrame, type SimHypervisor} from '../src/toolstack/backends/index.js'
 import {ensureBuilt, leftovers, NOTHING, tempRoot, waitFor, wipeRoot} from './support/sim-host.js'
 
 let root: string

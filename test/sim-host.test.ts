@@ -8,15 +8,8 @@ import * as path from 'node:path'
 import {execa} from 'execa'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 
-import {
-  createHypervisor,
-  HypervisorError,
-  resolveBackend,
-  resolveRoot,
-  SimHypervisor,
-  type DomainSpec,
-  type WorkloadSpec,
-} from '../src/toolstack/hypervisor/index.js'
+import {HypervisorError, type DomainSpec, type WorkloadSpec} from '../src/toolstack/hypervisor/index.js'
+import {createHypervisor, resolveBackend, resolveRoot, SimHypervisor} from '../src/toolstack/backends/index.js'
 import {
   DIST_INDEX,
   domainProcesses,

@@ -6,7 +6,8 @@
  */
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {createHypervisor, type DirtyBitmap, type SimHypervisor} from '../src/toolstack/hypervisor/index.js'
+import {type DirtyBitmap} from '../src/toolstack/hypervisor/index.js'
+import {createHypervisor, type SimHypervisor} from '../src/toolstack/backends/index.js'
 import {ensureBuilt, leftovers, NOTHING, sleep, tempRoot, wipeRoot} from './support/sim-host.js'
 
 const RATE = 50_000

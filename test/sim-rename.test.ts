@@ -1,7 +1,7 @@
 /** A renamed domain's stored config carries its new name, as libxl_retrieve_domain_configuration does. */
 import {afterEach, expect, test} from 'vitest'
 
-import {SimHypervisor} from '../src/toolstack/hypervisor/index.js'
+import {SimHypervisor} from '../src/toolstack/backends/index.js'
 import {tempRoot, wipeRoot} from './support/sim-host.js'
 
 const roots: string[] = []

@@ -69,14 +69,14 @@ function filesUnder(dir: string): string[] {
 const DIVERGING: GuestSpec = {name: 'vm', memMiB: 32, dirtyRate: 3000, workingSetMiB: 8, seed: 22, nondeterminism: 0.05}
 
 describe('test hooks are not switched on from the environment', () => {
-  it('no file under src/ names an XL_TS_TEST_ variable; only testing/hooks.ts mentions installTestHooks', () => {
+  it('no file under src/ names an XL_TS_TEST_ variable; only test-hooks.ts mentions installTestHooks', () => {
     const src = path.join(ROOT, 'src')
     const files = filesUnder(src).filter((f) => fs.statSync(f).isFile())
     expect(files.length).toBeGreaterThan(50)
     const naming = files.filter((f) => fs.readFileSync(f, 'utf8').includes('XL_TS_TEST'))
     expect(naming.map((f) => path.relative(ROOT, f))).toEqual([])
     const installing = files.filter((f) => /\binstallTestHooks\b/.test(fs.readFileSync(f, 'utf8')))
-    expect(installing.map((f) => path.relative(ROOT, f))).toEqual(['src/toolstack/testing/hooks.ts'])
+    expect(installing.map((f) => path.relative(ROOT, f))).toEqual(['src/toolstack/test-hooks.ts'])
   })
 
   it('migrate and migrate-receive: no stop, no hook file; the migration completes', {timeout: 60_000}, async () => {

@@ -11,7 +11,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import {fileURLToPath} from 'node:url'
 
-import {SimHypervisor} from '../../dist/toolstack/hypervisor/index.js'
+import {SimHypervisor} from '../../dist/toolstack/backends/index.js'
 import {alive, processesOf, sleepSync} from './processes.mjs'
 
 /** The CLI of this build, run by this Node on the simulated backend. */

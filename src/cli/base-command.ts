@@ -6,7 +6,7 @@
  */
 import {Command, Flags, type Interfaces} from '@oclif/core'
 
-import {createHypervisor} from '../toolstack/hypervisor/index.js'
+import {createHypervisor} from '../toolstack/backends/index.js'
 import type {DomainInfo, Hypervisor} from '../toolstack/hypervisor/port.js'
 import {HypervisorError} from '../toolstack/hypervisor/errors.js'
 import {GLOBAL_FLAG_NAMES} from './argv.js'

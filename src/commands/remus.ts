@@ -10,7 +10,7 @@ import {RuneError, buildColoRune, buildRemusRune} from '../toolstack/xl/rune.js'
 import {probePlugQdisc} from '../toolstack/replication/plug-qdisc.js'
 import {ColoSetupError, QdiskError, chooseColoProxy, coloDisksOf, openPrimaryColoDevices, type ColoDisk, type PrimaryColoDevices} from '../toolstack/colo/index.js'
 import type {LibxlDiskJson} from '../toolstack/config/domain.js'
-import {parseFrame} from '../toolstack/hypervisor/index.js'
+import type {SimulationExtras} from '../toolstack/hypervisor/index.js'
 import {type RemusEvent} from '../toolstack/replication/index.js'
 import {runRemusPrimary} from '../toolstack/xl/index.js'
 
@@ -205,7 +205,7 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
           config: stored,
           disks: coloDisks,
           onRelease: (frame, atMs, via) => {
-            if (json) process.stdout.write(`${JSON.stringify({v: 1, event: 'release', atMs: atMs - started, via, ...frameFields(frame)})}\n`)
+            if (json) process.stdout.write(`${JSON.stringify({v: 1, event: 'release', atMs: atMs - started, via, ...frameFields(frame, hv.simulation)})}\n`)
           },
           onLog: (level, text) => printLine(level, text),
         })
@@ -262,14 +262,10 @@ function interval(text: string | undefined): number {
   return n === 0 ? DEFAULT_INTERVAL_MS : n
 }
 
-/** What a released frame shows in --json: the sim guest's step and sequence number, or its length. */
-function frameFields(frame: Buffer): Record<string, number> {
-  try {
-    const f = parseFrame(frame)
-    return {step: f.step, seq: f.seq, bytes: frame.length}
-  } catch {
-    return {bytes: frame.length}
-  }
+/** What a released frame shows in --json: the sim guest's step and sequence number (sim), and its length. */
+function frameFields(frame: Buffer, sim: SimulationExtras | undefined): Record<string, number> {
+  const f = sim?.frameInfo(frame)
+  return f ? {step: f.step, seq: f.seq, bytes: frame.length} : {bytes: frame.length}
 }
 
 function withoutKind<T extends {kind: string}>(e: T): Omit<T, 'kind'> {

@@ -22,7 +22,7 @@ import {fileURLToPath} from 'node:url'
 /** Each program by the name of its bundle (dist/bundle/<name>.js): its module under dist/. */
 export const ENTRY_POINTS = {
   /** The save/restore helper (helper/client.ts starts it unless $LIBXL_SAVE_HELPER names another). */
-  'save-helper': 'toolstack/helper/main.js',
+  'save-helper': 'toolstack/save-helper/main.js',
   /** A simulated domain (the sim's host starts one per domain). */
   'domain-main': 'toolstack/hypervisor/sim/domain-main.js',
   /** A migration side's guardian (xl/guardian.ts). */

@@ -1,5 +1,5 @@
 /**
- * Installs the test hooks of src/toolstack/testing/hooks.ts in this process, from the configuration a
+ * Installs the test hooks of src/toolstack/test-hooks.ts in this process, from the configuration a
  * test gives in XL_TS_TEST_HOOKS (JSON, see test/support/test-hooks.ts: TestHookConfig). Only the
  * test entry programs beside it import this: the production ones (bin/run.js, the save helper, the
  * guardian, the sim domain) never do, so there this variable means nothing.
@@ -9,7 +9,7 @@
  */
 import {FaultHooks} from '../../dist/toolstack/testing/fault-points.js'
 import {RemusProbe} from '../../dist/toolstack/testing/probe.js'
-import {installTestHooks} from '../../dist/toolstack/testing/hooks.js'
+import {installTestHooks} from '../../dist/toolstack/test-hooks.js'
 
 export const TEST_HOOKS_ENV = 'XL_TS_TEST_HOOKS'
 const KNOWN = ['faults', 'probe', 'coloSkipDiskCheckpoint', 'coloIgnoreSecondaryDirty']

@@ -12,7 +12,7 @@ import {cleanupHost, leftovers, xl} from './cli.js'
 /** Our helper's program, bundled or not. */
 const HELPER_FILES: readonly string[] = Object.values(entryPointFiles('save-helper'))
 
-/** Our save/restore helpers (dist/bundle/save-helper.js or dist/toolstack/helper/main.js) running for this host. */
+/** Our save/restore helpers (dist/bundle/save-helper.js or dist/toolstack/save-helper/main.js) running for this host. */
 export function helperProcesses(root: string): number[] {
   const pids: number[] = []
   for (const e of fs.readdirSync('/proc')) {

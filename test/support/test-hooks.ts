@@ -8,7 +8,7 @@
  */
 import * as path from 'node:path'
 
-import type {FaultPoint} from '../../src/toolstack/testing/hooks.js'
+import type {FaultPoint} from '../../src/toolstack/test-hooks.js'
 import {BIN, ROOT} from './cli.js'
 
 export const TEST_BIN = path.join(ROOT, 'test', 'support', 'xl-ts-test.mjs')

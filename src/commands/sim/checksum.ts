@@ -2,7 +2,7 @@ import {Args, Flags} from '@oclif/core'
 
 import {XlCommand} from '../../cli/base-command.js'
 import {XlExit} from '../../cli/errors.js'
-import {asSim} from '../../toolstack/hypervisor/index.js'
+import {asSim} from '../../toolstack/backends/index.js'
 
 export default class SimChecksum extends XlCommand {
   static override summary = "Print the checksum of a simulated domain's memory and vCPU state."

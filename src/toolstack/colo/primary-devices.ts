@@ -5,7 +5,7 @@
  * without colo-compare the timer alone takes checkpoints (what libxl's userspace mode does when
  * nobody asks); without COLO disks there is no disk replication.
  */
-import {asSim, parseFrame, type Hypervisor} from '../hypervisor/index.js'
+import type {Hypervisor} from '../hypervisor/index.js'
 import {ProxyConfigError, proxyEndpointsOf, type TcpEndpoint} from './compare-args.js'
 import {QemuColoCompare, type LogLevel, type ReleaseReason} from './compare-proxy.js'
 import {PrimaryColoDisks} from './disk-devices.js'
@@ -54,7 +54,7 @@ export async function openPrimaryColoDevices(o: PrimaryColoDevicesOptions): Prom
         endpoints,
         subscribe: (onFrame) => hv.subscribeFrames(domid, onFrame),
         // The sim guest's frames carry their sequence number: reset() waits for the PVM's last ones.
-        ...(asSim(hv) ? {frameIndex: frameSeq} : {}),
+        ...(hv.simulation ? {frameIndex: (frame: Buffer) => hv.simulation?.frameInfo(frame)?.seq} : {}),
         ...(o.onRelease ? {onRelease: o.onRelease} : {}),
         onLog: (level, text) => o.onLog(level, `COLO proxy: ${text}`),
       })
@@ -75,13 +75,4 @@ export async function openPrimaryColoDevices(o: PrimaryColoDevicesOptions): Prom
     }
   }
   return {...(trigger ? {trigger} : {}), ...(devices ? {devices} : {}), ...(endpoints ? {secondaryIn: endpoints.secondaryIn} : {})}
-}
-
-/** The sim guest's frame sequence number (undefined for a frame that is not one of its). */
-function frameSeq(frame: Buffer): number | undefined {
-  try {
-    return parseFrame(frame).seq
-  } catch {
-    return undefined
-  }
 }

@@ -60,7 +60,7 @@ export interface HelperCommand {
   readonly args: readonly string[]
 }
 
-/** Our helper: dist/bundle/save-helper.js when current, else dist/toolstack/helper/main.js (entry-points.ts). */
+/** Our helper: dist/bundle/save-helper.js when current, else dist/toolstack/save-helper/main.js (entry-points.ts). */
 export function defaultHelperScript(): string {
   return entryPointFile('save-helper')
 }

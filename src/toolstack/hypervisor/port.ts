@@ -146,8 +146,27 @@ export interface Subscription {
   close(): Promise<void>
 }
 
+/**
+ * What only the simulated host has: its guest's counters and the frames it sends, for reports and
+ * for the sim's proxy to know its guest's frames. Undefined on real Xen: nothing needs it to
+ * migrate, checkpoint or fail over.
+ */
+export interface SimulationExtras {
+  /** The guest's step and the frames it has sent so far. */
+  guestCounters(domid: number): Promise<{readonly step: number; readonly frames: number}>
+  /** A frame the sim guest sent: the step that sent it and its sequence number (undefined: any other frame). */
+  frameInfo(frame: Buffer): {readonly step: number; readonly seq: number} | undefined
+}
+
 export interface Hypervisor {
   readonly backend: 'sim' | 'xen'
+  /** The simulated host's extras (undefined on real Xen). */
+  readonly simulation?: SimulationExtras
+  /**
+   * What a toolstack program started from this one (our save helper, a guardian) needs in its
+   * environment to reach the same host.
+   */
+  connectionEnv(): Record<string, string>
 
   list(): Promise<DomainInfo[]>
   info(domid: number): Promise<DomainInfo>

@@ -3,13 +3,10 @@
  * and XL_TS_ROOT (it inherits them, as libxl-save-helper inherits libxl's environment), so they
  * must name the host the toolstack is working on, whatever flags chose it.
  */
-import {asSim, type Hypervisor} from '../hypervisor/index.js'
+import type {Hypervisor} from '../hypervisor/index.js'
 
 export function helperEnv(hypervisor: Hypervisor, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {...base, XL_TS_BACKEND: hypervisor.backend}
-  const sim = asSim(hypervisor)
-  if (sim) env.XL_TS_ROOT = sim.root
-  return env
+  return {...base, XL_TS_BACKEND: hypervisor.backend, ...hypervisor.connectionEnv()}
 }
 
 /**

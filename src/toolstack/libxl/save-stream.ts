@@ -100,7 +100,8 @@ export async function startSaveStream(opts: SaveStreamOptions): Promise<SaveStre
     },
     callbacks: {
       ...helper.callbacks(CYCLE_CALLBACKS[opts.streamType]),
-      // libxl asks QEMU (xen-set-global-dirty-log); the simulated host has no device model to ask.
+      // libxl asks QEMU to track the guest pages it writes (xen-set-global-dirty-log); the simulated
+      // host's device model (QEMU without Xen) writes no guest memory, so there is nothing to switch.
       switchQemuLogdirty: async () => 1,
     },
     env: opts.env ?? helperEnv(hv),

@@ -14,12 +14,19 @@
  * The domain must have been built for restore; it is never destroyed or unpaused here: the caller
  * does that (and destroys it when this fails).
  *
- * A Remus stream (stream_type 1) never ends with END: at each libxc CHECKPOINT the helper calls
- * back, and the callback reads the libxl records that follow (EMULATOR_XENSTORE_DATA,
- * EMULATOR_CONTEXT) up to CHECKPOINT_END, buffered (libxl's BUFFERING phase); only when all are
- * in are they applied and the helper told SUCCESS, so it applies its own buffered checkpoint. A
- * stream that breaks while buffering is answered FAILOVER: the helper then completes with the last
- * whole checkpoint, and `receiveDomain` resolves with `failover` (the caller starts the domain).
+ * A Remus stream (stream_type 1): at each libxc CHECKPOINT the helper calls back, and the callback
+ * reads the libxl records that follow (EMULATOR_XENSTORE_DATA, EMULATOR_CONTEXT) up to
+ * CHECKPOINT_END, buffered (libxl's BUFFERING phase); only when all are in are they applied and the
+ * helper told SUCCESS, so it applies its own buffered checkpoint. A stream that breaks while
+ * buffering is answered FAILOVER: the helper then completes with the last whole checkpoint, and
+ * `receiveDomain` resolves with `failover` (the caller starts the domain). xl's primary never ends
+ * the stream; an xl-ts primary that stops on purpose ends it after a whole checkpoint with libxc
+ * END and libxl END (COLO: libxl END where CHECKPOINT_STATE NEW was due), and `receiveDomain` then
+ * resolves with `stoppedByPrimary` instead of a failover.
+ *
+ * COLO (stream_type 2): the helper's checkpoint, postcopy, wait_checkpoint and suspend callbacks go
+ * to the secondary's cycle (`coloCycles`, replication/colo-secondary.ts) in turn, with this reader's
+ * reads (SecondaryIo).
  */
 import {FdByteSource, FdError} from '../fd/index.js'
 import {HelperChannel, STREAM_TYPE, type HelperCommand, type HelperOutcome, type PrestartedHelper, type RestoreResults} from '../helper/index.js'

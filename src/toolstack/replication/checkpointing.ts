@@ -11,12 +11,12 @@
 import * as fs from 'node:fs'
 
 import {HelperEndedError} from '../helper/index.js'
-import {asSim, type Hypervisor} from '../hypervisor/index.js'
+import {type Hypervisor} from '../hypervisor/index.js'
 import {MigrateError} from '../libxl/errors.js'
 import type {MigrateEvent, MigrateEventHandler} from '../libxl/events.js'
 import {helperEnv} from '../libxl/helper-env.js'
 import {startSaveStream, type SaveStream} from '../libxl/save-stream.js'
-import {testHooks, type CheckpointProbe} from '../testing/hooks.js'
+import {testHooks, type CheckpointProbe} from '../test-hooks.js'
 import {CheckpointError, SuspendError, type GuardianLink, type CycleEnd, type LogLevel, type PrimaryIo, type PrimaryMode} from './cycle.js'
 import type {RemusEvent} from './events.js'
 
@@ -193,11 +193,8 @@ export class Checkpointing implements PrimaryIo {
 
   /** The sim guest's step and frames sent so far (undefined elsewhere). */
   async guestCounters(): Promise<{step: number; frames: number} | undefined> {
-    const sim = asSim(this.hypervisor)
-    if (!sim) return undefined
     try {
-      const r = await sim.runtime(this.domid)
-      return {step: r.step, frames: r.frames}
+      return await this.hypervisor.simulation?.guestCounters(this.domid)
     } catch {
       return undefined
     }

@@ -5,7 +5,7 @@
  */
 import type {SaveStream} from '../libxl/save-stream.js'
 import type {Hypervisor} from '../hypervisor/index.js'
-import type {CheckpointProbe} from '../testing/hooks.js'
+import type {CheckpointProbe} from '../test-hooks.js'
 
 /** How a cycle ends: the next checkpoint follows, or replication stopped cleanly (the stream is ended). */
 export type CycleEnd = 'next' | 'stop'

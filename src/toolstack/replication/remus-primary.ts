@@ -10,7 +10,6 @@
  * END and libxl END, which an xl-ts backup takes as "discard your copy" rather than a failover.
  */
 import {FdError, readExact} from '../fd/index.js'
-import {frameGuestStep} from '../hypervisor/index.js'
 import {type OwedCallback} from '../helper/index.js'
 import {LIBXL, encodeLibxcRecord, encodeLibxlRecord} from '../stream/index.js'
 import {SimNetBuffer} from './sim-netbuf.js'
@@ -162,7 +161,8 @@ export class RemusPrimary implements PrimaryMode {
   #released(frames: readonly Buffer[], epoch: number | null): void {
     let maxStep = 0
     // (A frame that is not a sim guest's carries no step: it is released all the same.)
-    for (const f of frames) maxStep = Math.max(maxStep, frameGuestStep(f) ?? 0)
+    const sim = this.#io.hypervisor.simulation
+    for (const f of frames) maxStep = Math.max(maxStep, sim?.frameInfo(f)?.step ?? 0)
     this.#o.onEvent({kind: 'netbuf-release', epoch, frames: frames.length, maxStep, atMs: performance.now() - this.#o.startedAt})
   }
 }

@@ -15,9 +15,9 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import type {FaultPoint, FaultPoints, FaultSide} from './hooks.js'
+import type {FaultPoint, FaultPoints, FaultSide} from '../test-hooks.js'
 
-export type {FaultPoint, FaultSide} from './hooks.js'
+export type {FaultPoint, FaultSide} from '../test-hooks.js'
 
 export interface FaultHooksOptions {
   readonly dir: string

@@ -22,9 +22,10 @@ import * as path from 'node:path'
 
 import * as crypto from 'node:crypto'
 
-import {asSim, type Hypervisor} from '../hypervisor/index.js'
+import {type Hypervisor} from '../hypervisor/index.js'
+import {asSim} from '../backends/index.js'
 import {DISK_BLOCK_BYTES} from '../hypervisor/sim/workload.js'
-import type {CheckpointProbe, ProbeRecordOptions} from './hooks.js'
+import type {CheckpointProbe, ProbeRecordOptions} from '../test-hooks.js'
 
 export interface ProbeRecord {
   readonly checkpoint: number

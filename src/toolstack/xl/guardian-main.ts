@@ -44,7 +44,8 @@
 import * as fs from 'node:fs'
 
 import {readExact, writeAll} from '../fd/index.js'
-import {createHypervisor, HypervisorError, type Hypervisor} from '../hypervisor/index.js'
+import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
+import {createHypervisor} from '../backends/index.js'
 import {MIGRATE_PERMISSION_TO_GO, MIGRATE_REPORT, encodeStatus} from './handshake.js'
 
 const SHUTDOWN_SUSPEND = 2

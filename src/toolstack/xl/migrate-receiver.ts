@@ -25,9 +25,9 @@
 import {domainConfigFromJson, domainSpec, type DomainConfig} from '../config/index.js'
 import {FdByteSource, writeAll} from '../fd/index.js'
 import {prestartHelper, type PrestartedHelper} from '../helper/index.js'
-import {HypervisorError, asSim, type Hypervisor} from '../hypervisor/index.js'
+import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
 import {StreamError} from '../stream/index.js'
-import {testHooks, type CheckpointProbe} from '../testing/hooks.js'
+import {testHooks, type CheckpointProbe} from '../test-hooks.js'
 import {MigrateError} from '../libxl/errors.js'
 import type {MigrateEvent, MigrateEventHandler} from '../libxl/events.js'
 import {Guardian} from './guardian.js'
@@ -417,7 +417,7 @@ class MigrationReceiver {
     if (this.#o.checkpointed) this.#probe = testHooks().checkpointProbe(hv, domid, 'secondary')
     // COLO on the sim host: the SVM's frames go to the primary's comparator (the first vif's
     // colo_sock_compare_sec_in_ip/port), from its first run on.
-    const address = this.#o.checkpointed === 'colo' && asSim(hv) ? secondaryInOf(config as unknown as Record<string, unknown>) : undefined
+    const address = this.#o.checkpointed === 'colo' && hv.simulation ? secondaryInOf(config as unknown as Record<string, unknown>) : undefined
     if (address) {
       this.#forwarder = await forwardSecondaryFrames(hv, domid, address, (t) => this.#log('warning', t))
       this.#forwarder.pause()

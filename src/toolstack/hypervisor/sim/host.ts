@@ -25,9 +25,11 @@ import type {
   HvmParam,
   Hypervisor,
   LogDirty,
+  SimulationExtras,
   Subscription,
   TscInfo,
 } from '../port.js'
+import {parseFrame} from './frame.js'
 import {checkWorkload, decodeContext} from './context.js'
 import {guestDiskImage} from './domain-device-model.js'
 import {ConnectionLost, ControlClient} from './client.js'
@@ -136,6 +138,25 @@ export class SimHypervisor implements Hypervisor {
     this.layout = new HostLayout(root)
     this.layout.checkSocketPath()
     this.hostId = this.initRoot()
+  }
+
+  readonly simulation: SimulationExtras = {
+    guestCounters: async (domid) => {
+      const r = await this.runtime(domid)
+      return {step: r.step, frames: r.frames}
+    },
+    frameInfo: (frame) => {
+      try {
+        const f = parseFrame(frame)
+        return {step: f.step, seq: f.seq}
+      } catch {
+        return undefined
+      }
+    },
+  }
+
+  connectionEnv(): Record<string, string> {
+    return {XL_TS_BACKEND: 'sim', XL_TS_ROOT: this.root}
   }
 
   get root(): string {

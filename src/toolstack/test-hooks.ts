@@ -12,7 +12,7 @@
  * A call site asks `testHooks()` at the moment it needs a hook (never at module load), so hooks a
  * test entry installs before it imports main are the ones seen.
  */
-import type {Hypervisor} from '../hypervisor/index.js'
+import type {Hypervisor} from './hypervisor/index.js'
 
 export type FaultSide = 'sender' | 'receiver'
 

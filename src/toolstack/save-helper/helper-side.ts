@@ -17,7 +17,7 @@ import {
   type HelperMessage,
   type HelperMessageName,
   type HelperNotice,
-} from './protocol.js'
+} from '../helper/protocol.js'
 
 /** What libxl-save-helper does when the toolstack closes its stdin: exit(-2). */
 export const EXIT_REPLY_EOF = 254

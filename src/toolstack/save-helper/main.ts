@@ -12,17 +12,18 @@
 import {constants as osConstants} from 'node:os'
 
 import {SyncFdSource, fdPosition, isSeekable, kernelCopy, kernelCopyUnavailable, moveRunsOrFail, readExactSync, runPairs, runsEndAt, sleepSync, writeAllSync, type KernelCopy} from '../fd/index.js'
-import {createHypervisor, type Hypervisor} from '../hypervisor/index.js'
+import {type Hypervisor} from '../hypervisor/index.js'
+import {createHypervisor} from '../backends/index.js'
 import type {RestoreCallbacks} from '../restore/index.js'
 import {PRECOPY_ENV, parseTuning, policyFor, type PrecopyTuning} from '../save/policy.js'
 import type {SaveCallbacks, SaveEvent} from '../save/engine.js'
 import {encodeLibxcRecord, type FileRun, type StreamType} from '../stream/index.js'
-import {testHooks} from '../testing/hooks.js'
-import {AWAIT_ARGV_FLAG, HelperArgvError, MAX_AWAITED_BYTES, XCFLAGS, decodeAwaitedStart, parseHelperArgv, streamTypeName, type RestoreHelperArgs, type SaveHelperArgs} from './argv.js'
+import {testHooks} from '../test-hooks.js'
+import {AWAIT_ARGV_FLAG, HelperArgvError, MAX_AWAITED_BYTES, XCFLAGS, decodeAwaitedStart, parseHelperArgv, streamTypeName, type RestoreHelperArgs, type SaveHelperArgs} from '../helper/argv.js'
 import {dirtyListReader} from './dirty-list.js'
 import {HelperSide} from './helper-side.js'
 import {ProgressGate} from './progress-gate.js'
-import {XTL} from './protocol.js'
+import {XTL} from '../helper/protocol.js'
 
 const EXIT_CANNOT_START = 255
 const QUIRK_LINE = 'the secondary puts a 16-byte record header before its dirty pfn list (Xen 4.18+): reading the list after it'
