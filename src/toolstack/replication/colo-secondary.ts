@@ -9,7 +9,7 @@
  * fails over to the last whole checkpoint), 0 error (the restore fails). The libxl stream reader
  * around it (migrate/receiver.ts) gives the cycle its reads (SecondaryIo).
  */
-import {HelperEndedError, type HelperChannel, type OwedCallback} from '../helper/index.js'
+import {HelperEndedError, type OwedCallback} from '../helper/index.js'
 import {ColoStateError, writeCheckpointState} from '../migrate/colo-states.js'
 import type {ColoSecondaryEnd, SecondaryIo} from '../migrate/receiver.js'
 
