@@ -43,7 +43,7 @@ import {runCheckpointSession} from './lib/checkpoint-sessions.mjs'
 import {startHopChain, TIMED_MESSAGES} from './lib/hop-chain.mjs'
 import {lineChild} from './lib/line-child.mjs'
 import {shellQuote as q, sleep} from './lib/processes.mjs'
-import {createSimHosts, NODE} from './lib/sim-hosts.mjs'
+import {createSimHosts} from './lib/sim-hosts.mjs'
 import {fmt, leastSquares as line, median, percentile as pct} from './lib/stats.mjs'
 import {printTable as table} from './lib/table.mjs'
 

@@ -15,7 +15,6 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {fileURLToPath, pathToFileURL} from 'node:url'
-import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {buildFdMap, fdFlags, openFdPair, writeAllSync, type FdPair} from '../src/toolstack/fd/index.js'

@@ -64,11 +64,12 @@ function inspect(args: string[], opts: {stdin?: number} = {}): Promise<Run> {
   })
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: the events' fields are read as the test needs them
 function jsonLines(stdout: string): Record<string, any>[] {
   return stdout
     .split('\n')
     .filter((l) => l.length > 0)
-    .map((l) => JSON.parse(l) as Record<string, any>)
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
 }
 
 /** The summary's value for a key, e.g. `checkpoints`. */

@@ -116,6 +116,7 @@ const CASES: Case[] = [
 ]
 
 /** Victims that do not exist at a point (the helpers run only while the stream does). */
+// biome-ignore lint/suspicious/noExportsInTest: a list for the reader; nothing imports it
 export const NOT_APPLICABLE = [
   'banner x sender-helper, banner x receiver-helper: no helper runs yet (the ones started ahead wait for their argv: killed in their own case)',
   'header x receiver-helper: the receiver is stopped before it starts its helper',

@@ -19,7 +19,7 @@ test('rename updates the name in the stored config (save and migrate send it)', 
   )
   await hv.rename(domid, 'vm')
   const stored = await hv.storedConfig(domid)
-  expect((stored?.c_info as {name: string}).name).toBe('vm')
+  expect((stored!.c_info as {name: string}).name).toBe('vm')
   expect(stored?.b_info).toEqual({})
   await hv.destroy(domid)
 })

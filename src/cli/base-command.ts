@@ -14,7 +14,9 @@ import {EXIT_FAILURE, LIBXL, UsageError, XlExit, hostError, printError, renderEr
 import {Log} from './log.js'
 
 /** oclif's FlagOutput and ArgOutput (not exported by @oclif/core). */
+// biome-ignore lint/suspicious/noExplicitAny: oclif's own definition
 type FlagOutput = {[name: string]: any}
+// biome-ignore lint/suspicious/noExplicitAny: oclif's own definition
 type ArgOutput = {[name: string]: any}
 
 /** The one-letter global options of xl that a command may also give after its name. */
@@ -142,6 +144,7 @@ export abstract class XlCommand extends Command {
   }
 
   /** oclif's parse errors, worded as xl's def_getopt words them (xl_utils.c), exit status 2. */
+  // biome-ignore lint/suspicious/noExplicitAny: any command's input, as oclif types it
   private usageError(err: unknown, options: Interfaces.Input<any, any, any>): Error {
     if (!(err instanceof Error)) return err as Error
     // -h / --help printed the help and asks to exit 0: not a usage error.

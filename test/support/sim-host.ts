@@ -6,14 +6,12 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import {fileURLToPath} from 'node:url'
-import {execa} from 'execa'
 
 import type {DomainState} from '../../src/toolstack/hypervisor/port.js'
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 export const DIST_INDEX = path.join(REPO, 'dist', 'toolstack', 'hypervisor', 'index.js')
 export const DOMAIN_PROGRAM = path.join(REPO, 'dist', 'toolstack', 'hypervisor', 'sim', 'domain-main.js')
-const BUILD_LOCK = path.join(REPO, 'dist', '.sim-build.lock')
 
 export {ensureBuilt} from './build.js'
 

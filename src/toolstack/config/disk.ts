@@ -389,7 +389,7 @@ const RULES: Rule[] = [
       const m = sticky(/[a-z][-a-z0-9]*=[^,],?/, s, i)
       return m === null ? null : {len: m.length, take: m.length}
     },
-    act(p, text, at) {
+    act(p, _text, at) {
       const end = p.spec.indexOf(',', at)
       p.fail(at, `unknown parameter ${show(p.spec.slice(at, end < 0 ? p.spec.length : end))}`)
     },

@@ -83,6 +83,7 @@ export function configFail(
 
 /** Quotes a piece of user text for a message, making control characters visible. */
 export function show(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it makes visible
   return `'${text.replace(/[\0-\x1f\x7f\\']/g, c => visibleChar(c))}'`
 }
 

@@ -13,7 +13,7 @@
  * (where xl exits).
  */
 import {configFail, show, type ConfigWarning} from './errors.js'
-import {originFile, specPos, type SpecOptions, type SpecOrigin} from './spec-origin.js'
+import {originFile, specPos, type SpecOptions} from './spec-origin.js'
 
 /** The COLO proxy keys of a vif, each a string of the same name in libxl_device_nic. */
 export const VIF_COLO_KEYS = [

@@ -27,7 +27,7 @@ import type {ChildProcess} from 'node:child_process'
 import * as os from 'node:os'
 import * as util from 'node:util'
 
-import {entryPointFile, nodeProgramEnv} from '../entry-points.js'
+import {entryPointFile} from '../entry-points.js'
 import type {ChildStdio} from '../fd/index.js'
 import {buildHelperArgv, type HelperArgs, type HelperStreamType} from './argv.js'
 import {PrestartedHelper, spawnHelperProcess} from './prestart.js'

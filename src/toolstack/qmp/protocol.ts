@@ -63,7 +63,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
-const has = (o: object, key: string): boolean => Object.prototype.hasOwnProperty.call(o, key)
+const has = (o: object, key: string): boolean => Object.hasOwn(o, key)
 
 function isCount(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0

@@ -9,7 +9,7 @@
  * fails over to the last whole checkpoint), 0 error (the restore fails). The libxl stream reader
  * around it (libxl/stream-reader.ts) gives the cycle its reads (SecondaryIo).
  */
-import {HelperEndedError, type HelperChannel, type OwedCallback} from '../helper/index.js'
+import {HelperEndedError, type OwedCallback} from '../helper/index.js'
 import {ColoStateError, writeCheckpointState} from '../libxl/checkpoint-state.js'
 import type {ColoSecondaryEnd, SecondaryIo} from '../libxl/stream-reader.js'
 
