@@ -18,7 +18,7 @@ import {
   fail,
   type ByteSource,
 } from '../stream/index.js'
-import {MigrateError, fromStreamError, ioError} from '../libxl/errors.js'
+import {fromStreamError, ioError} from '../libxl/errors.js'
 import type {MigrateEventHandler, SavefileInfo} from '../libxl/events.js'
 
 export interface WriteSavefileHeaderOptions {
