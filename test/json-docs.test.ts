@@ -149,7 +149,7 @@ describe('remus --json', () => {
     const parts = (m?.[1] ?? '').split(',').map(p => p.trim())
     const own = parts.filter(p => !p.startsWith('...')).map(p => (p.split(':')[0] as string).trim())
     expect(own).toEqual(['atMs', 'via'])
-    expect(m?.[1]).toContain('...frameFields(frame)')
+    expect(m?.[1]).toContain('...frameFields(frame')
     const frame = /function frameFields[\s\S]*?\n\}/.exec(command)?.[0] ?? ''
     const frameKeys = [...frame.matchAll(/return \{([^}]*)\}/g)].flatMap(r => [...(r[1] as string).matchAll(/(\w+):/g)].map(f => f[1] as string))
     expect(frameKeys.length).toBeGreaterThan(0)

@@ -7,8 +7,8 @@
 import {Command, Flags, type Interfaces} from '@oclif/core'
 
 import {createHypervisor} from '../toolstack/backends/index.js'
-import type {DomainInfo, Hypervisor} from '../toolstack/hypervisor/port.js'
-import {HypervisorError} from '../toolstack/hypervisor/errors.js'
+import type {DomainInfo, Hypervisor} from '../toolstack/hypervisor/index.js'
+import {HypervisorError} from '../toolstack/hypervisor/index.js'
 import {GLOBAL_FLAG_NAMES} from './argv.js'
 import {EXIT_FAILURE, LIBXL, UsageError, XlExit, hostError, printError, renderError, stripOclif, withHint} from './errors.js'
 import {Log} from './log.js'

@@ -10,9 +10,9 @@
 import {Errors} from '@oclif/core'
 
 import {ConfigError} from '../toolstack/config/index.js'
-import {QEMU_ENV} from '../toolstack/device-model/args.js'
-import {DeviceModelError} from '../toolstack/device-model/errors.js'
-import {HypervisorError, type HypervisorErrorCode} from '../toolstack/hypervisor/errors.js'
+import {QEMU_ENV} from '../toolstack/device-model/index.js'
+import {DeviceModelError} from '../toolstack/device-model/index.js'
+import {HypervisorError, type HypervisorErrorCode} from '../toolstack/hypervisor/index.js'
 import {StreamError} from '../toolstack/stream/index.js'
 
 /** xl's exit statuses. */

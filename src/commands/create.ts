@@ -2,10 +2,10 @@ import {readFile} from 'node:fs/promises'
 
 import {Args, Flags} from '@oclif/core'
 
-import {XlCommand, globalFlags, notSupported} from '../cli/base-command.js'
-import {strerror} from '../cli/errno.js'
-import {LIBXL, UsageError, XlExit} from '../cli/errors.js'
-import {libxlJson} from '../cli/libxl-json.js'
+import {XlCommand, globalFlags, notSupported} from '../cli/index.js'
+import {strerror} from '../cli/index.js'
+import {LIBXL, UsageError, XlExit} from '../cli/index.js'
+import {libxlJson} from '../cli/index.js'
 import {
   domainSpec,
   formatWarning,
@@ -14,7 +14,7 @@ import {
   toDomainConfig,
   type ConfigWarning,
 } from '../toolstack/config/index.js'
-import {HypervisorError} from '../toolstack/hypervisor/errors.js'
+import {HypervisorError} from '../toolstack/hypervisor/index.js'
 
 /** How often -F looks whether the domain is still there. */
 const MONITOR_POLL_MS = 200

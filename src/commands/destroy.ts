@@ -1,8 +1,8 @@
 import {Args, Flags} from '@oclif/core'
 
-import {XlCommand, globalFlags} from '../cli/base-command.js'
-import {LIBXL, XlExit, libxlRc} from '../cli/errors.js'
-import {HypervisorError} from '../toolstack/hypervisor/errors.js'
+import {XlCommand, globalFlags} from '../cli/index.js'
+import {LIBXL, XlExit, libxlRc} from '../cli/index.js'
+import {HypervisorError} from '../toolstack/hypervisor/index.js'
 
 export default class Destroy extends XlCommand {
   static override summary = 'Terminate a domain immediately.'

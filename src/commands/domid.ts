@@ -1,7 +1,7 @@
 import {Args} from '@oclif/core'
 
-import {XlCommand} from '../cli/base-command.js'
-import {XlExit} from '../cli/errors.js'
+import {XlCommand} from '../cli/index.js'
+import {XlExit} from '../cli/index.js'
 
 export default class Domid extends XlCommand {
   static override summary = 'Convert a domain name to a domain id.'

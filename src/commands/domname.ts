@@ -1,8 +1,8 @@
 import {Args} from '@oclif/core'
 
-import {XlCommand} from '../cli/base-command.js'
-import {XlExit} from '../cli/errors.js'
-import {HypervisorError} from '../toolstack/hypervisor/errors.js'
+import {XlCommand} from '../cli/index.js'
+import {XlExit} from '../cli/index.js'
+import {HypervisorError} from '../toolstack/hypervisor/index.js'
 
 /** strtol(s, &end, 10) stored in a uint32_t, as main_domname reads the id; undefined when no digits. */
 function domidOf(text: string): number | undefined {

@@ -1,9 +1,9 @@
 import {Args, Flags} from '@oclif/core'
 
-import {XlCommand, globalFlags, notSupported} from '../cli/base-command.js'
-import {UsageError, XlExit} from '../cli/errors.js'
-import {libxlJson} from '../cli/libxl-json.js'
-import type {DomainInfo, DomainState} from '../toolstack/hypervisor/port.js'
+import {XlCommand, globalFlags, notSupported} from '../cli/index.js'
+import {UsageError, XlExit} from '../cli/index.js'
+import {libxlJson} from '../cli/index.js'
+import type {DomainInfo, DomainState} from '../toolstack/hypervisor/index.js'
 
 /** list_domains (xl_info.c): letters for libxl_shutdown_reason 0..5. */
 const SHUTDOWN_REASON_LETTERS = '-rscwS'

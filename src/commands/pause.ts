@@ -1,6 +1,6 @@
 import {Args} from '@oclif/core'
 
-import {XlCommand} from '../cli/base-command.js'
+import {XlCommand} from '../cli/index.js'
 
 export default class Pause extends XlCommand {
   static override summary = 'Pause execution of a domain.'

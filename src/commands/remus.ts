@@ -1,15 +1,15 @@
 import {Args, Flags} from '@oclif/core'
 
-import {XlCommand, globalFlags} from '../cli/base-command.js'
-import {XlExit} from '../cli/errors.js'
-import {libxlJson} from '../cli/libxl-json.js'
-import {onOperatorSignals} from '../cli/signals.js'
-import type {LogLevel} from '../cli/log.js'
-import {streamEventPrinter} from '../cli/stream-lines.js'
-import {RuneError, buildColoRune, buildRemusRune} from '../toolstack/xl/rune.js'
-import {probePlugQdisc} from '../toolstack/replication/plug-qdisc.js'
+import {XlCommand, globalFlags} from '../cli/index.js'
+import {XlExit} from '../cli/index.js'
+import {libxlJson} from '../cli/index.js'
+import {onOperatorSignals} from '../cli/index.js'
+import type {LogLevel} from '../cli/index.js'
+import {streamEventPrinter} from '../cli/index.js'
+import {RuneError, buildColoRune, buildRemusRune} from '../toolstack/xl/index.js'
+import {probePlugQdisc} from '../toolstack/replication/index.js'
 import {ColoSetupError, QdiskError, chooseColoProxy, coloDisksOf, openPrimaryColoDevices, type ColoDisk, type PrimaryColoDevices} from '../toolstack/colo/index.js'
-import type {LibxlDiskJson} from '../toolstack/config/domain.js'
+import type {LibxlDiskJson} from '../toolstack/config/index.js'
 import type {SimulationExtras} from '../toolstack/hypervisor/index.js'
 import {type RemusEvent} from '../toolstack/replication/index.js'
 import {runRemusPrimary} from '../toolstack/xl/index.js'
@@ -265,7 +265,8 @@ function interval(text: string | undefined): number {
 /** What a released frame shows in --json: the sim guest's step and sequence number (sim), and its length. */
 function frameFields(frame: Buffer, sim: SimulationExtras | undefined): Record<string, number> {
   const f = sim?.frameInfo(frame)
-  return f ? {step: f.step, seq: f.seq, bytes: frame.length} : {bytes: frame.length}
+  if (!f) return {bytes: frame.length}
+  return {step: f.step, seq: f.seq, bytes: frame.length}
 }
 
 function withoutKind<T extends {kind: string}>(e: T): Omit<T, 'kind'> {

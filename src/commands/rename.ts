@@ -1,8 +1,8 @@
 import {Args} from '@oclif/core'
 
-import {XlCommand} from '../cli/base-command.js'
-import {XlExit} from '../cli/errors.js'
-import {HypervisorError} from '../toolstack/hypervisor/errors.js'
+import {XlCommand} from '../cli/index.js'
+import {XlExit} from '../cli/index.js'
+import {HypervisorError} from '../toolstack/hypervisor/index.js'
 
 export default class Rename extends XlCommand {
   static override summary = 'Rename a domain.'

@@ -2,10 +2,10 @@ import {readFile} from 'node:fs/promises'
 
 import {Args, Flags} from '@oclif/core'
 
-import {XlCommand, notSupported, requiresArguments} from '../cli/base-command.js'
-import {strerror} from '../cli/errno.js'
-import {EXIT_FAILURE, UsageError, XlExit} from '../cli/errors.js'
-import {libxlJson} from '../cli/libxl-json.js'
+import {XlCommand, notSupported, requiresArguments} from '../cli/index.js'
+import {strerror} from '../cli/index.js'
+import {EXIT_FAILURE, UsageError, XlExit} from '../cli/index.js'
+import {libxlJson} from '../cli/index.js'
 import {
   domainConfigFromJson,
   formatWarning,
@@ -14,7 +14,7 @@ import {
   type ConfigWarning,
   type DomainConfig,
 } from '../toolstack/config/index.js'
-import {HypervisorError} from '../toolstack/hypervisor/errors.js'
+import {HypervisorError} from '../toolstack/hypervisor/index.js'
 import {MigrateError, helperEnv, openSavefile, restoreFromSavefile, type OpenSavefile} from '../toolstack/xl/index.js'
 import {renderer} from './save.js'
 

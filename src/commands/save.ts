@@ -2,11 +2,11 @@ import {readFile} from 'node:fs/promises'
 
 import {Args, Flags} from '@oclif/core'
 
-import {XlCommand, notSupported, requiresArguments} from '../cli/base-command.js'
-import {strerror} from '../cli/errno.js'
-import {EXIT_FAILURE, UsageError, XlExit} from '../cli/errors.js'
-import {libxlJson} from '../cli/libxl-json.js'
-import type {Log} from '../cli/log.js'
+import {XlCommand, notSupported, requiresArguments} from '../cli/index.js'
+import {strerror} from '../cli/index.js'
+import {EXIT_FAILURE, UsageError, XlExit} from '../cli/index.js'
+import {libxlJson} from '../cli/index.js'
+import type {Log} from '../cli/index.js'
 import {formatWarning, parseXlConfig, toDomainConfig, type ConfigWarning} from '../toolstack/config/index.js'
 import {
   EventLines,

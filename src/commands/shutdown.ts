@@ -1,9 +1,9 @@
 import {Args, Flags} from '@oclif/core'
 
-import {XlCommand} from '../cli/base-command.js'
-import {XlExit, libxlRc} from '../cli/errors.js'
-import {HypervisorError} from '../toolstack/hypervisor/errors.js'
-import type {DomainInfo} from '../toolstack/hypervisor/port.js'
+import {XlCommand} from '../cli/index.js'
+import {XlExit, libxlRc} from '../cli/index.js'
+import {HypervisorError} from '../toolstack/hypervisor/index.js'
+import type {DomainInfo} from '../toolstack/hypervisor/index.js'
 
 /** How often -w looks at the domains it waits for. */
 const WAIT_POLL_MS = 100

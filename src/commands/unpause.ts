@@ -1,6 +1,6 @@
 import {Args} from '@oclif/core'
 
-import {XlCommand} from '../cli/base-command.js'
+import {XlCommand} from '../cli/index.js'
 
 export default class Unpause extends XlCommand {
   static override summary = 'Unpause a paused domain.'

@@ -20,7 +20,7 @@
  *
  * Pure presentation: it writes through the writers it is given.
  */
-import type {IterationStats, MigrationEvent, MigrationResult, PassProgress} from '../toolstack/xl/migration-events.js'
+import type {IterationStats, MigrationEvent, MigrationResult, PassProgress} from '../toolstack/xl/index.js'
 
 export const MIGRATION_JSON_VERSION = 1
 

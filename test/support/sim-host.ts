@@ -10,7 +10,7 @@ import {fileURLToPath} from 'node:url'
 import type {DomainState} from '../../src/toolstack/hypervisor/port.js'
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-export const DIST_INDEX = path.join(REPO, 'dist', 'toolstack', 'hypervisor', 'index.js')
+export const DIST_INDEX = path.join(REPO, 'dist', 'toolstack', 'backends', 'index.js')
 export const DOMAIN_PROGRAM = path.join(REPO, 'dist', 'toolstack', 'hypervisor', 'sim', 'domain-main.js')
 
 export {ensureBuilt} from './build.js'

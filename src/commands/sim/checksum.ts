@@ -1,7 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 
-import {XlCommand} from '../../cli/base-command.js'
-import {XlExit} from '../../cli/errors.js'
+import {XlCommand} from '../../cli/index.js'
+import {XlExit} from '../../cli/index.js'
 import {asSim} from '../../toolstack/backends/index.js'
 
 export default class SimChecksum extends XlCommand {

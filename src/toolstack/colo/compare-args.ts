@@ -32,7 +32,7 @@
  */
 import * as net from 'node:net'
 
-import {qemuOptValue} from '../device-model/args.js'
+import {qemuOptValue} from '../device-model/index.js'
 import type {SocketEndpoint} from './frame-channel.js'
 
 /** The unix sockets in the domain folder. */

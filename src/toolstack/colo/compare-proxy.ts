@@ -48,7 +48,7 @@
  */
 import * as crypto from 'node:crypto'
 
-import type {CheckpointTrigger} from '../replication/options.js'
+import type {CheckpointTrigger} from '../replication/index.js'
 import type {ProxyEndpoints} from './compare-args.js'
 import {FrameChannel, QEMU_FRAME_MAX, formatEndpoint, type ChannelEnd} from './frame-channel.js'
 import {NotifyClient, type CheckpointRequest, type NotifyInit} from './notify.js'

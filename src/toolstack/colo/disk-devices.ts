@@ -12,8 +12,8 @@
  */
 import type {Hypervisor} from '../hypervisor/index.js'
 import {QmpClient} from '../qmp/index.js'
-import type {LibxlDiskJson} from '../config/domain.js'
-import type {CheckpointDevices} from '../replication/options.js'
+import type {LibxlDiskJson} from '../config/index.js'
+import type {CheckpointDevices} from '../replication/index.js'
 import {coloDisksOf, hasColoDisks, type ColoDisk} from './qdisk-config.js'
 import {PrimaryReplication, SecondaryReplication, type FailoverResult, type TeardownReport} from './qdisk-replication.js'
 

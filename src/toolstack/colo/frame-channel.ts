@@ -16,8 +16,8 @@
 import * as net from 'node:net'
 import * as path from 'node:path'
 
-import {errnoCode} from '../fd/errors.js'
-import {connectUnix} from '../qmp/client.js'
+import {errnoCode} from '../fd/index.js'
+import {connectUnix} from '../qmp/index.js'
 
 /** QEMU's NET_BUFSIZE: the longest frame a colo-compare input takes (net/net.h). */
 export const QEMU_FRAME_MAX = 4096 + 65536

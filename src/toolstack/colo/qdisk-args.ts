@@ -23,7 +23,7 @@
  * Paths go in `file.filename=` (not libxl's legacy `file=`, which would take `a:b` as protocol
  * `a`), with commas doubled (qemuOptValue).
  */
-import {qemuOptValue} from '../device-model/args.js'
+import {qemuOptValue} from '../device-model/index.js'
 import {qdiskIds, type ColoDisk} from './qdisk-config.js'
 
 export type QdiskMode = 'primary' | 'secondary'

@@ -19,7 +19,7 @@
  * and the names derived from them must be unique; the export name must be a valid QEMU id (it is
  * the drive id) and the host must not hold characters HMP's `drive_add` cannot take.
  */
-import type {LibxlDiskJson} from '../config/domain.js'
+import type {LibxlDiskJson} from '../config/index.js'
 
 export type ColoDiskFormat = 'raw' | 'qcow2'
 

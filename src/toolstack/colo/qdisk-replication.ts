@@ -35,7 +35,7 @@
  * host that does not answer blocks QEMU's main loop until the kernel gives up the TCP connect; the
  * timeout then only tells us.
  */
-import {qemuOptValue} from '../device-model/args.js'
+import {qemuOptValue} from '../device-model/index.js'
 import {QmpCommandError, QmpConnectionError, QmpTimeoutError, type QmpSession} from '../qmp/index.js'
 import {qdiskIds, type ColoDisk} from './qdisk-config.js'
 

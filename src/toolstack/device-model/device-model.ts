@@ -26,7 +26,7 @@ import {spawn, type ChildProcess} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import {procStart, sleep} from '../process/identity.js'
+import {procStart, sleep} from '../process/index.js'
 import {LineFramer, QmpClient, QmpConnectionError, QmpTimeoutError, type FramedLine} from '../qmp/index.js'
 import {DEFAULT_QEMU, PID_FILE, QEMU_ENV, QMP_SOCKET, deviceModelArgs} from './args.js'
 import {DeviceModelError} from './errors.js'

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import {isAlive, waitGone} from '../process/identity.js'
+import {isAlive, waitGone} from '../process/index.js'
 import {PID_FILE, QMP_SOCKET, TOOLSTACK_QMP_SOCKET} from './args.js'
 import {DeviceModelError} from './errors.js'
 

@@ -21,7 +21,7 @@ import * as fs from 'node:fs'
 
 import {nodeProgramEnv} from '../entry-points.js'
 import {blockingFd, fdFlags, spawnWithFds, type ChildStdio} from '../fd/index.js'
-import {procStart} from '../process/identity.js'
+import {procStart} from '../process/index.js'
 import {AWAIT_ARGV_FLAG, encodeAwaitedStart} from './argv.js'
 
 

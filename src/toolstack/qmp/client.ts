@@ -11,7 +11,7 @@ import * as fs from 'node:fs'
 import * as net from 'node:net'
 import * as path from 'node:path'
 
-import {errnoCode} from '../fd/errors.js'
+import {errnoCode} from '../fd/index.js'
 import {QmpCommandError, QmpConnectionError, QmpTimeoutError} from './errors.js'
 import {formatQmpVersion, type QmpGreeting} from './protocol.js'
 import {QmpSession} from './session.js'

@@ -31,3 +31,4 @@ export {
   type WaitEventOptions,
 } from './session.js'
 export {DEFAULT_CONNECT_TIMEOUT_MS, QmpClient, type QmpConnectOptions} from './client.js'
+export {connectUnix} from './client.js'

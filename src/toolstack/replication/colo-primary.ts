@@ -10,7 +10,7 @@
  * acknowledgement: SVM_READY says the secondary holds the checkpoint.
  */
 import {type OwedCallback} from '../helper/index.js'
-import {ColoStateError, readCheckpointState} from '../libxl/checkpoint-state.js'
+import {ColoStateError, readCheckpointState} from '../libxl/index.js'
 import {encodeLibxlRecord} from '../stream/index.js'
 import {checkpointFailure, type CycleEnd, type CycleStep, type PrimaryIo, type PrimaryMode} from './cycle.js'
 import type {ColoOptions} from './options.js'

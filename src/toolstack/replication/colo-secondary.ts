@@ -10,8 +10,8 @@
  * around it (libxl/stream-reader.ts) gives the cycle its reads (SecondaryIo).
  */
 import {HelperEndedError, type OwedCallback} from '../helper/index.js'
-import {ColoStateError, writeCheckpointState} from '../libxl/checkpoint-state.js'
-import type {ColoSecondaryEnd, SecondaryIo} from '../libxl/stream-reader.js'
+import {ColoStateError, writeCheckpointState} from '../libxl/index.js'
+import type {ColoSecondaryEnd, SecondaryIo} from '../libxl/index.js'
 
 const XGR_CHECKPOINT_ERROR = 0
 const XGR_CHECKPOINT_SUCCESS = 1

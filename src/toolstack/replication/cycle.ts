@@ -3,7 +3,7 @@
  * the session around it (xl/remus-session.ts), and how it fails: one CheckpointError naming the
  * checkpoint and the step, after the callback the helper waits on was answered 0.
  */
-import type {SaveStream} from '../libxl/save-stream.js'
+import type {SaveStream} from '../libxl/index.js'
 import type {Hypervisor} from '../hypervisor/index.js'
 import type {CheckpointProbe} from '../test-hooks.js'
 

@@ -3,7 +3,7 @@
  * and for COLO the devices driven at libxl's points of each cycle (XEN-FACTS §7.2, §8, §9.2).
  */
 import type {Hypervisor} from '../hypervisor/index.js'
-import type {MigrateEventHandler} from '../libxl/events.js'
+import type {MigrateEventHandler} from '../libxl/index.js'
 import type {RemusEvent} from './events.js'
 
 export interface RemusPrimaryOptions {

@@ -5,7 +5,7 @@
  * a checkpointed stream buffers each checkpoint whole and applies it only once its CHECKPOINT
  * record has arrived, so a primary that dies mid-checkpoint leaves the last consistent state.
  */
-import type {CpuPolicy, HvmParam, Hypervisor, TscInfo} from '../hypervisor/port.js'
+import type {CpuPolicy, HvmParam, Hypervisor, TscInfo} from '../hypervisor/index.js'
 import {
   HVM_PARAM,
   LibxcReader,

@@ -17,7 +17,7 @@ import {
   type HelperMessage,
   type HelperMessageName,
   type HelperNotice,
-} from '../helper/protocol.js'
+} from '../helper/index.js'
 
 /** What libxl-save-helper does when the toolstack closes its stdin: exit(-2). */
 export const EXIT_REPLY_EOF = 254

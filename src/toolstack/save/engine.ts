@@ -5,8 +5,8 @@
  * CHECKPOINT per round for a checkpointed (Remus, COLO) one, asking its caller through callbacks to
  * suspend, resume and wait exactly where libxc asks libxl.
  */
-import {DirtyBitmap} from '../hypervisor/dirty-bitmap.js'
-import type {DomainInfo, HvmParam, Hypervisor, TscInfo} from '../hypervisor/port.js'
+import {DirtyBitmap} from '../hypervisor/index.js'
+import type {DomainInfo, HvmParam, Hypervisor, TscInfo} from '../hypervisor/index.js'
 import {
   DOMAIN_TYPE,
   MAX_BATCH_SIZE,

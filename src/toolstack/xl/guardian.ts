@@ -6,7 +6,7 @@
 import {spawn, type ChildProcess} from 'node:child_process'
 
 import {entryPointFile, nodeProgramEnv} from '../entry-points.js'
-import {procStart} from '../process/identity.js'
+import {procStart} from '../process/index.js'
 
 export type GuardianRole =
   | {

@@ -1,15 +1,14 @@
 /**
- * The xl-level sender and receiver: the xl savefile header and config, the libxl stream around the
- * libxc stream the save/restore helper moves, save to and restore from a file. No printing: typed
+ * The xl layer: the savefile header and config, save to and restore from a file, migrate and
+ * migrate-receive, the remus session; with the libxl layer's surface under it. No printing: typed
  * events and errors, which the commands render.
  */
-export * from '../libxl/errors.js'
-export * from '../libxl/events.js'
+export * from '../libxl/index.js'
 export {encodeSavefileHeader, readSavefileHeader, writeSavefileHeader, type SavefileHeader, type ReadSavefileHeaderOptions, type WriteSavefileHeaderOptions} from './savefile-header.js'
 export {fdPosition, isSeekable} from '../fd/index.js'
-export {STREAM_OFFSET_ENV, helperEnv} from '../libxl/helper-env.js'
-export {sendDomain, type SendDomainOptions, type SendResult} from '../libxl/save-stream.js'
-export {receiveDomain, type ReceiveDomainOptions, type ReceiveResult} from '../libxl/stream-reader.js'
+export {STREAM_OFFSET_ENV, helperEnv} from '../libxl/index.js'
+export {sendDomain, type SendDomainOptions, type SendResult} from '../libxl/index.js'
+export {receiveDomain, type ReceiveDomainOptions, type ReceiveResult} from '../libxl/index.js'
 export {
   SaveFailedError,
   openSavefile,
@@ -29,3 +28,4 @@ export * from './migrate-receiver.js'
 export * from './rune.js'
 export * from './handshake.js'
 export {runRemusPrimary} from './remus-session.js'
+export {takeReceiverEarly} from './receiver-early.js'

@@ -5,7 +5,7 @@
  * `context: level: message`, and `context: level: doing: done/total  NN%` with its rule for which
  * percentages are worth a line), and our own notes at detail and debug.
  */
-import type {MigrateEvent, SavefileInfo} from '../libxl/events.js'
+import type {MigrateEvent, SavefileInfo} from '../libxl/index.js'
 
 export type LineLevel = 'plain' | 'debug' | 'verbose' | 'detail' | 'progress' | 'info' | 'notice' | 'warning' | 'error' | 'critical'
 

@@ -28,8 +28,8 @@ import {prestartHelper, type PrestartedHelper} from '../helper/index.js'
 import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
 import {StreamError} from '../stream/index.js'
 import {testHooks, type CheckpointProbe} from '../test-hooks.js'
-import {MigrateError} from '../libxl/errors.js'
-import type {MigrateEvent, MigrateEventHandler} from '../libxl/events.js'
+import {MigrateError} from '../libxl/index.js'
+import type {MigrateEvent, MigrateEventHandler} from '../libxl/index.js'
 import {Guardian} from './guardian.js'
 import type {ReceiverEarlyStart} from './receiver-early.js'
 import {
@@ -43,15 +43,15 @@ import {
   readFixedMessage,
   writeMessage,
 } from './handshake.js'
-import {helperEnv} from '../libxl/helper-env.js'
+import {helperEnv} from '../libxl/index.js'
 import type {MigrationEventHandler} from './migration-events.js'
-import {receiveDomain, type SecondaryIo, type ReceiveResult} from '../libxl/stream-reader.js'
+import {receiveDomain, type SecondaryIo, type ReceiveResult} from '../libxl/index.js'
 import {beginRestoreDomain} from './save-restore.js'
 import {readSavefileHeader} from './savefile-header.js'
 import {REMUS_ACK} from './remus-ack.js'
-import {checkpointHeldAt} from '../testing/probe.js'
+import {checkpointHeldAt} from '../testing/index.js'
 import {SecondaryColoDisks, coloDisksOfConfig, forwardSecondaryFrames, secondaryInOf, type SecondaryForwarder} from '../colo/index.js'
-import {ColoSecondary} from '../replication/colo-secondary.js'
+import {ColoSecondary} from '../replication/index.js'
 
 const ERROR_FAIL = -3
 const ERROR_INVAL = -6

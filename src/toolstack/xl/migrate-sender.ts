@@ -36,8 +36,8 @@ import {prestartHelper, type PrestartedHelper} from '../helper/index.js'
 import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
 import {PRECOPY_ENV, type PrecopyTuning} from '../save/index.js'
 import {testHooks} from '../test-hooks.js'
-import {MigrateError} from '../libxl/errors.js'
-import type {MigrateEvent, MigrateEventHandler} from '../libxl/events.js'
+import {MigrateError} from '../libxl/index.js'
+import type {MigrateEvent, MigrateEventHandler} from '../libxl/index.js'
 import {Guardian} from './guardian.js'
 import {
   ACK_STREAM,
@@ -52,10 +52,10 @@ import {
   readFixedMessage,
   writeMessage,
 } from './handshake.js'
-import {helperEnv} from '../libxl/helper-env.js'
+import {helperEnv} from '../libxl/index.js'
 import {PrecopyTracker, type MigrationEventHandler, type MigrationOutcome, type MigrationPhase, type MigrationResult} from './migration-events.js'
 import {writeSavefileHeader} from './savefile-header.js'
-import {sendDomain} from '../libxl/save-stream.js'
+import {sendDomain} from '../libxl/index.js'
 import {Transport} from './transport.js'
 
 /** libxl error codes the sender prints. */

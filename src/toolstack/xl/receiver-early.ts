@@ -10,8 +10,8 @@
  * COLO stream: their helper starts around a built domain) it disposes of. If the command never
  * takes them (a usage error), they end with this process: their stdin closes.
  */
-import {prestartHelper} from '../helper/client.js'
-import type {PrestartedHelper} from '../helper/prestart.js'
+import {prestartHelper} from '../helper/index.js'
+import type {PrestartedHelper} from '../helper/index.js'
 import {Guardian} from './guardian.js'
 
 export interface ReceiverEarlyStart {

@@ -11,11 +11,11 @@ import * as fs from 'node:fs'
 import {FdByteSource, errnoText} from '../fd/index.js'
 import type {CreateOptions, DomainSpec, EarlyDomain, Hypervisor} from '../hypervisor/index.js'
 import {domainSpec, type DomainConfig} from '../config/index.js'
-import {MigrateError} from '../libxl/errors.js'
-import type {MigrateEventHandler, SavefileInfo} from '../libxl/events.js'
+import {MigrateError} from '../libxl/index.js'
+import type {MigrateEventHandler, SavefileInfo} from '../libxl/index.js'
 import {readSavefileHeader, writeSavefileHeader, type SavefileHeader} from './savefile-header.js'
-import {receiveDomain, type ReceiveResult} from '../libxl/stream-reader.js'
-import {sendDomain, type SendResult} from '../libxl/save-stream.js'
+import {receiveDomain, type ReceiveResult} from '../libxl/index.js'
+import {sendDomain, type SendResult} from '../libxl/index.js'
 
 const SHUTDOWN_SUSPEND = 2
 

@@ -18,8 +18,8 @@ import {
   fail,
   type ByteSource,
 } from '../stream/index.js'
-import {fromStreamError, ioError} from '../libxl/errors.js'
-import type {MigrateEventHandler, SavefileInfo} from '../libxl/events.js'
+import {fromStreamError, ioError} from '../libxl/index.js'
+import type {MigrateEventHandler, SavefileInfo} from '../libxl/index.js'
 
 export interface WriteSavefileHeaderOptions {
   /** The stream fd (a file or the migration stream). */

@@ -1,7 +1,7 @@
 /** The toolstack's end of a domain's control socket. */
 import * as net from 'node:net'
 
-import {HypervisorError} from '../errors.js'
+import {HypervisorError} from '../index.js'
 import {encodeMessage, MessageDecoder, type Answer, type Event, type OpName, type Ops} from './protocol.js'
 
 /** The connection failed or closed: the domain process may be gone. */

@@ -34,8 +34,8 @@
  * host-local randomness when nondeterminism > 0). The two disk fields were zero in contexts written
  * before the guest had a disk, which reads as "no disk writes": old contexts stay valid.
  */
-import {HypervisorError} from '../errors.js'
-import type {CpuPolicy, HvmParam, TscInfo, WorkloadSpec} from '../port.js'
+import {HypervisorError} from '../index.js'
+import type {CpuPolicy, HvmParam, TscInfo, WorkloadSpec} from '../index.js'
 import {SPECIAL_PAGES} from './page.js'
 import {mix32, seedState, type PrngState} from './prng.js'
 import {HVM_PARAM} from '../../stream/index.js'

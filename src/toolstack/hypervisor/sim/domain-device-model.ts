@@ -15,13 +15,13 @@
  */
 import * as path from 'node:path'
 
-import {proxyArgs, proxyEndpointsOf} from '../../colo/compare-args.js'
-import {coloDisksOf, hasColoDisks, type ColoDisk} from '../../colo/qdisk-config.js'
-import {guestDrive, qdiskArgs, type QdiskMode} from '../../colo/qdisk-args.js'
-import {prepareSecondaryImages} from '../../colo/qdisk-images.js'
-import {QemuIo} from '../../colo/qemu-io.js'
+import {proxyArgs, proxyEndpointsOf} from '../../colo/index.js'
+import {coloDisksOf, hasColoDisks, type ColoDisk} from '../../colo/index.js'
+import {guestDrive, qdiskArgs, type QdiskMode} from '../../colo/index.js'
+import {prepareSecondaryImages} from '../../colo/index.js'
+import {QemuIo} from '../../colo/index.js'
 import {startDeviceModel, type DeviceModel} from '../../device-model/index.js'
-import type {LibxlDiskJson} from '../../config/domain.js'
+import type {LibxlDiskJson} from '../../config/index.js'
 import {GuestDiskQueue} from './guest-disk.js'
 import type {LaunchSpec} from './layout.js'
 

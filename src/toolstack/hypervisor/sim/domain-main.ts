@@ -8,7 +8,7 @@ import * as fs from 'node:fs'
 import * as net from 'node:net'
 import * as path from 'node:path'
 
-import {HypervisorError, type HypervisorErrorCode} from '../errors.js'
+import {HypervisorError, type HypervisorErrorCode} from '../index.js'
 import {
   decodeContext,
   decodeDeviceState,
@@ -23,7 +23,7 @@ import {
 } from './context.js'
 import type {DomainRecord, LaunchSpec} from './layout.js'
 import {fillPage, PAGE_SIZE, SPECIAL_PAGES} from './page.js'
-import {procStart} from '../../process/identity.js'
+import {procStart} from '../../process/index.js'
 import {encodeMessage, MessageDecoder, PROTOCOL_VERSION, type Ops, type Request, type RuntimeInfo, type WireCpuPolicy} from './protocol.js'
 import {startDomainDeviceModel, type DomainDeviceModel} from './domain-device-model.js'
 import {GuestCpu, DISK_BLOCK_BYTES, diskWriteOffset, type GuestOutput} from './workload.js'

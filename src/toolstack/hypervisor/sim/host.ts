@@ -10,10 +10,10 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
-import {TOOLSTACK_QMP_SOCKET} from '../../device-model/args.js'
+import {TOOLSTACK_QMP_SOCKET} from '../../device-model/index.js'
 import {entryPointFile, nodeProgramEnv} from '../../entry-points.js'
-import {DirtyBitmap} from '../dirty-bitmap.js'
-import {HypervisorError, LIBXL_ERROR} from '../errors.js'
+import {DirtyBitmap} from '../index.js'
+import {HypervisorError, LIBXL_ERROR} from '../index.js'
 import type {
   DeviceModelEndpoint,
   CpuPolicy,
@@ -28,7 +28,7 @@ import type {
   SimulationExtras,
   Subscription,
   TscInfo,
-} from '../port.js'
+} from '../index.js'
 import {parseFrame} from './frame.js'
 import {checkWorkload, decodeContext} from './context.js'
 import {guestDiskImage} from './domain-device-model.js'
@@ -37,7 +37,7 @@ import {DOMID_FIRST_RESERVED, HostLayout, type DomainRecord, type LaunchSpec} fr
 import {withLock} from './lock.js'
 import {checksumMemoryFile, FileGuestMemory, verifyMemoryFile, type IntegrityReport} from './memory.js'
 import {PAGE_SIZE, SPECIAL_PAGES} from './page.js'
-import {isAlive, killHard, procStart, selfIdentity, waitGone} from '../../process/identity.js'
+import {isAlive, killHard, procStart, selfIdentity, waitGone} from '../../process/index.js'
 import type {OpName, Ops, RuntimeInfo} from './protocol.js'
 
 const READY_TIMEOUT_MS = 60_000

@@ -17,8 +17,8 @@
  */
 import * as path from 'node:path'
 
-import {HypervisorError} from '../errors.js'
-import type {GuestType, WorkloadSpec} from '../port.js'
+import {HypervisorError} from '../index.js'
+import type {GuestType, WorkloadSpec} from '../index.js'
 
 export const SHM_DIR = '/dev/shm'
 /** sun_path holds 108 bytes including the terminating NUL. */

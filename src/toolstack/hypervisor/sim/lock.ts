@@ -6,8 +6,8 @@ import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import {HypervisorError} from '../errors.js'
-import {isAlive, selfIdentity, sleep} from '../../process/identity.js'
+import {HypervisorError} from '../index.js'
+import {isAlive, selfIdentity, sleep} from '../../process/index.js'
 
 const STALE_NO_OWNER_MS = 10_000
 const WAIT_MS = 30_000

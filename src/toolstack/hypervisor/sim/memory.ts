@@ -2,9 +2,9 @@
 import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 
-import {kernelCopy, runPairs, runsEndAt, type KernelCopy} from '../../fd/kernel-copy.js'
-import {HypervisorError} from '../errors.js'
-import type {GuestMemory} from '../port.js'
+import {kernelCopy, runPairs, runsEndAt, type KernelCopy} from '../../fd/index.js'
+import {HypervisorError} from '../index.js'
+import type {GuestMemory} from '../index.js'
 import {checkPage, PAGE_SIZE, SPECIAL_PAGES} from './page.js'
 
 export class FileGuestMemory implements GuestMemory {

@@ -8,7 +8,7 @@
  * Page contents never travel here: they move by pread/pwrite on the memory file.
  */
 import type {GuestDiskStats} from './guest-disk.js'
-import type {HypervisorErrorCode} from '../errors.js'
+import type {HypervisorErrorCode} from '../index.js'
 
 export const PROTOCOL_VERSION = 1
 export const MAX_MESSAGE_BYTES = 64 << 20
