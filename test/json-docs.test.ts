@@ -146,7 +146,8 @@ describe('remus --json', () => {
     const m = /JSON\.stringify\(\{v: 1, event: 'release', ([^}]*)\}\)/.exec(command)
     expect(m, 'remus.ts writes a release event').not.toBeNull()
     // `atMs: atMs - started, via, ...frameFields(frame)`: keys, shorthands, and a spread.
-    const parts = (m?.[1] ?? '').split(',').map(p => p.trim())
+    // (Commas inside a call's parentheses do not split.)
+    const parts = (m?.[1] ?? '').split(/,(?![^(]*\))/).map(p => p.trim())
     const own = parts.filter(p => !p.startsWith('...')).map(p => (p.split(':')[0] as string).trim())
     expect(own).toEqual(['atMs', 'via'])
     expect(m?.[1]).toContain('...frameFields(frame')
