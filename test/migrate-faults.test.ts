@@ -205,10 +205,10 @@ async function runCase(c: Case): Promise<void> {
   await sleep(150)
 
   const run = startMigrate(a, ['-s', ssh.command, G.name, b], {env: {...marked, ...testHooksEnv({faults: {dir: hook, stop: c.point}}), TMPDIR: hook}, timeout: 90_000})
-  let finished = false
-  void run.then(() => (finished = true))
+  let finished: {exitCode?: number; stderr: string} | undefined
+  void run.then((r) => (finished = {exitCode: r.exitCode, stderr: String(r.stderr)}))
   const stopped = await until(`${c.point}`, 30_000, () => {
-    if (finished) throw new Error(`the migration ended before ${c.point}`)
+    if (finished) throw new Error(`the migration ended before ${c.point} (exit ${finished.exitCode}):\n${finished.stderr.slice(-2000)}`)
     return readJson(path.join(hook, 'stopped.json'))
   })
   const side = (s: 'sender' | 'receiver') => readJson(path.join(hook, `${s}.json`)) ?? {}
