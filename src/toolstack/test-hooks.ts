@@ -27,7 +27,7 @@ export type FaultPoint =
   | 'sender:after-ready' // `ready` read, before the rename and GO
   | 'sender:after-go' // GO written, before the report is read
 
-/** A migration side's fault points (fault-points.ts has the tests' implementation). */
+/** A migration side's fault points (testing/fault-points.ts has the tests' implementation). */
 export interface FaultPoints {
   /** Records a pid under a name (`helper`, `transport`, `guardian`). */
   note(name: string, pid: number | undefined): void
@@ -43,7 +43,7 @@ export interface ProbeRecordOptions {
   readonly context?: boolean
 }
 
-/** Checksums of a replicated domain at each checkpoint (probe.ts has the tests' implementation). */
+/** Checksums of a replicated domain at each checkpoint (testing/probe.ts has the tests' implementation). */
 export interface CheckpointProbe {
   record(checkpoint: number, opts?: ProbeRecordOptions): Promise<void>
   /** The COLO secondary's disk view against what `record` saw for this checkpoint. */

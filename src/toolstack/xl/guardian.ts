@@ -26,7 +26,7 @@ export type GuardianRole =
   /** A Remus primary: once the backup holds a checkpoint, our death means its failover. */
   | {readonly role: 'remus-primary'; readonly domid: number; readonly name: string}
 
-/** What names the host a guardian acts on (as for the helper: host-env.ts). */
+/** What names the host a guardian acts on (as for the helper: libxl/helper-env.ts). */
 const HOST_ENV = ['XL_TS_BACKEND', 'XL_TS_ROOT'] as const
 
 export function guardianScript(): string {

@@ -6,9 +6,6 @@
 export * from '../libxl/index.js'
 export {encodeSavefileHeader, readSavefileHeader, writeSavefileHeader, type SavefileHeader, type ReadSavefileHeaderOptions, type WriteSavefileHeaderOptions} from './savefile-header.js'
 export {fdPosition, isSeekable} from '../fd/index.js'
-export {STREAM_OFFSET_ENV, helperEnv} from '../libxl/index.js'
-export {sendDomain, type SendDomainOptions, type SendResult} from '../libxl/index.js'
-export {receiveDomain, type ReceiveDomainOptions, type ReceiveResult} from '../libxl/index.js'
 export {
   SaveFailedError,
   openSavefile,

@@ -1,6 +1,6 @@
 /**
  * The xl-level sender of a live migration: what xl's migrate_domain does (XEN-FACTS §1.4-§1.6),
- * on top of the libxl layer (sender.ts: sendDomain) and the xl header (savefile.ts).
+ * on top of the libxl layer (libxl/save-stream.ts: sendDomain) and the xl header (savefile-header.ts).
  *
  *   1. the fd pair and the transport child `sh -c RUNE` (its stdin FIFO A, its stdout FIFO B);
  *   2. the banner (54 bytes) on recvFd, then the xl header and config JSON on sendFd;
