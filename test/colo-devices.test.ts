@@ -24,6 +24,7 @@ import * as path from 'node:path'
 import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
+import {resolveDomain} from '../src/toolstack/libxl/index.js'
 import {initialGuestState} from '../src/toolstack/hypervisor/sim/context.js'
 import {DISK_BLOCK_BYTES, diskWriteOffset, replayDiskWrites} from '../src/toolstack/hypervisor/sim/workload.js'
 import {BIN} from './support/cli.js'
@@ -77,7 +78,7 @@ function replayImage(g: GuestSpec, pages: number, steps: number): Buffer {
 async function pauseAndInspect(root: string) {
   const hv = sim(root)
   try {
-    const domid = await hv.resolve('vm')
+    const domid = await resolveDomain(hv, 'vm')
     await hv.pause(domid)
     const r = await hv.runtime(domid)
     return {domid, step: r.step, pages: (await hv.info(domid)).pages, disk: r.disk}
@@ -89,7 +90,7 @@ async function pauseAndInspect(root: string) {
 async function diskCounters(root: string) {
   const hv = sim(root)
   try {
-    return (await hv.runtime(await hv.resolve('vm'))).disk
+    return (await hv.runtime(await resolveDomain(hv, 'vm'))).disk
   } finally {
     hv.close()
   }
@@ -254,7 +255,7 @@ describe('COLO devices (real QEMU)', () => {
     }
     // A QEMU per COLO domain, in its folder; destroy ends it.
     const hv = sim(s.a)
-    const domid = await hv.resolve('vm')
+    const domid = await resolveDomain(hv, 'vm')
     const folder = path.dirname(hv.record(domid).socketPath)
     hv.close()
     const qemuPid = Number(fs.readFileSync(path.join(folder, 'qemu.pid'), 'utf8').split(' ')[0])

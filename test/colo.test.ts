@@ -24,6 +24,7 @@ import * as path from 'node:path'
 import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
+import {resolveDomain} from '../src/toolstack/libxl/index.js'
 import {BIN} from './support/cli.js'
 import {NODE, ensureBuilt, fakeSsh, guests, isRunning, markedProcesses, receiverCommand, runMarker, shellQuote, sim, waitNoMarked, type GuestSpec} from './support/migrate.js'
 import {cleanups, events, isBackupProcess, probeLines, setup, signal, sleep, startRemus, untilCheckpoints} from './support/remus.js'
@@ -259,7 +260,7 @@ describe('colo', () => {
         if (c.victim === 'secondary') expect(String(r.stderr).split('\n'), where).toContain('COLO: Backup failed? resuming domain at primary.')
         const hv = sim(survivor)
         try {
-          const report = await hv.verifyIntegrity(await hv.resolve('vm'))
+          const report = await hv.verifyIntegrity(await resolveDomain(hv, 'vm'))
           expect(report.ok, JSON.stringify(report.bad)).toBe(true)
         } finally {
           hv.close()

@@ -10,6 +10,7 @@ import * as fs from 'node:fs'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
+import {resolveDomain} from '../src/toolstack/libxl/index.js'
 import {addNetns, netnsOf, type Netns} from './support/sim-netns.js'
 import {
   markedEnv,
@@ -129,7 +130,7 @@ describe('xl-ts migrate', () => {
       const made = await inA(['create', '-q', writeCfg(a, g)])
       expect(made.exitCode, made.stderr).toBe(0)
       const src = sim(a)
-      const srcPid = src.record(await src.resolve('nsvm')).pid
+      const srcPid = src.record(await resolveDomain(src, 'nsvm')).pid
       src.close()
       expect(await netnsOf(srcPid)).toBe(nsA.name)
 
@@ -139,7 +140,7 @@ describe('xl-ts migrate', () => {
       inOrder(r.stderr, XL_SENDER_LINES)
       await exactlyOneOn(b, a, 'nsvm')
       const dst = sim(b)
-      const dstPid = dst.record(await dst.resolve('nsvm')).pid
+      const dstPid = dst.record(await resolveDomain(dst, 'nsvm')).pid
       dst.close()
       expect(await netnsOf(dstPid)).toBe(nsB.name)
       await checkContinuity(b, 'nsvm', g, scratch)
@@ -164,7 +165,7 @@ describe('xl-ts migrate', () => {
       await exactlyOneOn(to, from, 'pingpong')
       const hv = sim(to)
       try {
-        const domid = await hv.resolve('pingpong')
+        const domid = await resolveDomain(hv, 'pingpong')
         const report = await hv.verifyIntegrity(domid)
         expect(report.ok, `migration ${i}: ${JSON.stringify(report.bad)}`).toBe(true)
         const step = (await hv.runtime(domid)).step

@@ -29,6 +29,7 @@ import * as path from 'node:path'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
+import {resolveDomain} from '../src/toolstack/libxl/index.js'
 import type {FaultPoint} from '../src/toolstack/testing/fault-points.js'
 import {
   cleanupHost,
@@ -292,7 +293,7 @@ async function runCase(c: Case): Promise<void> {
 async function integrity(root: string): Promise<void> {
   const hv = sim(root)
   try {
-    const report = await hv.verifyIntegrity(await hv.resolve(G.name))
+    const report = await hv.verifyIntegrity(await resolveDomain(hv, G.name))
     expect(report.ok, JSON.stringify(report.bad)).toBe(true)
   } finally {
     hv.close()

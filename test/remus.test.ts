@@ -15,6 +15,7 @@ import * as path from 'node:path'
 import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
+import {resolveDomain} from '../src/toolstack/libxl/index.js'
 import {BIN} from './support/cli.js'
 import {NODE, ensureBuilt, guests, isRunning, markedProcesses, runMarker, sim, waitNoMarked, type GuestSpec} from './support/migrate.js'
 import {cleanups, events, isBackupProcess, probeLines, setup, signal, sleep, startRemus, untilAcked} from './support/remus.js'
@@ -69,7 +70,7 @@ describe('remus', () => {
         expect(failover!.checksum, `checkpoint ${failover!.checkpoint}`).toBe(primary.get(failover!.checkpoint))
         const hvB = sim(s.b)
         try {
-          const report = await hvB.verifyIntegrity(await hvB.resolve('vm'))
+          const report = await hvB.verifyIntegrity(await resolveDomain(hvB, 'vm'))
           expect(report.ok, JSON.stringify(report.bad)).toBe(true)
         } finally {
           hvB.close()

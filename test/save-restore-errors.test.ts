@@ -13,6 +13,7 @@ import * as path from 'node:path'
 import {execa} from 'execa'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 
+import {resolveDomain} from '../src/toolstack/libxl/index.js'
 import {SimHypervisor} from '../src/toolstack/backends/index.js'
 import {ensureBuilt, lines, newHost, randomTag, writeConfig, xl, type Run} from './support/cli.js'
 import {cleanupSaveHost, expectOnlyDom0, helperProcesses, inspectRecords, type InspectedRecord} from './support/save-restore.js'
@@ -192,7 +193,7 @@ describe('restore of a bad savefile fails in one line and leaves no domain', {ti
     await feeder
     const sim = new SimHypervisor(hostB)
     try {
-      const domid = await sim.resolve(name)
+      const domid = await resolveDomain(sim, name)
       expect((await sim.verifyIntegrity(domid)).ok).toBe(true)
     } finally {
       sim.close()
@@ -204,7 +205,7 @@ describe('save failures leave the domain running', {timeout: 300_000}, () => {
   async function expectRunning(): Promise<void> {
     const sim = new SimHypervisor(hostA)
     try {
-      const domid = await sim.resolve(name)
+      const domid = await resolveDomain(sim, name)
       const info = await sim.info(domid)
       expect(info.state.running && !info.state.paused && !info.state.shutdown, JSON.stringify(info.state)).toBe(true)
       const step = (await sim.runtime(domid)).step

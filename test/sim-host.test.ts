@@ -8,6 +8,7 @@ import * as path from 'node:path'
 import {execa} from 'execa'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 
+import {resolveDomain} from '../src/toolstack/libxl/index.js'
 import {HypervisorError, type DomainSpec, type WorkloadSpec} from '../src/toolstack/hypervisor/index.js'
 import {createHypervisor, resolveBackend, resolveRoot, SimHypervisor} from '../src/toolstack/backends/index.js'
 import {
@@ -271,13 +272,13 @@ describe('ids and names', () => {
     await hv.rename(b, 'gamma')
     expect((await hv.info(b)).name).toBe('gamma')
 
-    expect(await hv.resolve('gamma')).toBe(b)
-    expect(await hv.resolve(String(a))).toBe(a)
-    expect(await hv.resolve('0')).toBe(0)
-    expect(await hv.resolve('Domain-0')).toBe(0)
-    const bad = await expectError(hv.resolve('nosuch'), 'no-such-domain', 'nosuch is an invalid domain identifier (rc=-6)')
+    expect(await resolveDomain(hv, 'gamma')).toBe(b)
+    expect(await resolveDomain(hv, String(a))).toBe(a)
+    expect(await resolveDomain(hv, '0')).toBe(0)
+    expect(await resolveDomain(hv, 'Domain-0')).toBe(0)
+    const bad = await expectError(resolveDomain(hv, 'nosuch'), 'no-such-domain', 'nosuch is an invalid domain identifier (rc=-6)')
     expect(bad).toMatchObject({rc: -6, qualifier: 'nosuch'})
-    await expectError(hv.resolve('77'), 'no-such-domain', 'domain 77 does not exist')
+    await expectError(resolveDomain(hv, '77'), 'no-such-domain', 'domain 77 does not exist')
     await expectError(hv.info(77), 'no-such-domain', 'domain 77 does not exist')
     await expectError(hv.pause(77), 'no-such-domain')
     await expectError(hv.destroy(0), 'not-supported', /Domain-0/)

@@ -9,6 +9,8 @@ import {Command, Flags, type Interfaces} from '@oclif/core'
 import {createHypervisor} from '../toolstack/backends/index.js'
 import type {DomainInfo, Hypervisor} from '../toolstack/hypervisor/index.js'
 import {HypervisorError} from '../toolstack/hypervisor/index.js'
+// Deep on purpose: every command loads this file, and libxl's index would load its stream code too.
+import {resolveDomain} from '../toolstack/libxl/domains.js'
 import {GLOBAL_FLAG_NAMES} from './argv.js'
 import {EXIT_FAILURE, LIBXL, UsageError, XlExit, hostError, printError, renderError, stripOclif, withHint} from './errors.js'
 import {Log} from './log.js'
@@ -194,7 +196,7 @@ export abstract class XlCommand extends Command {
     const hv = await this.hypervisor()
     const numeric = /^[0-9]+$/.test(qualifier)
     try {
-      const domid = numeric ? Number(qualifier) : await hv.resolve(qualifier)
+      const domid = numeric ? Number(qualifier) : await resolveDomain(hv, qualifier)
       const info = await hv.info(domid)
       this.logger.debug(`domain ${qualifier}: domid ${info.domid}, name ${info.name}`)
       return info

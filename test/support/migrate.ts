@@ -9,6 +9,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import {execa, type ResultPromise} from 'execa'
 
+import {resolveDomain} from '../../src/toolstack/libxl/index.js'
 import {type DomainInfo, type WorkloadSpec} from '../../src/toolstack/hypervisor/index.js'
 import {createHypervisor, type SimHypervisor} from '../../src/toolstack/backends/index.js'
 import {shellQuote} from '../../src/toolstack/xl/rune.js'
@@ -75,7 +76,7 @@ export async function createGuest(root: string, g: GuestSpec): Promise<number> {
   if (r.exitCode !== 0) throw new Error(`create ${g.name}: ${r.stderr}`)
   const hv = sim(root)
   try {
-    return await hv.resolve(g.name)
+    return await resolveDomain(hv, g.name)
   } finally {
     hv.close()
   }
@@ -190,7 +191,7 @@ export async function checkContinuity(root: string, name: string, g: GuestSpec, 
   const twinHv = sim(scratch)
   let twin: number | undefined
   try {
-    const domid = await hv.resolve(name)
+    const domid = await resolveDomain(hv, name)
     const report = await hv.verifyIntegrity(domid)
     if (!report.ok) throw new Error(`${name}: ${report.badCount} bad pages, first ${JSON.stringify(report.bad.slice(0, 3))}`)
     const now = (await hv.runtime(domid)).step

@@ -170,8 +170,6 @@ export interface Hypervisor {
 
   list(): Promise<DomainInfo[]>
   info(domid: number): Promise<DomainInfo>
-  /** xl's domain qualifier: a domid or a name. */
-  resolve(qualifier: string): Promise<number>
   create(spec: DomainSpec, opts: CreateOptions): Promise<number>
   /**
    * Optional: `create`, resolved as soon as the domid is allocated; `built` settles when the domain

@@ -47,6 +47,7 @@ import {readExact, writeAll} from '../fd/index.js'
 import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
 import {createHypervisor} from '../backends/index.js'
 import {MIGRATE_PERMISSION_TO_GO, MIGRATE_REPORT, encodeStatus} from './handshake.js'
+import {resolveDomain} from '../libxl/index.js'
 
 const SHUTDOWN_SUSPEND = 2
 
@@ -191,7 +192,7 @@ async function finishReceiver(hv: Hypervisor): Promise<void> {
   let id = domid
   if (id === undefined) {
     try {
-      id = await hv.resolve(incoming)
+      id = await resolveDomain(hv, incoming)
     } catch {
       closeStream()
       return

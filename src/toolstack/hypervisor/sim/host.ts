@@ -435,26 +435,6 @@ export class SimHypervisor implements Hypervisor {
     return this.toInfo(rec, await this.request(domid, rec, 'info', {}))
   }
 
-  async resolve(qualifier: string): Promise<number> {
-    if (/^[0-9]*$/.test(qualifier)) {
-      // As libxl: all digits is a domid ("" is 0).
-      const domid = qualifier === '' ? 0 : Number(qualifier)
-      if (domid === 0) return 0
-      try {
-        this.access(domid)
-      } catch (e) {
-        throw e instanceof HypervisorError && e.code === 'no-such-domain' ? noSuchDomain(domid, qualifier) : e
-      }
-      return domid
-    }
-    const found = (await this.list()).find((d) => d.name === qualifier)
-    if (found) return found.domid
-    throw new HypervisorError('no-such-domain', `${qualifier} is an invalid domain identifier (rc=${LIBXL_ERROR.INVAL})`, undefined, {
-      rc: LIBXL_ERROR.INVAL,
-      qualifier,
-    })
-  }
-
   /** Under the host lock: is the name taken by a live domain other than `self`? */
   private nameTaken(name: string, self?: number): number | undefined {
     if (name === '') return undefined
