@@ -300,6 +300,7 @@ class Receiver {
     /** Remus or COLO: a checkpointed stream. */
     const remus = this.#o.streamType !== 'plain'
     if (colo && this.#o.backChannel === undefined) throw new Error('a COLO stream needs the back channel')
+    if (colo && !this.#o.coloCycles) throw new Error("a COLO stream needs the secondary's cycles")
     if (remus) {
       // The checkpoint callback reads libxl records between the helper's reads: on a pipe their
       // offsets are unknown from here on.
@@ -431,8 +432,7 @@ class Receiver {
   /** COLO: the secondary's cycles on the helper's callbacks, reading through this reader. */
   async #coloSecondary(helper: HelperChannel, hvm: boolean): Promise<void> {
     const o = this.#o
-    if (!o.coloCycles) throw new Error('a COLO stream needs the secondary\'s cycles')
-    const end = await o.coloCycles({
+    const end = await o.coloCycles!({
       hypervisor: o.hypervisor,
       domid: o.domid,
       backChannel: o.backChannel!,

@@ -133,10 +133,10 @@ export class Checkpointing implements PrimaryIo {
   /** Why replication stopped, as one error: the guest that did not suspend, else the first cause. */
   #failure(failure: unknown, helperEnd: unknown): unknown {
     if (failure instanceof CheckpointError) {
-      this.streamEvent({kind: 'checkpoint-failed', number: failure.number, reason: failure.message})
       if (failure.cause instanceof SuspendError) {
         return new MigrateError('suspend', 'libxc stream', `domain ${this.domid} could not be suspended: ${failure.cause.message}`, {cause: failure})
       }
+      this.streamEvent({kind: 'checkpoint-failed', number: failure.number, reason: failure.message})
       // The helper ended under the cycle: its own failure says why.
       if (failure.cause instanceof HelperEndedError && helperEnd !== undefined) return helperEnd
       return new MigrateError('io', 'libxc stream', failure.message, {cause: failure})
@@ -162,7 +162,11 @@ export class Checkpointing implements PrimaryIo {
   }
 
   async resume(): Promise<void> {
-    await this.hypervisor.resume(this.domid, {cancel: true})
+    try {
+      await this.hypervisor.resume(this.domid, {cancel: true})
+    } catch (err) {
+      throw new Error(`cannot resume the domain: ${(err as Error).message}`, {cause: err})
+    }
   }
 
   sent(n: number): void {

@@ -10,7 +10,7 @@
  * acknowledgement: SVM_READY says the secondary holds the checkpoint.
  */
 import {type OwedCallback} from '../helper/index.js'
-import {ColoStateError, readCheckpointState} from '../libxl/index.js'
+import {readCheckpointState} from '../libxl/index.js'
 import {encodeLibxlRecord} from '../stream/index.js'
 import {checkpointFailure, type CycleEnd, type CycleStep, type PrimaryIo, type PrimaryMode} from './cycle.js'
 import type {ColoOptions} from './options.js'
@@ -115,7 +115,7 @@ export class ColoPrimary implements PrimaryMode {
       return 'next'
     } catch (err) {
       owed?.reply(0)
-      throw checkpointFailure(n, step, err instanceof ColoStateError || step !== 'resume' ? err : new Error(`cannot resume the domain: ${(err as Error).message}`, {cause: err}))
+      throw checkpointFailure(n, step, err)
     }
   }
 
