@@ -31,6 +31,7 @@ import {parseArgs} from 'node:util'
 
 import {entryPointFiles} from '../dist/toolstack/entry-points.js'
 import {SimHypervisor} from '../dist/toolstack/backends/index.js'
+import {resolveDomain} from '../dist/toolstack/libxl/index.js'
 import {kernelCopyUnavailable} from '../dist/toolstack/fd/index.js'
 
 const {values: opt} = parseArgs({
@@ -152,8 +153,7 @@ function phaseAt(events, phase) {
 
 function memFile(root, name) {
   const hv = new SimHypervisor(root)
-  return hv
-    .resolve(name)
+  return resolveDomain(hv, name)
     .then((domid) => hv.memoryPath(domid))
     .finally(() => hv.close())
 }

@@ -12,6 +12,7 @@ import * as path from 'node:path'
 import {fileURLToPath} from 'node:url'
 
 import {SimHypervisor} from '../../dist/toolstack/backends/index.js'
+import {resolveDomain} from '../../dist/toolstack/libxl/index.js'
 import {alive, processesOf, sleepSync} from './processes.mjs'
 
 /** The CLI of this build, run by this Node on the simulated backend. */
@@ -150,7 +151,7 @@ export function createSimHosts({label, hostPrefix, sessionWord, mib, wsMib}) {
     fs.writeFileSync(cfg, [`name = "${name}"`, 'type = "hvm"', `memory = ${mib}`, 'vcpus = 1', `sim_dirty_rate = ${dirtyPps}`, `sim_working_set = ${wsMib}`, 'sim_seed = 1'].join('\n') + '\n')
     const r = spawnSync(NODE, [BIN, '--root', root, 'create', '-q', cfg], {env: ENV, encoding: 'utf8'})
     if (r.status !== 0) throw new Error(`create ${name}: ${r.stderr}`)
-    return hv(root).resolve(name)
+    return resolveDomain(hv(root), name)
   }
 
   async function destroyGuest(root, name) {
