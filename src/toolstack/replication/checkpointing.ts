@@ -169,7 +169,10 @@ export class Checkpointing implements PrimaryIo {
     }
   }
 
-  sent(n: number): void {
+  async writeCheckpointEnd(n: number, deviceState: Buffer | undefined): Promise<void> {
+    const {writer} = this.stream
+    if (deviceState) await writer.emulatorContext(deviceState)
+    await writer.record({kind: 'CHECKPOINT_END'})
     this.#checkpoints = n
     this.streamEvent({kind: 'checkpoint-sent', number: n})
   }

@@ -72,9 +72,7 @@ export class ColoPrimary implements PrimaryMode {
       // 3. checkpoint: the device model's state and CHECKPOINT_END.
       step = 'checkpoint'
       owed = await helper.next('checkpoint')
-      if (deviceState) await writer.emulatorContext(deviceState)
-      await writer.record({kind: 'CHECKPOINT_END'})
-      io.sent(n)
+      await io.writeCheckpointEnd(n, deviceState)
       owed.reply(1)
 
       // 4. postcopy: the secondary holds the checkpoint (SVM_READY); the proxy's and the disks'

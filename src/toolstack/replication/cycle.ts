@@ -57,8 +57,11 @@ export interface PrimaryIo {
   suspend(): Promise<{readonly atMs: number; readonly deviceState?: Buffer}>
   /** libxl__domain_resume(..., suspend_cancel 1): the guest carries on where it was. */
   resume(): Promise<void>
-  /** Checkpoint n is on the stream (CHECKPOINT_END written). */
-  sent(n: number): void
+  /**
+   * libxl's part of checkpoint n on the stream after the helper's CHECKPOINT: the device model's
+   * state (HVM) and CHECKPOINT_END.
+   */
+  writeCheckpointEnd(n: number, deviceState: Buffer | undefined): Promise<void>
   /** The guest runs again after checkpoint n (suspended at `atMs`): reports the checkpoint. */
   resumed(n: number, atMs: number, extra?: {readonly reason?: 'first' | 'timer' | 'divergence'; readonly requestedAtMs?: number}): Promise<void>
   /** The sim guest's step and the frames it has sent (undefined elsewhere). */

@@ -82,9 +82,7 @@ export class RemusPrimary implements PrimaryMode {
       // acknowledgement to wait for, the epoch goes out now), then the interval.
       step = 'checkpoint'
       owed = await helper.next('checkpoint')
-      if (deviceState) await writer.emulatorContext(deviceState)
-      await writer.record({kind: 'CHECKPOINT_END'})
-      io.sent(n)
+      await io.writeCheckpointEnd(n, deviceState)
       if (this.#o.blackhole) this.#netbuf?.release(n)
       step = 'wait'
       if (!io.stopRequested()) await this.#waitUntil(this.#dueAfter(n, atMs))
