@@ -169,6 +169,14 @@ export function parseHelperArgv(argv: readonly string[]): HelperArgs {
  * length (little endian) and JSON: `{"argv": [Xen's argv], "env": {NAME: value, or null to unset}}`
  * (the environment as it would have been given to a helper started now).
  */
+/**
+ * The stream offset at which the helper's part of the stream (the libxc image header) starts,
+ * decimal, in the helper's environment. Our helper counts its offsets from there, so the records its
+ * errors name carry offsets in the whole stream (file offsets for a savefile), on a pipe as well.
+ * Xen's helper ignores it.
+ */
+export const STREAM_OFFSET_ENV = 'XL_TS_STREAM_OFFSET'
+
 export const AWAIT_ARGV_FLAG = '--await-argv'
 /** The most bytes a waiting helper accepts (Xen's argv is a few dozen, the changed variables few). */
 export const MAX_AWAITED_BYTES = 64 * 1024

@@ -8,10 +8,3 @@ import type {Hypervisor} from '../hypervisor/index.js'
 export function helperEnv(hypervisor: Hypervisor, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   return {...base, XL_TS_BACKEND: hypervisor.backend, ...hypervisor.connectionEnv()}
 }
-
-/**
- * The stream offset at which the helper's part of the stream (the libxc image header) starts,
- * decimal. Our helper counts its offsets from there, so the records its errors name carry offsets
- * in the whole stream (file offsets for a savefile), on a pipe as well. Xen's helper ignores it.
- */
-export const STREAM_OFFSET_ENV = 'XL_TS_STREAM_OFFSET'

@@ -5,7 +5,7 @@
 export {ColoStateError, readCheckpointState, writeCheckpointState} from './checkpoint-state.js'
 export * from './errors.js'
 export * from './events.js'
-export {STREAM_OFFSET_ENV, helperEnv} from './helper-env.js'
+export {helperEnv} from './helper-env.js'
 export {sendDomain, startSaveStream} from './save-stream.js'
 export type {SaveStream, SendDomainOptions, SendResult} from './save-stream.js'
 export {receiveDomain} from './stream-reader.js'

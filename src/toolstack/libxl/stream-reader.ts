@@ -29,7 +29,7 @@
  * reads (SecondaryIo).
  */
 import {FdByteSource, FdError} from '../fd/index.js'
-import {HelperChannel, STREAM_TYPE, type HelperCommand, type HelperOutcome, type PrestartedHelper, type RestoreResults} from '../helper/index.js'
+import {HelperChannel, STREAM_OFFSET_ENV, STREAM_TYPE, type HelperCommand, type HelperOutcome, type PrestartedHelper, type RestoreResults} from '../helper/index.js'
 import type {Hypervisor} from '../hypervisor/index.js'
 import {
   StreamError,
@@ -47,7 +47,7 @@ import {MigrateError, fromRelativeStreamError, fromStreamError, type MigrateStep
 import type {MigrateEventHandler} from './events.js'
 import {fdPosition} from '../fd/index.js'
 import {helperFailure, runStreamHelper} from './helper-callout.js'
-import {STREAM_OFFSET_ENV, helperEnv} from './helper-env.js'
+import {helperEnv} from './helper-env.js'
 import {ColoStateError} from './checkpoint-state.js'
 
 /** The primary sent nothing for longer than the heartbeat timeout. */

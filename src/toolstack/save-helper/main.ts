@@ -19,7 +19,7 @@ import {PRECOPY_ENV, parseTuning, policyFor, type PrecopyTuning} from '../save/i
 import type {SaveCallbacks, SaveEvent} from '../save/index.js'
 import {encodeLibxcRecord, type FileRun, type StreamType} from '../stream/index.js'
 import {testHooks} from '../test-hooks.js'
-import {AWAIT_ARGV_FLAG, HelperArgvError, MAX_AWAITED_BYTES, XCFLAGS, decodeAwaitedStart, parseHelperArgv, streamTypeName, type RestoreHelperArgs, type SaveHelperArgs} from '../helper/index.js'
+import {AWAIT_ARGV_FLAG, HelperArgvError, STREAM_OFFSET_ENV, MAX_AWAITED_BYTES, XCFLAGS, decodeAwaitedStart, parseHelperArgv, streamTypeName, type RestoreHelperArgs, type SaveHelperArgs} from '../helper/index.js'
 import {dirtyListReader} from './dirty-list.js'
 import {HelperSide} from './helper-side.js'
 import {ProgressGate} from './progress-gate.js'
@@ -27,8 +27,6 @@ import {XTL} from '../helper/index.js'
 
 const EXIT_CANNOT_START = 255
 const QUIRK_LINE = 'the secondary puts a 16-byte record header before its dirty pfn list (Xen 4.18+): reading the list after it'
-/** The stream offset where the helper's part of a pipe starts, set by the toolstack. */
-const STREAM_OFFSET_ENV = 'XL_TS_STREAM_OFFSET'
 
 function errnoOf(err: unknown): number {
   const code = (err as NodeJS.ErrnoException | undefined)?.code
