@@ -155,6 +155,13 @@ export const CBFLAGS = Object.fromEntries(HELPER_MESSAGES.flatMap((s) => (s.cbfl
   readonly [N in Flagged<'x'>]: number
 }
 
+/**
+ * libxc's XGR_CHECKPOINT_* answers to the restore helper's checkpoint callback (and to COLO's
+ * postcopy, wait_checkpoint and suspend on the restore side, XEN-FACTS §5.4): the toolstack sends
+ * them, the helper's restore acts on them.
+ */
+export const XGR_CHECKPOINT = {ERROR: 0, SUCCESS: 1, FAILOVER: 2} as const
+
 /** Every cbflags bit a save helper understands, and a restore helper. */
 export const SAVE_CBFLAGS = cbflagsOf((s) => s.save)
 export const RESTORE_CBFLAGS = cbflagsOf((s) => s.restore)

@@ -29,7 +29,7 @@
  * reads (SecondaryIo).
  */
 import {FdByteSource, FdError} from '../fd/index.js'
-import {HelperChannel, STREAM_OFFSET_ENV, STREAM_TYPE, type HelperCommand, type HelperOutcome, type PrestartedHelper, type RestoreResults} from '../helper/index.js'
+import {HelperChannel, STREAM_OFFSET_ENV, STREAM_TYPE, XGR_CHECKPOINT, type HelperCommand, type HelperOutcome, type PrestartedHelper, type RestoreResults} from '../helper/index.js'
 import type {Hypervisor} from '../hypervisor/index.js'
 import {
   StreamError,
@@ -53,10 +53,6 @@ import {ColoStateError} from './checkpoint-state.js'
 /** The primary sent nothing for longer than the heartbeat timeout. */
 class HeartbeatTimeout extends Error {}
 
-/** libxc's XGR_CHECKPOINT_* answers to the restore helper's checkpoint callback. */
-const XGR_CHECKPOINT_ERROR = 0
-const XGR_CHECKPOINT_SUCCESS = 1
-const XGR_CHECKPOINT_FAILOVER = 2
 
 export interface ReceiveDomainOptions {
   readonly hypervisor: Hypervisor
@@ -377,21 +373,21 @@ class Receiver {
       buffered = await this.#readCheckpoint(n, hvm)
     } catch (err) {
       this.#failover = err instanceof Error ? err.message : String(err)
-      return XGR_CHECKPOINT_FAILOVER
+      return XGR_CHECKPOINT.FAILOVER
     }
     const unloaded = await this.#loadDevices(n, buffered)
     if (unloaded !== undefined) {
       this.#failover = unloaded
-      return XGR_CHECKPOINT_ERROR
+      return XGR_CHECKPOINT.ERROR
     }
     this.#received(n, buffered.length + 1)
     try {
       await this.#o.onCheckpoint?.(n)
     } catch (err) {
       this.#failover = `checkpoint ${n} could not be applied: ${(err as Error).message}`
-      return XGR_CHECKPOINT_ERROR
+      return XGR_CHECKPOINT.ERROR
     }
-    return XGR_CHECKPOINT_SUCCESS
+    return XGR_CHECKPOINT.SUCCESS
   }
 
   /** libxl's records of checkpoint n up to CHECKPOINT_END (BUFFERING): the device model's, kept. */

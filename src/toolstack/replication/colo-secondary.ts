@@ -9,13 +9,10 @@
  * fails over to the last whole checkpoint), 0 error (the restore fails). The libxl stream reader
  * around it (libxl/stream-reader.ts) gives the cycle its reads (SecondaryIo).
  */
-import {HelperEndedError, type OwedCallback} from '../helper/index.js'
+import {HelperEndedError, XGR_CHECKPOINT, type OwedCallback} from '../helper/index.js'
 import {ColoStateError, writeCheckpointState} from '../libxl/index.js'
 import type {ColoSecondaryEnd, SecondaryIo} from '../libxl/index.js'
 
-const XGR_CHECKPOINT_ERROR = 0
-const XGR_CHECKPOINT_SUCCESS = 1
-const XGR_CHECKPOINT_FAILOVER = 2
 const BACK = 'the back channel'
 
 /** The secondary's COLO devices (libxl's checkpoint device ops on the restore side). */
@@ -37,7 +34,8 @@ export interface ColoSecondaryOptions {
   readonly onResuming?: () => void
 }
 
-type CycleEnd = 'next' | 'stopped' | 'broken'
+/** How one cycle ended: the next follows, the primary stopped on purpose, or the cycles broke. */
+type SecondaryCycleEnd = 'next' | 'stopped' | 'broken'
 
 export class ColoSecondary {
   readonly #io: SecondaryIo
@@ -62,7 +60,7 @@ export class ColoSecondary {
   }
 
   /** Checkpoint n, XEN-FACTS §7.3 step by step. */
-  async checkpoint(n: number): Promise<CycleEnd> {
+  async checkpoint(n: number): Promise<SecondaryCycleEnd> {
     const io = this.#io
     const {hypervisor: hv, domid, helper, backChannel: back} = io
     const first = n === 1
@@ -79,7 +77,7 @@ export class ColoSecondary {
       // The device model takes its state while libxc puts the memory in place.
       const load = io.loadDevices(n, records)
       io.received(n, records.length + 1)
-      owed.reply(XGR_CHECKPOINT_SUCCESS)
+      owed.reply(XGR_CHECKPOINT.SUCCESS)
 
       // libxc applies the checkpoint, then postcopy (resume): the devices set up (first time) or
       // checkpointed, SVM_READY, the guest runs (unpaused the first time), SVM_RESUMED.
@@ -103,7 +101,7 @@ export class ColoSecondary {
       else await hv.resume(domid, {cancel: false})
       this.#running = true
       await writeCheckpointState(back, 'SVM_RESUMED', BACK)
-      owed.reply(1)
+      owed.reply(XGR_CHECKPOINT.SUCCESS)
 
       // wait_checkpoint: the primary's CHECKPOINT_STATE NEW on the main stream.
       owed = await helper.next('wait_checkpoint')
@@ -111,14 +109,14 @@ export class ColoSecondary {
       if (record.kind === 'END') {
         // The primary stopped replicating on purpose: end the helper, then do not fail over.
         this.#stoppedByPrimary = true
-        owed.reply(XGR_CHECKPOINT_FAILOVER)
+        owed.reply(XGR_CHECKPOINT.FAILOVER)
         return 'stopped'
       }
       if (record.kind !== 'CHECKPOINT_STATE' || record.state !== 'NEW') {
         const id = record.kind === 'CHECKPOINT_STATE' ? record.state : record.kind
         throw new ColoStateError(`invalid section: ${id} (record ${index}), expected: NEW`, false)
       }
-      owed.reply(1)
+      owed.reply(XGR_CHECKPOINT.SUCCESS)
 
       // suspend: the guest, the devices' postsuspend, SVM_SUSPENDED (the helper then sends B).
       owed = await helper.next('suspend')
@@ -127,14 +125,14 @@ export class ColoSecondary {
       this.#running = false
       await this.#o.devices?.postsuspend()
       await writeCheckpointState(back, 'SVM_SUSPENDED', BACK)
-      owed.reply(1)
+      owed.reply(XGR_CHECKPOINT.SUCCESS)
       return 'next'
     } catch (err) {
       // The helper ended without asking (libxc failed over by itself, or failed): it says why.
       if (err instanceof HelperEndedError) return 'broken'
       // One place for every failure: a channel that ended fails over, anything else is an error.
       this.#failure ??= err instanceof Error ? err.message : String(err)
-      owed?.reply(err instanceof ColoStateError && !err.ended ? XGR_CHECKPOINT_ERROR : XGR_CHECKPOINT_FAILOVER)
+      owed?.reply(err instanceof ColoStateError && !err.ended ? XGR_CHECKPOINT.ERROR : XGR_CHECKPOINT.FAILOVER)
       return 'broken'
     }
   }

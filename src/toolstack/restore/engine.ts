@@ -20,9 +20,8 @@ import {
   type PageDataRecord,
   type StreamType,
 } from '../stream/index.js'
+import {XGR_CHECKPOINT} from '../helper/index.js'
 
-/** libxc's XGR_CHECKPOINT_* answers of the checkpoint callback. */
-export const XGR_CHECKPOINT = {ERROR: 0, SUCCESS: 1, FAILOVER: 2} as const
 /** static_data_done's `missing` bits. */
 export const XGR_SDD_MISSING_CPUID = 1 << 0
 export const XGR_SDD_MISSING_MSR = 1 << 1

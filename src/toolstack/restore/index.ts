@@ -2,7 +2,6 @@
 export {
   restoreDomain,
   RestoreError,
-  XGR_CHECKPOINT,
   XGR_SDD_MISSING_CPUID,
   XGR_SDD_MISSING_MSR,
   type RestoreCallbacks,
@@ -10,3 +9,4 @@ export {
   type RestoreOptions,
   type RestoreResult,
 } from './engine.js'
+export {XGR_CHECKPOINT} from '../helper/index.js'
