@@ -14,6 +14,7 @@
  * HelperOrderError. When the helper ends (`end`), `next` rejects with why.
  */
 import type {CallbackReply, HelperCallbacks} from './client.js'
+import {helperMessageSpec} from './protocol.js'
 
 /** The callbacks a cycle answers in turn (the others have standing answers). */
 export type CycleCallback = 'suspend' | 'postcopy' | 'checkpoint' | 'wait_checkpoint'
@@ -47,13 +48,6 @@ export class HelperEndedError extends Error {
   }
 }
 
-const HANDLER: Readonly<Record<CycleCallback, 'suspend' | 'postcopy' | 'checkpoint' | 'waitCheckpoint'>> = {
-  suspend: 'suspend',
-  postcopy: 'postcopy',
-  checkpoint: 'checkpoint',
-  wait_checkpoint: 'waitCheckpoint',
-}
-
 interface Asked {
   readonly name: CycleCallback
   readonly answer: (value: number) => void
@@ -70,9 +64,8 @@ export class HelperChannel {
    * reply the cycle gives.
    */
   callbacks(names: readonly CycleCallback[]): HelperCallbacks {
-    const out: Partial<Record<(typeof HANDLER)[CycleCallback], () => CallbackReply>> = {}
-    for (const name of names) out[HANDLER[name]] = () => this.#ask(name)
-    return out
+    // Each under its name in code, as the message table derives it (`wait_checkpoint` -> `waitCheckpoint`).
+    return Object.fromEntries(names.map((name) => [helperMessageSpec(name).callbackName, (): CallbackReply => this.#ask(name)])) as HelperCallbacks
   }
 
   /** Resolves when the helper asks for `name`; rejects when it asks for another or has ended. */
