@@ -61,7 +61,7 @@ async function checkpoint(ch: Awaited<ReturnType<typeof channel>>, read: () => P
   expect(await read()).toEqual(pfns)
   const ms = performance.now() - t0
   ch.write(svmReady())
-  await readCheckpointState(ch.recvFd, 'SVM_READY', 'the back channel')
+  await readCheckpointState(ch.recvFd, 'SVM_READY')
   return ms
 }
 
@@ -87,7 +87,7 @@ describe('the secondary dirty pfn list on the back channel', () => {
       // Only a list that starts with 0 waits to tell the forms apart, and not longer than the bound.
       if (pfns[0] !== 0) expect(waited).toBeLessThan(QUIRK_WAIT_MS / 2)
       ch.write(svmReady())
-      await readCheckpointState(ch.recvFd, 'SVM_READY', 'the back channel')
+      await readCheckpointState(ch.recvFd, 'SVM_READY')
     })
   }
 
@@ -99,7 +99,7 @@ describe('the secondary dirty pfn list on the back channel', () => {
       ch.write(list418([0, i + 1]))
       expect(await read()).toEqual([0, i + 1])
       ch.write(svmReady())
-      await readCheckpointState(ch.recvFd, 'SVM_READY', 'the back channel')
+      await readCheckpointState(ch.recvFd, 'SVM_READY')
     }
     expect(noticed).toBe(1)
   })
@@ -128,7 +128,7 @@ describe('the secondary dirty pfn list on the back channel', () => {
     expect(await read()).toEqual([7, 8, 9])
     await late
     ch.write(svmReady())
-    await readCheckpointState(ch.recvFd, 'SVM_READY', 'the back channel')
+    await readCheckpointState(ch.recvFd, 'SVM_READY')
   })
 
   it('reads a 4.18+ list whose last 8 bytes came in part before the check and in part after it', async () => {

@@ -8,6 +8,8 @@
 import {readExact, writeAll} from '../fd/index.js'
 import {CHECKPOINT_STATE_NAMES, LIBXL, encodeLibxlRecord, type CheckpointStateName} from '../stream/index.js'
 
+/** Where these records travel, as errors name it. */
+const CHANNEL = 'the back channel'
 /** Header (type, length 4) and a body of the u32 id padded to 8 bytes. */
 const RECORD_BYTES = 16
 
@@ -23,18 +25,18 @@ export class ColoStateError extends Error {
 }
 
 /** Reads one CHECKPOINT_STATE record from `fd` and checks it is `expected` (libxl's "invalid section"). */
-export async function readCheckpointState(fd: number, expected: CheckpointStateName, channel: string): Promise<void> {
+export async function readCheckpointState(fd: number, expected: CheckpointStateName): Promise<void> {
   let got: Buffer
   try {
     got = await readExact(fd, RECORD_BYTES, {what: `CHECKPOINT_STATE ${expected}`})
   } catch (err) {
-    throw new ColoStateError(`reading data fails: ${channel}: ${(err as Error).message}`, true)
+    throw new ColoStateError(`reading data fails: ${CHANNEL}: ${(err as Error).message}`, true)
   }
-  if (got.length < RECORD_BYTES) throw new ColoStateError(`reading data fails: ${channel} ended before CHECKPOINT_STATE ${expected}`, true)
+  if (got.length < RECORD_BYTES) throw new ColoStateError(`reading data fails: ${CHANNEL} ended before CHECKPOINT_STATE ${expected}`, true)
   const type = got.readUInt32LE(0)
   const length = got.readUInt32LE(4)
   if (type !== LIBXL.CHECKPOINT_STATE || length !== 4) {
-    throw new ColoStateError(`${channel}: expected a CHECKPOINT_STATE record (${expected}), found type ${type} length ${length}`, false)
+    throw new ColoStateError(`${CHANNEL}: expected a CHECKPOINT_STATE record (${expected}), found type ${type} length ${length}`, false)
   }
   const id = got.readUInt32LE(8)
   const want = CHECKPOINT_STATE_NAMES.indexOf(expected)
@@ -42,10 +44,10 @@ export async function readCheckpointState(fd: number, expected: CheckpointStateN
 }
 
 /** Writes one CHECKPOINT_STATE record on `fd`. */
-export async function writeCheckpointState(fd: number, state: CheckpointStateName, channel: string): Promise<void> {
+export async function writeCheckpointState(fd: number, state: CheckpointStateName): Promise<void> {
   try {
     await writeAll(fd, encodeLibxlRecord({kind: 'CHECKPOINT_STATE', state}), {what: `CHECKPOINT_STATE ${state}`})
   } catch (err) {
-    throw new ColoStateError(`sending data fails: ${channel}: ${(err as Error).message}`, true)
+    throw new ColoStateError(`sending data fails: ${CHANNEL}: ${(err as Error).message}`, true)
   }
 }

@@ -15,7 +15,6 @@ import {encodeLibxlRecord} from '../stream/index.js'
 import {checkpointFailure, type CycleEnd, type CycleStep, type PrimaryIo, type PrimaryMode} from './cycle.js'
 import type {ColoOptions} from './options.js'
 
-const BACK = 'the back channel'
 
 export class ColoPrimary implements PrimaryMode {
   readonly name = 'COLO'
@@ -59,7 +58,7 @@ export class ColoPrimary implements PrimaryMode {
       // 1. suspend: the guest and its device model's state, the devices' postsuspend, and the
       // secondary's SVM_SUSPENDED (it suspends at our NEW as we do here; read meanwhile).
       owed = await helper.next('suspend')
-      const svmSuspended = this.#secondaryRuns ? readCheckpointState(this.#back, 'SVM_SUSPENDED', BACK) : undefined
+      const svmSuspended = this.#secondaryRuns ? readCheckpointState(this.#back, 'SVM_SUSPENDED') : undefined
       svmSuspended?.catch(() => undefined)
       const {atMs, deviceState} = await io.suspend()
       const guest = trigger?.reset ? await io.guestCounters() : undefined
@@ -79,11 +78,11 @@ export class ColoPrimary implements PrimaryMode {
       // preresume; our guest resumes (unpaused after the first); the secondary runs (SVM_RESUMED).
       step = 'resume'
       owed = await helper.next('postcopy')
-      await readCheckpointState(this.#back, 'SVM_READY', BACK)
+      await readCheckpointState(this.#back, 'SVM_READY')
       await trigger?.reset?.(guest?.step, guest?.frames)
       await devices?.preresume(n)
       await io.resume()
-      await readCheckpointState(this.#back, 'SVM_RESUMED', BACK)
+      await readCheckpointState(this.#back, 'SVM_RESUMED')
       if (n === 1 && this.#unpauseAfterFirst) {
         await io.hypervisor.unpause(io.domid)
         io.log('detail', `COLO: domain ${io.domid} unpaused after the first checkpoint`)

@@ -13,7 +13,6 @@ import {HelperEndedError, XGR_CHECKPOINT, type OwedCallback} from '../helper/ind
 import {ColoStateError, writeCheckpointState} from '../libxl/index.js'
 import type {ColoSecondaryEnd, SecondaryIo} from '../libxl/index.js'
 
-const BACK = 'the back channel'
 
 /** The secondary's COLO devices (libxl's checkpoint device ops on the restore side). */
 export interface SecondaryCheckpointDevices {
@@ -95,12 +94,12 @@ export class ColoSecondary {
         // primary is still suspended (QEMU's own COLO orders it so too); the stream is the same.
         await this.#o.devices?.preresume()
       }
-      await writeCheckpointState(back, 'SVM_READY', BACK)
+      await writeCheckpointState(back, 'SVM_READY')
       this.#o.onResuming?.()
       if (first) await hv.unpause(domid)
       else await hv.resume(domid, {cancel: false})
       this.#running = true
-      await writeCheckpointState(back, 'SVM_RESUMED', BACK)
+      await writeCheckpointState(back, 'SVM_RESUMED')
       owed.reply(XGR_CHECKPOINT.SUCCESS)
 
       // wait_checkpoint: the primary's CHECKPOINT_STATE NEW on the main stream.
@@ -124,7 +123,7 @@ export class ColoSecondary {
       await hv.suspend(domid)
       this.#running = false
       await this.#o.devices?.postsuspend()
-      await writeCheckpointState(back, 'SVM_SUSPENDED', BACK)
+      await writeCheckpointState(back, 'SVM_SUSPENDED')
       owed.reply(XGR_CHECKPOINT.SUCCESS)
       return 'next'
     } catch (err) {
