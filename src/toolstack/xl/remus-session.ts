@@ -38,8 +38,8 @@ class PrimarySession {
   readonly #o: RemusPrimaryOptions
   readonly #mode: PrimaryMode
   readonly #started: number
-  readonly hypervisor: Hypervisor
-  readonly domid: number
+  readonly #hv: Hypervisor
+  readonly #domid: number
   #guardian: Guardian | undefined
   #checkpointing: Checkpointing | undefined
   #pair: FdPair | undefined
@@ -50,15 +50,15 @@ class PrimarySession {
     this.#o = opts
     this.#mode = mode
     this.#started = startedAt
-    this.hypervisor = opts.hypervisor
-    this.domid = opts.domid
+    this.#hv = opts.hypervisor
+    this.#domid = opts.domid
   }
 
   get #checkpoints(): number {
     return this.#checkpointing?.checkpoints ?? 0
   }
 
-  log(level: LogLevel, text: string): void {
+  #log(level: LogLevel, text: string): void {
     this.#o.onEvent({kind: 'log', level, text})
   }
 
@@ -73,13 +73,13 @@ class PrimarySession {
   async run(): Promise<RemusResult> {
     const o = this.#o
     const ha = this.#mode.name
-    const onSignal = (): void => this.log('info', `${ha}: stopping replication after the next checkpoint`)
+    const onSignal = (): void => this.#log('info', `${ha}: stopping replication after the next checkpoint`)
     o.signal?.addEventListener('abort', onSignal, {once: true})
     if (o.signal?.aborted) onSignal()
     // If this process dies: before the backup holds a checkpoint the guest must run here; after,
     // the backup takes over and the guest must not run here too.
-    this.#guardian = Guardian.start({role: 'remus-primary', domid: o.domid, name: o.name}, helperEnv(this.hypervisor, o.env ?? process.env), (why) =>
-      this.log('warning', `cannot start the guardian of domain ${o.domid}: ${why}`),
+    this.#guardian = Guardian.start({role: 'remus-primary', domid: o.domid, name: o.name}, helperEnv(this.#hv, o.env ?? process.env), (why) =>
+      this.#log('warning', `cannot start the guardian of domain ${o.domid}: ${why}`),
     )
     let failure: unknown
     let stoppedCleanly = false
@@ -117,7 +117,7 @@ class PrimarySession {
     let wayBack: number | undefined
     const checkpointing = (fd: number): Checkpointing =>
       new Checkpointing({
-        hypervisor: this.hypervisor,
+        hypervisor: this.#hv,
         domid: o.domid,
         mode: this.#mode,
         fd,
@@ -139,8 +139,8 @@ class PrimarySession {
       wayBack = this.#pair.recvFd
       // In its own session: a Ctrl-C meant to stop replication cleanly must not cut the connection
       // first (which the backup would take for our death). ssh then cannot ask for a password.
-      this.#transport = await Transport.start(o.rune, this.#pair, o.env, (why) => this.log('error', why), {ownSession: true})
-      this.log('debug', `${this.#mode.name} transport process [${this.#transport.pid ?? '?'}]: sh -c ${o.rune}`)
+      this.#transport = await Transport.start(o.rune, this.#pair, o.env, (why) => this.#log('error', why), {ownSession: true})
+      this.#log('debug', `${this.#mode.name} transport process [${this.#transport.pid ?? '?'}]: sh -c ${o.rune}`)
       await readFixedMessage(this.#pair.recvFd, MIGRATE_RECEIVER_BANNER, 'banner', o.rune)
       const info = await writeSavefileHeader({fd: this.#sendFd, configJson: o.configJson, source: RECEIVER_STREAM, onEvent: (e) => o.onStreamEvent?.(e)})
       headerBytes = 48 + info.optionalDataLength
@@ -166,11 +166,11 @@ class PrimarySession {
     }
     const why = failure instanceof Error ? failure.message : String(failure)
     if (failure instanceof MigrateError && failure.code === 'suspend') {
-      this.log('error', why)
+      this.#log('error', why)
       this.#line('Failed to suspend domain at primary.')
       return done('suspend-failed', 1)
     }
-    this.log(this.#checkpoints > 0 ? 'detail' : 'error', `${ha}: Domain suspend terminated with rc ${ERROR_FAIL}: ${why}`)
+    this.#log(this.#checkpoints > 0 ? 'detail' : 'error', `${ha}: Domain suspend terminated with rc ${ERROR_FAIL}: ${why}`)
     if (this.#mode.secondaryMayRun()) {
       // We were silent longer than the secondary waits, so it may have failed over and run the
       // guest. Never a second running copy.
@@ -184,19 +184,19 @@ class PrimarySession {
   }
 
   async #pauseHere(): Promise<void> {
-    const id = this.domid
+    const id = this.#domid
     try {
-      const info = await this.hypervisor.info(id)
-      if (!info.state.paused) await this.hypervisor.pause(id)
-      await this.hypervisor.logDirty(id).disable().catch(() => undefined)
+      const info = await this.#hv.info(id)
+      if (!info.state.paused) await this.#hv.pause(id)
+      await this.#hv.logDirty(id).disable().catch(() => undefined)
     } catch (err) {
-      this.log('error', `cannot pause domain ${id}: ${(err as Error).message}`)
+      this.#log('error', `cannot pause domain ${id}: ${(err as Error).message}`)
     }
   }
 
   async #exists(): Promise<boolean> {
     try {
-      await this.hypervisor.info(this.domid)
+      await this.#hv.info(this.#domid)
       return true
     } catch (err) {
       if (err instanceof HypervisorError && err.code === 'no-such-domain') return false
@@ -206,13 +206,13 @@ class PrimarySession {
 
   /** libxl_domain_resume(ctx, domid, 1, 0): only a suspended guest needs it. */
   async #resumeHere(): Promise<void> {
-    const id = this.domid
+    const id = this.#domid
     try {
-      const info = await this.hypervisor.info(id)
-      if (info.state.shutdown) await this.hypervisor.resume(id, {cancel: true})
-      await this.hypervisor.logDirty(id).disable().catch(() => undefined)
+      const info = await this.#hv.info(id)
+      if (info.state.shutdown) await this.#hv.resume(id, {cancel: true})
+      await this.#hv.logDirty(id).disable().catch(() => undefined)
     } catch (err) {
-      this.log('error', `cannot resume domain ${id}: ${(err as Error).message}`)
+      this.#log('error', `cannot resume domain ${id}: ${(err as Error).message}`)
     }
   }
 
@@ -222,7 +222,7 @@ class PrimarySession {
     if (this.#transport) {
       const exit = await this.#transport.wait(CHILD_REPORT_MS)
       if (exit === 'timeout') await this.#transport.killAll()
-      else if (exit.code !== 0 && exit.code !== null) this.log('detail', `${this.#mode.name} transport process exited with error status ${exit.code}`)
+      else if (exit.code !== 0 && exit.code !== null) this.#log('detail', `${this.#mode.name} transport process exited with error status ${exit.code}`)
     }
     this.#pair?.close()
     await this.#mode.settled()
