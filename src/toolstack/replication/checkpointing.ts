@@ -57,7 +57,7 @@ export class Checkpointing implements PrimaryIo {
   readonly hypervisor: Hypervisor
   readonly domid: number
   readonly guardian: GuardianLink | undefined
-  probe: CheckpointProbe | undefined
+  readonly probe: CheckpointProbe | undefined
   #stream: SaveStream | undefined
   #checkpoints = 0
   /** What the helper tells of the checkpoint being taken: its pages, and (COLO) the sets A and B. */
@@ -72,6 +72,7 @@ export class Checkpointing implements PrimaryIo {
     this.hypervisor = o.hypervisor
     this.domid = o.domid
     this.guardian = o.guardian
+    this.probe = testHooks().checkpointProbe(o.hypervisor, o.domid, 'primary')
   }
 
   /** Checkpoints on the stream (CHECKPOINT_END written). */
@@ -95,7 +96,6 @@ export class Checkpointing implements PrimaryIo {
   async run(): Promise<boolean> {
     const o = this.#o
     const {backChannel} = await o.mode.open(this, o.wayBack)
-    this.probe = testHooks().checkpointProbe(this.hypervisor, o.domid, 'primary')
     this.#stream = await startSaveStream({
       hypervisor: this.hypervisor,
       domid: o.domid,
