@@ -146,6 +146,45 @@ export interface Subscription {
   close(): Promise<void>
 }
 
+/** xenstore's limits (xenstore_lib.h, xs_wire.h): a path of at most XENSTORE_ABS_PATH_MAX bytes, a value of at most XENSTORE_PAYLOAD_MAX. */
+export const STORE_PATH_MAX = 3072
+export const STORE_VALUE_MAX = 4096
+
+/** What a xenstore transaction offers; paths are absolute ('/local/domain/3/name'). */
+export interface StoreAccess {
+  /** The node's value, or undefined when there is no such node. */
+  read(path: string): Promise<string | undefined>
+  /** The names of the node's children ([] when it has none or is absent). */
+  directory(path: string): Promise<string[]>
+  /** Sets the value, making missing parents (with empty values) as xenstore does. */
+  write(path: string, value: string): Promise<void>
+  /** Removes the node and everything below it (nothing when absent). */
+  remove(path: string): Promise<void>
+}
+
+/**
+ * xenstore: the host's tree of small string values that every toolstack process, device model and
+ * guest shares (libxenstore). Outside a transaction each call stands alone.
+ */
+export interface Store extends StoreAccess {
+  /**
+   * Runs `body` as one transaction: it sees one state of the tree and its writes land together or
+   * not at all. As with xenstore's EAGAIN, `body` may run again when another writer got in first,
+   * so it must have no effect outside the transaction.
+   */
+  transaction<T>(body: (tx: StoreAccess) => Promise<T>): Promise<T>
+  /** Calls `onChange` once at the start and whenever the node or anything below it changes (a xenstore watch). */
+  watch(path: string, onChange: () => void): Promise<Subscription>
+}
+
+/** The host's folders for the toolstack's own files (Xen's XEN_LIB_DIR and XEN_RUN_DIR). */
+export interface HostPaths {
+  /** Persistent files such as libxl's userdata (Xen: /var/lib/xen). */
+  readonly lib: string
+  /** Sockets and pid files such as the device model's QMP socket (Xen: /var/run/xen). */
+  readonly run: string
+}
+
 /**
  * What only the simulated host has: its guest's counters and the frames it sends, for reports and
  * for the sim's proxy to know its guest's frames. Undefined on real Xen: nothing needs it to
@@ -167,6 +206,10 @@ export interface Hypervisor {
    * environment to reach the same host.
    */
   connectionEnv(): Record<string, string>
+  /** The host's xenstore. */
+  readonly store: Store
+  /** Where the toolstack keeps its files on this host. */
+  readonly paths: HostPaths
 
   list(): Promise<DomainInfo[]>
   info(domid: number): Promise<DomainInfo>

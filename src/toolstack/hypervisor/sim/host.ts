@@ -22,6 +22,7 @@ import type {
   DomainInfo,
   DomainSpec,
   GuestMemory,
+  HostPaths,
   HvmParam,
   Hypervisor,
   LogDirty,
@@ -35,6 +36,7 @@ import {guestDiskImage} from './domain-device-model.js'
 import {ConnectionLost, ControlClient} from './client.js'
 import {DOMID_FIRST_RESERVED, HostLayout, type DomainRecord, type LaunchSpec} from './layout.js'
 import {withLock} from './lock.js'
+import {SimStore} from './store.js'
 import {checksumMemoryFile, FileGuestMemory, verifyMemoryFile, type IntegrityReport} from './memory.js'
 import {PAGE_SIZE, SPECIAL_PAGES} from './page.js'
 import {isAlive, killHard, procStart, selfIdentity, waitGone} from '../../process/index.js'
@@ -134,10 +136,18 @@ export class SimHypervisor implements Hypervisor {
    */
   private readonly clients = new Map<number, CachedClient>()
 
+  readonly store: SimStore
+  readonly paths: HostPaths
+
   constructor(root: string) {
     this.layout = new HostLayout(root)
     this.layout.checkSocketPath()
     this.hostId = this.initRoot()
+    this.store = new SimStore(this.root)
+    // What Xen's start-up writes for the control domain (xen-init-dom0).
+    this.store.seed({'/local': '', '/local/domain': '', '/local/domain/0': '', '/local/domain/0/name': DOM0_NAME, '/local/domain/0/domid': '0'})
+    this.paths = {lib: this.layout.libDir, run: this.layout.runDir}
+    for (const dir of [this.paths.lib, this.paths.run]) fs.mkdirSync(dir, {recursive: true, mode: 0o700})
   }
 
   readonly simulation: SimulationExtras = {

@@ -4,6 +4,8 @@
  *   <root>/host.json              {"hostId": "<16 hex>", ...}: the host's identity (random per folder)
  *   <root>/next-domid             the domid allocator's rover
  *   <root>/lock/                  the host lock (a directory; owner = "<pid> <starttime>")
+ *   <root>/store.json             the host's xenstore (store.ts), with its lock store.lock/
+ *   <root>/lib/, <root>/run/      the toolstack's files (Xen's /var/lib/xen, /var/run/xen)
  *   <root>/domains/<domid>/       one folder per domain, mode 0700
  *       launch.json               what the domain process is built from (written by its creator)
  *       pid                       "<pid> <starttime>" of the domain process, from its start
@@ -70,6 +72,14 @@ export class HostLayout {
   }
   get roverFile(): string {
     return path.join(this.root, 'next-domid')
+  }
+  /** The toolstack's persistent files on this host (Xen's XEN_LIB_DIR). */
+  get libDir(): string {
+    return path.join(this.root, 'lib')
+  }
+  /** The toolstack's sockets and pid files on this host (Xen's XEN_RUN_DIR). */
+  get runDir(): string {
+    return path.join(this.root, 'run')
   }
   get domainsDir(): string {
     return path.join(this.root, 'domains')
