@@ -24,7 +24,7 @@ import * as path from 'node:path'
 import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {resolveDomain} from '../src/toolstack/libxl/index.js'
+import {listDomains, resolveDomain} from '../src/toolstack/libxl/index.js'
 import {initialGuestState} from '../src/toolstack/hypervisor/sim/context.js'
 import {DISK_BLOCK_BYTES, diskWriteOffset, replayDiskWrites} from '../src/toolstack/hypervisor/sim/workload.js'
 import {BIN} from './support/cli.js'
@@ -157,7 +157,7 @@ describe('COLO devices (real QEMU)', () => {
     const run = startRemus(s.a, s.b, s.tmp, ['-c', '-p', '--max-interval', '100'])
     await untilCheckpoints(run, 6)
     const hv = sim(s.b)
-    const ids = (await hv.list()).filter((d) => d.domid !== 0).map((d) => hv.record(d.domid).pid)
+    const ids = (await listDomains(hv)).filter((d) => d.domid !== 0).map((d) => hv.record(d.domid).pid)
     hv.close()
     const backup = markedProcesses(s.marker).filter((p) => isBackupProcess(p.cmd))
     for (const p of [...backup.map((x) => x.pid), ...ids]) signal(p, 'SIGKILL')

@@ -9,11 +9,11 @@
 import {afterEach, beforeAll, describe, expect, test} from 'vitest'
 
 import {openFdPair, type FdPair} from '../src/toolstack/fd/index.js'
-import {type DomainSpec} from '../src/toolstack/hypervisor/index.js'
 import {SimHypervisor} from '../src/toolstack/backends/index.js'
 import {receiveDomain, type MigrateEvent} from '../src/toolstack/xl/index.js'
 import {Checkpointing, ColoSecondary, primaryMode} from '../src/toolstack/replication/index.js'
 import {ensureBuilt, leftovers, NOTHING, tempRoot, wipeRoot} from './support/sim-host.js'
+import {createDomainBuilt, destroyDomain, type LibxlDomainSpec} from '../src/toolstack/libxl/index.js'
 
 const roots: string[] = []
 let pair: FdPair | undefined
@@ -30,7 +30,7 @@ function host(): SimHypervisor {
   return new SimHypervisor(root)
 }
 
-const spec: DomainSpec = {
+const spec: LibxlDomainSpec = {
   name: 'vm',
   type: 'hvm',
   maxMemKb: 32 * 1024,
@@ -46,8 +46,8 @@ const spec: DomainSpec = {
 async function session(checkpoints: number, junkAt?: number) {
   const a = host()
   const b = host()
-  const src = await a.create(spec, {paused: false})
-  const dst = await b.create(spec, {paused: true, forRestore: true, coloSecondary: true})
+  const src = await createDomainBuilt(a, spec, {paused: false})
+  const dst = await createDomainBuilt(b, spec, {paused: true, forRestore: true, coloSecondary: true})
   pair = await openFdPair()
   const p = pair
   let saves = 0
@@ -105,8 +105,8 @@ describe('the COLO secondary applying a checkpoint', () => {
     expect(sent.checkpoints).toBe(3)
     expect(resumedAfter).toEqual([1, 2, 3])
     expect((await b.info(dst)).state.shutdown).toBe(false)
-    await a.destroy(src)
-    await b.destroy(dst)
+    await destroyDomain(a, src)
+    await destroyDomain(b, dst)
     for (const r of roots) expect(leftovers(r)).toEqual(NOTHING)
   })
 
@@ -124,8 +124,8 @@ describe('the COLO secondary applying a checkpoint', () => {
     expect(sent.reason).toBeTruthy()
     await a.resume(src, {cancel: true}).catch(() => undefined)
     expect((await a.info(src)).state.shutdown).toBe(false)
-    await a.destroy(src)
-    await b.destroy(dst)
+    await destroyDomain(a, src)
+    await destroyDomain(b, dst)
     for (const r of roots) expect(leftovers(r)).toEqual(NOTHING)
   })
 })

@@ -24,7 +24,7 @@ import * as path from 'node:path'
 import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {resolveDomain} from '../src/toolstack/libxl/index.js'
+import {listDomains, resolveDomain} from '../src/toolstack/libxl/index.js'
 import {BIN} from './support/cli.js'
 import {NODE, ensureBuilt, fakeSsh, guests, isRunning, markedProcesses, receiverCommand, runMarker, shellQuote, sim, waitNoMarked, type GuestSpec} from './support/migrate.js'
 import {cleanups, events, isBackupProcess, probeLines, setup, signal, sleep, startRemus, untilCheckpoints} from './support/remus.js'
@@ -245,7 +245,7 @@ describe('colo', () => {
           for (const p of [run.pid!, pid, ...own.map((x) => x.pid)]) signal(p, 'SIGKILL')
         } else {
           const hv = sim(s.b)
-          const ids = (await hv.list()).filter((d) => d.domid !== 0).map((d) => hv.record(d.domid).pid)
+          const ids = (await listDomains(hv)).filter((d) => d.domid !== 0).map((d) => hv.record(d.domid).pid)
           hv.close()
           for (const p of [...backup.map((x) => x.pid), ...ids]) signal(p, 'SIGKILL')
         }

@@ -11,10 +11,11 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterEach, beforeAll, describe, expect, it} from 'vitest'
 
-import {HypervisorError, type DomainSpec} from '../src/toolstack/hypervisor/index.js'
+import {HypervisorError} from '../src/toolstack/hypervisor/index.js'
 import {SimHypervisor} from '../src/toolstack/backends/index.js'
 import {lines, xl} from './support/cli.js'
 import {ensureBuilt, leftovers, NOTHING, tempRoot, wipeRoot} from './support/sim-host.js'
+import {createDomain, domainName, destroyDomain, type LibxlDomainSpec, listDomains} from '../src/toolstack/libxl/index.js'
 
 const roots: string[] = []
 const hosts: SimHypervisor[] = []
@@ -36,7 +37,7 @@ function host(): {root: string; hv: SimHypervisor; other: SimHypervisor} {
   return {root, hv, other}
 }
 
-const spec = (name: string): DomainSpec => ({name, type: 'hvm', maxMemKb: 32 * 1024, vcpus: 1, config: {c_info: {name, type: 'hvm'}}})
+const spec = (name: string): LibxlDomainSpec => ({name, type: 'hvm', maxMemKb: 32 * 1024, vcpus: 1, config: {c_info: {name, type: 'hvm'}}})
 
 /**
  * Makes the first domain of a host unbuildable: its memory file's name is a link into a folder that
@@ -52,23 +53,23 @@ describe('createEarly', () => {
   it('hands out the domid before the domain is built; info elsewhere waits for the build', async () => {
     const {hv, other} = host()
     const t0 = performance.now()
-    const {domid, built} = await hv.createEarly(spec('early'), {paused: true, forRestore: true})
+    const {domid, built} = await createDomain(hv, spec('early'), {paused: true, forRestore: true})
     const early = performance.now() - t0
     let builtAt = 0
     void built.then(() => (builtAt = performance.now() - t0))
     const info = await other.info(domid)
-    expect(info.name).toBe('early')
+    expect(await domainName(other, domid)).toBe('early')
     expect(info.state.paused).toBe(true)
     await built
     // The domain process is a Node start (tens of ms); the domid came before it.
     expect(builtAt).toBeGreaterThan(early)
-    await hv.destroy(domid)
+    await destroyDomain(hv, domid)
   })
 
   it('a domain that cannot be built: built rejects, a waiter hears no-such-domain, nothing is left', async () => {
     const {root, hv, other} = host()
     blockFirstDomain(hv)
-    const {domid, built} = await hv.createEarly(spec('doomed'), {paused: true, forRestore: true})
+    const {domid, built} = await createDomain(hv, spec('doomed'), {paused: true, forRestore: true})
     expect(domid).toBe(1)
     const waiter = other.info(domid).then(
       () => 'answered',
@@ -79,7 +80,7 @@ describe('createEarly', () => {
     expect(seen).toBeInstanceOf(HypervisorError)
     expect((seen as HypervisorError).code).toBe('no-such-domain')
     expect(leftovers(root)).toEqual(NOTHING)
-    expect(await hv.list()).toHaveLength(1) // Domain-0 only
+    expect(await listDomains(hv)).toHaveLength(1) // Domain-0 only
   })
 })
 

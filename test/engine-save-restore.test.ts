@@ -12,12 +12,12 @@ import * as fs from 'node:fs'
 import {afterEach, beforeAll, describe, expect, test} from 'vitest'
 
 import {FdError} from '../src/toolstack/fd/index.js'
-import {type DomainSpec} from '../src/toolstack/hypervisor/index.js'
 import {SimHypervisor} from '../src/toolstack/backends/index.js'
 import {restoreDomain, type RestoreOptions} from '../src/toolstack/restore/index.js'
 import {saveDomain, type RecordSink, type SaveEvent} from '../src/toolstack/save/index.js'
 import {BufferSource, readMigrationStream} from '../src/toolstack/stream/index.js'
 import {ensureBuilt, leftovers, NOTHING, tempRoot, wipeRoot} from './support/sim-host.js'
+import {createDomainBuilt, destroyDomain, type LibxlDomainSpec} from '../src/toolstack/libxl/index.js'
 
 const roots: string[] = []
 beforeAll(ensureBuilt, 120_000)
@@ -31,7 +31,7 @@ function host(): SimHypervisor {
   return new SimHypervisor(root)
 }
 
-const spec = (name: string, memMiB = 64, dirtyRate = 5000): DomainSpec => ({
+const spec = (name: string, memMiB = 64, dirtyRate = 5000): LibxlDomainSpec => ({
   name,
   type: 'hvm',
   maxMemKb: memMiB * 1024,
@@ -107,7 +107,7 @@ class Collect {
 async function runningGuestAndSink(): Promise<{a: SimHypervisor; b: SimHypervisor; src: number; sink: Collect}> {
   const a = host()
   const b = host()
-  const src = await a.create(spec('vm', 32, 3000), {paused: false})
+  const src = await createDomainBuilt(a, spec('vm', 32, 3000), {paused: false})
   return {a, b, src, sink: new Collect()}
 }
 
@@ -115,7 +115,7 @@ describe('live save and restore through the engines', () => {
   test('memory and vCPU context equal the source at suspend; the stream is valid libxc v3', async () => {
     const a = host()
     const b = host()
-    const src = await a.create(spec('vm'), {paused: false})
+    const src = await createDomainBuilt(a, spec('vm'), {paused: false})
     await new Promise((r) => setTimeout(r, 300)) // let the workload dirty pages
     const sink = new Collect()
     const events: SaveEvent[] = []
@@ -141,7 +141,7 @@ describe('live save and restore through the engines', () => {
     expect(kinds.slice(0, 3)).toEqual(['X86_CPUID_POLICY', 'X86_MSR_POLICY', 'STATIC_DATA_END'])
     expect(kinds.slice(-4)).toEqual(['X86_TSC_INFO', 'HVM_CONTEXT', 'HVM_PARAMS', 'END'])
 
-    const dst = await b.create(spec('vm'), {paused: true, forRestore: true})
+    const dst = await createDomainBuilt(b, spec('vm'), {paused: true, forRestore: true})
     const result = await restoreDomain({
       hypervisor: b,
       domid: dst,
@@ -156,8 +156,8 @@ describe('live save and restore through the engines', () => {
     expect((await b.verifyIntegrity(dst)).ok).toBe(true)
     expect(await b.getVcpuContext(dst)).toEqual(await a.getVcpuContext(src))
 
-    await a.destroy(src)
-    await b.destroy(dst)
+    await destroyDomain(a, src)
+    await destroyDomain(b, dst)
     for (const r of roots) expect(leftovers(r)).toEqual(NOTHING)
   })
 
@@ -176,10 +176,10 @@ describe('live save and restore through the engines', () => {
 
     // Cut the stream halfway through the third checkpoint's records.
     const cut = boundaries[1]! + Math.floor((boundaries[2]! - boundaries[1]!) / 2)
-    const dst = await b.create(spec('vm', 32, 3000), {paused: true, forRestore: true})
+    const dst = await createDomainBuilt(b, spec('vm', 32, 3000), {paused: true, forRestore: true})
     await expectFailoverToSecond(b, dst, sums[1]!, {source: new BufferSource(sink.bytes().subarray(0, cut)), streamType: 'remus', callbacks: {checkpoint: async () => 1}})
-    await a.destroy(src)
-    await b.destroy(dst)
+    await destroyDomain(a, src)
+    await destroyDomain(b, dst)
   })
 
   test('COLO: the primary gone while the secondary sends its dirty pfn list is a failover, not a failed restore', async () => {
@@ -205,7 +205,7 @@ describe('live save and restore through the engines', () => {
 
     // The secondary: every callback carries on, but the back channel's reader is gone when the
     // list after the second checkpoint is due (the primary killed after reading SVM_SUSPENDED).
-    const dst = await b.create(spec('vm', 32, 3000), {paused: true, forRestore: true})
+    const dst = await createDomainBuilt(b, spec('vm', 32, 3000), {paused: true, forRestore: true})
     let lists = 0
     const one = async (): Promise<number> => 1
     let logDirty = false
@@ -224,13 +224,13 @@ describe('live save and restore through the engines', () => {
         if (++lists === 2) throw new FdError('closed', 'the back channel', 4, 'the reader has gone (EPIPE) after 0 of 24 bytes', {errno: 'EPIPE'})
       },
     })
-    await a.destroy(src)
-    await b.destroy(dst)
+    await destroyDomain(a, src)
+    await destroyDomain(b, dst)
   })
 
   test('pages from the memory file leave by reference only while the guest runs (Remus: never a checkpoint)', async () => {
     const a = host()
-    const src = await a.create(spec('vm', 32, 3000), {paused: false})
+    const src = await createDomainBuilt(a, spec('vm', 32, 3000), {paused: false})
     const collect = new Collect()
     let suspended = false
     const calls: {share: boolean; suspended: boolean; bytes: number}[] = []
@@ -261,6 +261,6 @@ describe('live save and restore through the engines', () => {
     }
     expect(kinds.filter((k) => k === 'CHECKPOINT')).toHaveLength(3)
     expect(kinds.filter((k) => k === 'PAGE_DATA').length).toBe(calls.length)
-    await a.destroy(src)
+    await destroyDomain(a, src)
   })
 })

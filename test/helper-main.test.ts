@@ -28,10 +28,10 @@ import {
   type HelperProgressEvent,
   type StartHelperOptions,
 } from '../src/toolstack/helper/index.js'
-import {type DomainSpec} from '../src/toolstack/hypervisor/index.js'
 import {SimHypervisor} from '../src/toolstack/backends/index.js'
 import {BufferSource, readMigrationStream} from '../src/toolstack/stream/index.js'
 import {ensureBuilt, tempRoot, wipeRoot} from './support/sim-host.js'
+import {createDomainBuilt, type LibxlDomainSpec} from '../src/toolstack/libxl/index.js'
 
 const roots: string[] = []
 const files: string[] = []
@@ -62,7 +62,7 @@ function host(extra: NodeJS.ProcessEnv = {}): {hv: SimHypervisor; env: NodeJS.Pr
   return {hv: new SimHypervisor(root), env: {...process.env, ...extra, XL_TS_ROOT: root, XL_TS_BACKEND: 'sim'}}
 }
 
-const spec = (name: string): DomainSpec => ({
+const spec = (name: string): LibxlDomainSpec => ({
   name,
   type: 'hvm',
   maxMemKb: 64 * 1024,
@@ -99,7 +99,7 @@ for (const [pageCopy, how] of Object.entries(PAGE_COPY)) {
     test('live save to a file, restore on another host: same memory and vCPU state', async () => {
       const a = host(how.env)
       const b = host(how.env)
-      const src = await a.hv.create(spec('vm'), {paused: false})
+      const src = await createDomainBuilt(a.hv, spec('vm'), {paused: false})
       await new Promise((r) => setTimeout(r, 200))
       const file = tempFile()
       const out = fs.openSync(file, 'w')
@@ -131,7 +131,7 @@ for (const [pageCopy, how] of Object.entries(PAGE_COPY)) {
       }
       expect(end).toBe(true)
 
-      const dst = await b.hv.create(spec('vm'), {paused: true, forRestore: true})
+      const dst = await createDomainBuilt(b.hv, spec('vm'), {paused: true, forRestore: true})
       const inFd = fs.openSync(file, 'r')
       let results: [bigint, bigint] | undefined
       try {
@@ -152,9 +152,9 @@ for (const [pageCopy, how] of Object.entries(PAGE_COPY)) {
     test('live save into a pipe, restored from it at the same time: same memory and vCPU state', async () => {
       const a = host(how.env)
       const b = host(how.env)
-      const src = await a.hv.create(spec('vm'), {paused: false})
+      const src = await createDomainBuilt(a.hv, spec('vm'), {paused: false})
       await new Promise((r) => setTimeout(r, 200))
-      const dst = await b.hv.create(spec('vm'), {paused: true, forRestore: true})
+      const dst = await createDomainBuilt(b.hv, spec('vm'), {paused: true, forRestore: true})
       const pair = await openFdPair()
       let atSuspend = ''
       const restoreLogs: HelperLogEvent[] = []
@@ -178,7 +178,7 @@ for (const [pageCopy, how] of Object.entries(PAGE_COPY)) {
     test('a truncated stream: the restore helper completes with a failure naming the record', async () => {
       const a = host(how.env)
       const b = host(how.env)
-      const src = await a.hv.create(spec('vm'), {paused: false})
+      const src = await createDomainBuilt(a.hv, spec('vm'), {paused: false})
       const file = tempFile()
       const out = fs.openSync(file, 'w')
       await runHelper({
@@ -188,7 +188,7 @@ for (const [pageCopy, how] of Object.entries(PAGE_COPY)) {
       })
       fs.closeSync(out)
       fs.truncateSync(file, Math.floor(fs.statSync(file).size / 2))
-      const dst = await b.hv.create(spec('vm'), {paused: true, forRestore: true})
+      const dst = await createDomainBuilt(b.hv, spec('vm'), {paused: true, forRestore: true})
       const inFd = fs.openSync(file, 'r')
       const err = await runHelper({
         params: restoreParams(inFd, dst),
@@ -210,8 +210,8 @@ describe('prestarted helpers (helper/prestart.ts): started before their argv is 
   test('take their argv and environment on stdin, then save and restore through a pipe as any helper', async () => {
     const a = host()
     const b = host()
-    const src = await a.hv.create(spec('vm'), {paused: false})
-    const dst = await b.hv.create(spec('vm'), {paused: true, forRestore: true})
+    const src = await createDomainBuilt(a.hv, spec('vm'), {paused: false})
+    const dst = await createDomainBuilt(b.hv, spec('vm'), {paused: true, forRestore: true})
     const pair = await openFdPair()
     let atSuspend = ''
     try {
@@ -252,7 +252,7 @@ describe('prestarted helpers (helper/prestart.ts): started before their argv is 
 
   test('one that died while it waited is not used: a new helper runs instead', async () => {
     const a = host()
-    const src = await a.hv.create(spec('vm'), {paused: true})
+    const src = await createDomainBuilt(a.hv, spec('vm'), {paused: true})
     const file = tempFile()
     const out = fs.openSync(file, 'w')
     try {

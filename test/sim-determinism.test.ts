@@ -6,9 +6,10 @@
  */
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {type DomainSpec, type Subscription, type WorkloadSpec} from '../src/toolstack/hypervisor/index.js'
+import {type Subscription, type WorkloadSpec} from '../src/toolstack/hypervisor/index.js'
 import {createHypervisor, parseFrame, type SimHypervisor} from '../src/toolstack/backends/index.js'
 import {ensureBuilt, leftovers, NOTHING, tempRoot, waitFor, wipeRoot} from './support/sim-host.js'
+import {createDomainBuilt, destroyDomain, type LibxlDomainSpec} from '../src/toolstack/libxl/index.js'
 
 let root: string
 let hv: SimHypervisor
@@ -26,7 +27,7 @@ afterAll(async () => {
   if (root) await wipeRoot(root)
 })
 
-function spec(name: string, workload: Partial<WorkloadSpec>, memMiB = 64): DomainSpec {
+function spec(name: string, workload: Partial<WorkloadSpec>, memMiB = 64): LibxlDomainSpec {
   return {
     name,
     type: 'hvm',
@@ -58,8 +59,8 @@ function sameFrames(a: Buffer[], b: Buffer[]): void {
 
 describe('determinism', () => {
   it('two guests with one seed are equal at the same step: memory, context and frames', async () => {
-    const a = await hv.create(spec('twin-a', {}), {paused: true})
-    const b = await hv.create(spec('twin-b', {}), {paused: true})
+    const a = await createDomainBuilt(hv, spec('twin-a', {}), {paused: true})
+    const b = await createDomainBuilt(hv, spec('twin-b', {}), {paused: true})
     expect(await hv.checksum(a)).toBe(await hv.checksum(b))
     const fa = await collect(a)
     const fb = await collect(b)
@@ -92,15 +93,15 @@ describe('determinism', () => {
     sameFrames(fa, fb)
     expect(await hv.checksum(a)).toBe(await hv.checksum(b))
     expect(await hv.checksum(a)).not.toBe(sum)
-    await hv.destroy(a)
-    await hv.destroy(b)
+    await destroyDomain(hv, a)
+    await destroyDomain(hv, b)
   })
 
   it('a copy of memory and context in a domain built for restore continues exactly as the original', async () => {
-    const src = await hv.create(spec('original', {seed: 99, dirtyRate: 8000, packetRate: 800}), {paused: false})
+    const src = await createDomainBuilt(hv, spec('original', {seed: 99, dirtyRate: 8000, packetRate: 800}), {paused: false})
     await waitFor('the original to run a while', async () => (await hv.runtime(src)).step > 3000)
     await hv.pause(src)
-    const dst = await hv.create(spec('original--incoming', {seed: 1}), {paused: true, forRestore: true})
+    const dst = await createDomainBuilt(hv, spec('original--incoming', {seed: 1}), {paused: true, forRestore: true})
 
     // What a restore does: every page, then TSC, HVM context, HVM params, device model state.
     const [from, to] = [await hv.openMemory(src), await hv.openMemory(dst)]
@@ -142,13 +143,13 @@ describe('determinism', () => {
     expect(Buffer.from(lds.get(0)!.buffer).equals(Buffer.from(writesSrc.buffer))).toBe(true)
     expect(await hv.checksum(dst)).toBe(await hv.checksum(src))
     expect(await hv.saveDeviceState(dst)).toEqual(await hv.saveDeviceState(src))
-    await hv.destroy(src)
-    await hv.destroy(dst)
+    await destroyDomain(hv, src)
+    await destroyDomain(hv, dst)
   })
 
   it('with nondeterminism > 0 two copies of one seed soon send different frames', async () => {
-    const a = await hv.create(spec('noisy-a', {nondeterminism: 0.002, dirtyRate: 2000, packetRate: 500}), {paused: true})
-    const b = await hv.create(spec('noisy-b', {nondeterminism: 0.002, dirtyRate: 2000, packetRate: 500}), {paused: true})
+    const a = await createDomainBuilt(hv, spec('noisy-a', {nondeterminism: 0.002, dirtyRate: 2000, packetRate: 500}), {paused: true})
+    const b = await createDomainBuilt(hv, spec('noisy-b', {nondeterminism: 0.002, dirtyRate: 2000, packetRate: 500}), {paused: true})
     const fa = await collect(a)
     const fb = await collect(b)
     await hv.unpause(a)
@@ -166,8 +167,8 @@ describe('determinism', () => {
     console.log(`nondeterminism 0.002/step at 2000 steps/s: frames differ from frame ${at} after ${(performance.now() - t0).toFixed(0)} ms`)
     const [ra, rb] = [await hv.runtime(a), await hv.runtime(b)]
     expect(ra.perturbations + rb.perturbations).toBeGreaterThan(0)
-    await hv.destroy(a)
-    await hv.destroy(b)
+    await destroyDomain(hv, a)
+    await destroyDomain(hv, b)
     expect(leftovers(root, hv.hostId)).toEqual(NOTHING)
   })
 })

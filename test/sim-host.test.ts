@@ -8,8 +8,8 @@ import * as path from 'node:path'
 import {execa} from 'execa'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 
-import {resolveDomain} from '../src/toolstack/libxl/index.js'
-import {HypervisorError, type DomainSpec, type WorkloadSpec} from '../src/toolstack/hypervisor/index.js'
+import {createDomainBuilt, destroyDomain, domainInfo, listDomains, renameDomain, resolveDomain, storedConfig, type LibxlDomainSpec} from '../src/toolstack/libxl/index.js'
+import {HypervisorError, type WorkloadSpec} from '../src/toolstack/hypervisor/index.js'
 import {createHypervisor, resolveBackend, resolveRoot, SimHypervisor} from '../src/toolstack/backends/index.js'
 import {
   DIST_INDEX,
@@ -36,7 +36,7 @@ function newHost(tag = 'h'): SimHypervisor {
   return hv
 }
 
-function spec(name: string, memMiB = 64, workload?: Partial<WorkloadSpec>): DomainSpec {
+function spec(name: string, memMiB = 64, workload?: Partial<WorkloadSpec>): LibxlDomainSpec {
   return {
     name,
     type: 'hvm',
@@ -77,12 +77,12 @@ describe('domain lifecycle', () => {
   it('creates a 256 MiB guest, lists, pauses, unpauses, checksums and destroys it, leaving nothing behind', async () => {
     const hv = newHost()
     const t0 = performance.now()
-    const domid = await hv.create(spec('vm1', 256, {dirtyRate: 2000, workingSetMiB: 32, packetRate: 20}), {paused: false})
+    const domid = await createDomainBuilt(hv, spec('vm1', 256, {dirtyRate: 2000, workingSetMiB: 32, packetRate: 20}), {paused: false})
     const createMs = performance.now() - t0
     expect(createMs).toBeLessThan(5000)
     console.log(`create 256 MiB: ${createMs.toFixed(0)} ms`)
 
-    const list = await hv.list()
+    const list = await listDomains(hv)
     expect(list[0]).toMatchObject({domid: 0, name: 'Domain-0', type: 'pv'})
     const vm = list.find((d) => d.name === 'vm1')!
     expect(vm).toMatchObject({domid, pages: 65536, maxMemKb: 256 * MiB, currentMemKb: 256 * MiB, vcpus: 2, type: 'hvm'})
@@ -96,7 +96,7 @@ describe('domain lifecycle', () => {
     expect(fs.statSync(path.dirname(rec.socketPath)).mode & 0o777).toBe(0o700)
     expect(fs.statSync(hv.root).mode & 0o777).toBe(0o700)
     expect(domainProcesses(hv.root)).toEqual([rec.pid])
-    expect(await hv.storedConfig(domid)).toEqual({c_info: {name: 'vm1', type: 'hvm'}})
+    expect(await storedConfig(hv, domid)).toEqual({c_info: {name: 'vm1', type: 'hvm'}})
 
     await hv.pause(domid)
     expect(stateLetters((await hv.info(domid)).state)).toBe('--p---')
@@ -114,8 +114,8 @@ describe('domain lifecycle', () => {
     expect(report).toMatchObject({ok: true, badCount: 0, pages: 65536})
     expect(report.maxGeneration).toBeGreaterThan(0)
 
-    await hv.destroy(domid)
-    expect((await hv.list()).map((d) => d.domid)).toEqual([0])
+    await destroyDomain(hv, domid)
+    expect((await listDomains(hv)).map((d) => d.domid)).toEqual([0])
     expect(leftovers(hv.root, hv.hostId)).toEqual(NOTHING)
   })
 
@@ -126,7 +126,7 @@ describe('domain lifecycle', () => {
     process.env.XL_TS_TEST_MARK = 'kept'
     let domid: number
     try {
-      domid = await hv.create(spec('envvm', 16), {paused: true})
+      domid = await createDomainBuilt(hv, spec('envvm', 16), {paused: true})
     } finally {
       for (const [k, v] of [['NODE_EXTRA_CA_CERTS', saved.certs], ['XL_TS_TEST_MARK', saved.mark]] as const) {
         if (v === undefined) delete process.env[k]
@@ -136,25 +136,25 @@ describe('domain lifecycle', () => {
     const environ = fs.readFileSync(`/proc/${hv.record(domid).pid}/environ`, 'utf8').split('\0')
     expect(environ).toContain('XL_TS_TEST_MARK=kept')
     expect(environ.filter((e) => e.startsWith('NODE_EXTRA_CA_CERTS='))).toEqual([])
-    await hv.destroy(domid)
+    await destroyDomain(hv, domid)
   })
 
   it('reaps a domain whose process was killed with SIGKILL at the next list()', async () => {
     const hv = newHost()
-    const domid = await hv.create(spec('victim', 32, {}), {paused: false})
+    const domid = await createDomainBuilt(hv, spec('victim', 32, {}), {paused: false})
     const {pid, memPath} = hv.record(domid)
     process.kill(pid, 'SIGKILL')
     await waitFor('the process to die', () => !domainProcesses(hv.root).includes(pid))
     expect(fs.existsSync(memPath)).toBe(true) // nobody has looked yet
-    expect((await hv.list()).map((d) => d.name)).toEqual(['Domain-0'])
+    expect((await listDomains(hv)).map((d) => d.name)).toEqual(['Domain-0'])
     expect(leftovers(hv.root, hv.hostId)).toEqual(NOTHING)
     await expectError(hv.info(domid), 'no-such-domain', `domain ${domid} does not exist`)
   })
 
   it('reaps a killed domain on any access, and one whose control socket is gone', async () => {
     const hv = newHost()
-    const a = await hv.create(spec('a', 32, {}), {paused: false})
-    const b = await hv.create(spec('b', 32, {}), {paused: true})
+    const a = await createDomainBuilt(hv, spec('a', 32, {}), {paused: false})
+    const b = await createDomainBuilt(hv, spec('b', 32, {}), {paused: true})
     process.kill(hv.record(a).pid, 'SIGKILL')
     await waitFor('a to die', () => domainProcesses(hv.root).length === 1)
     await expectError(hv.pause(a), 'no-such-domain')
@@ -164,13 +164,13 @@ describe('domain lifecycle', () => {
     hv.close()
     await expectError(hv.unpause(b), 'no-such-domain')
     await waitFor('b to be killed', () => !domainProcesses(hv.root).includes(bPid))
-    expect((await hv.list()).length).toBe(1)
+    expect((await listDomains(hv)).length).toBe(1)
     expect(leftovers(hv.root, hv.hostId)).toEqual(NOTHING)
   })
 
   it('reaps a domain killed under an open control connection at the very next call', async () => {
     const hv = newHost()
-    const domid = await hv.create(spec('k', 32, {}), {paused: false})
+    const domid = await createDomainBuilt(hv, spec('k', 32, {}), {paused: false})
     // The connection is open and its record remembered: calls skip the record file from here on.
     await hv.pause(domid)
     await hv.unpause(domid)
@@ -181,15 +181,15 @@ describe('domain lifecycle', () => {
     await waitFor('the process to be gone', () => !domainProcesses(hv.root).includes(pid))
     expect(leftovers(hv.root, hv.hostId)).toEqual(NOTHING)
     // A new domain that gets the same number is a new connection, not the dead one's.
-    const again = await hv.create(spec('k2', 32, {}), {paused: true})
+    const again = await createDomainBuilt(hv, spec('k2', 32, {}), {paused: true})
     await hv.unpause(again)
-    expect((await hv.info(again)).name).toBe('k2')
-    await hv.destroy(again)
+    expect((await domainInfo(hv, again)).name).toBe('k2')
+    await destroyDomain(hv, again)
   })
 
   it('suspends (shutdown reason suspend) and resumes where it stopped', async () => {
     const hv = newHost()
-    const domid = await hv.create(spec('s', 32, {dirtyRate: 3000}), {paused: false})
+    const domid = await createDomainBuilt(hv, spec('s', 32, {dirtyRate: 3000}), {paused: false})
     await waitFor('steps', async () => (await hv.runtime(domid)).step > 100)
     await hv.suspend(domid)
     const info = await hv.info(domid)
@@ -206,26 +206,26 @@ describe('domain lifecycle', () => {
     expect(stateLetters((await hv.info(domid)).state)).toBe('r-----')
     await waitFor('steps after resume', async () => (await hv.runtime(domid)).step > step)
     await expectError(hv.resume(domid, {cancel: true}), 'bad-state', /not suspended/)
-    await expectError(hv.setVcpuContext(domid, await hv.getVcpuContext(domid)), 'bad-state', new RegExp(`domain ${domid} \\("s"\\): is running`))
-    await hv.destroy(domid)
+    await expectError(hv.setVcpuContext(domid, await hv.getVcpuContext(domid)), 'bad-state', new RegExp(`domain ${domid}: is running`))
+    await destroyDomain(hv, domid)
     expect(leftovers(hv.root, hv.hostId)).toEqual(NOTHING)
   })
 
   it('shuts a running guest down at once and a paused one when it runs', async () => {
     const hv = newHost()
-    const a = await hv.create(spec('a', 32, {}), {paused: false})
-    const b = await hv.create(spec('b', 32, {}), {paused: true})
+    const a = await createDomainBuilt(hv, spec('a', 32, {}), {paused: false})
+    const b = await createDomainBuilt(hv, spec('b', 32, {}), {paused: true})
     await hv.shutdown(a)
     await hv.shutdown(b)
-    expect((await hv.list()).map((d) => d.name)).toEqual(['Domain-0', 'b'])
+    expect((await listDomains(hv)).map((d) => d.name)).toEqual(['Domain-0', 'b'])
     await hv.unpause(b)
-    await waitFor('b to go', async () => (await hv.list()).length === 1)
+    await waitFor('b to go', async () => (await listDomains(hv)).length === 1)
     await waitFor('nothing left', () => JSON.stringify(leftovers(hv.root, hv.hostId)) === JSON.stringify(NOTHING))
   })
 
   it('builds an empty paused domain for restore: zero memory, no context, no steps until one is set', async () => {
     const hv = newHost()
-    const domid = await hv.create(spec('incoming', 16, {dirtyRate: 5000}), {paused: true, forRestore: true})
+    const domid = await createDomainBuilt(hv, spec('incoming', 16, {dirtyRate: 5000}), {paused: true, forRestore: true})
     const rt = await hv.runtime(domid)
     expect(rt).toMatchObject({paused: true, hasContext: false, step: 0})
     const report = await hv.verifyIntegrity(domid)
@@ -243,16 +243,17 @@ describe('domain lifecycle', () => {
     const hv = newHost()
     const script = `
       const {createHypervisor} = await import(${JSON.stringify(DIST_INDEX)})
+      const {createDomainBuilt} = await import(${JSON.stringify(DIST_INDEX.replace('/backends/', '/libxl/'))})
       const hv = createHypervisor({backend: 'sim', root: ${JSON.stringify(hv.root)}})
-      const id = await hv.create({name: 'orphan', type: 'pvh', maxMemKb: 16384, vcpus: 1, config: {},
+      const id = await createDomainBuilt(hv, {name: 'orphan', type: 'pvh', maxMemKb: 16384, vcpus: 1, config: {},
         workload: {dirtyRate: 500, workingSetMiB: 4, seed: 3, nondeterminism: 0, packetRate: 0}}, {paused: false})
       console.log(id)`
     const r = await execa(process.execPath, ['--input-type=module', '-e', script])
     const domid = Number(r.stdout.trim())
-    const vm = (await hv.list()).find((d) => d.domid === domid)
+    const vm = (await listDomains(hv)).find((d) => d.domid === domid)
     expect(vm).toMatchObject({name: 'orphan', type: 'pvh'})
     await waitFor('the orphan to run', async () => (await hv.runtime(domid)).writes > 5)
-    await hv.destroy(domid)
+    await destroyDomain(hv, domid)
     expect(leftovers(hv.root, hv.hostId)).toEqual(NOTHING)
   })
 })
@@ -260,17 +261,17 @@ describe('domain lifecycle', () => {
 describe('ids and names', () => {
   it('hands out domids from 1 up without reusing them, keeps names unique, resolves qualifiers as xl', async () => {
     const hv = newHost()
-    const a = await hv.create(spec('alpha'), {paused: true})
-    const b = await hv.create(spec('beta'), {paused: true})
+    const a = await createDomainBuilt(hv, spec('alpha'), {paused: true})
+    const b = await createDomainBuilt(hv, spec('beta'), {paused: true})
     expect([a, b]).toEqual([1, 2])
 
-    const taken = await expectError(hv.create(spec('alpha'), {paused: true}), 'name-in-use', 'Domain with name "alpha" already exists.')
+    const taken = await expectError(createDomainBuilt(hv, spec('alpha'), {paused: true}), 'name-in-use', 'Domain with name "alpha" already exists.')
     expect(taken).toMatchObject({rc: -6, domainName: 'alpha'})
-    await expectError(hv.create(spec('Domain-0'), {paused: true}), 'name-in-use')
-    await expectError(hv.rename(b, 'alpha'), 'name-in-use', 'Domain with name "alpha" already exists.')
-    await hv.rename(b, 'beta') // its own name: fine
-    await hv.rename(b, 'gamma')
-    expect((await hv.info(b)).name).toBe('gamma')
+    await expectError(createDomainBuilt(hv, spec('Domain-0'), {paused: true}), 'name-in-use')
+    await expectError(renameDomain(hv, b, 'alpha'), 'name-in-use', 'Domain with name "alpha" already exists.')
+    await renameDomain(hv, b, 'beta') // its own name: fine
+    await renameDomain(hv, b, 'gamma')
+    expect((await domainInfo(hv, b)).name).toBe('gamma')
 
     expect(await resolveDomain(hv, 'gamma')).toBe(b)
     expect(await resolveDomain(hv, String(a))).toBe(a)
@@ -281,13 +282,13 @@ describe('ids and names', () => {
     await expectError(resolveDomain(hv, '77'), 'no-such-domain', 'domain 77 does not exist')
     await expectError(hv.info(77), 'no-such-domain', 'domain 77 does not exist')
     await expectError(hv.pause(77), 'no-such-domain')
-    await expectError(hv.destroy(0), 'not-supported', /Domain-0/)
-    expect((await hv.info(0)).name).toBe('Domain-0')
+    await expectError(destroyDomain(hv, 0), 'not-supported', /domain 0 cannot be destroyed/)
+    expect((await domainInfo(hv, 0)).name).toBe('Domain-0')
 
-    await hv.destroy(a)
-    const c = await hv.create(spec('alpha'), {paused: true})
+    await destroyDomain(hv, a)
+    const c = await createDomainBuilt(hv, spec('alpha'), {paused: true})
     expect(c).toBe(3) // the freed id 1 is not reused at once
-    expect((await hv.list()).map((d) => [d.domid, d.name])).toEqual([
+    expect((await listDomains(hv)).map((d) => [d.domid, d.name])).toEqual([
       [0, 'Domain-0'],
       [2, 'gamma'],
       [3, 'alpha'],
@@ -296,12 +297,12 @@ describe('ids and names', () => {
 
   it('lets exactly one of several concurrent creates with one name win', async () => {
     const hv = newHost()
-    const results = await Promise.allSettled([1, 2, 3, 4].map(() => hv.create(spec('same', 16), {paused: true})))
+    const results = await Promise.allSettled([1, 2, 3, 4].map(() => createDomainBuilt(hv, spec('same', 16), {paused: true})))
     const won = results.filter((r) => r.status === 'fulfilled')
     const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected')
     expect(won).toHaveLength(1)
     expect(lost.map((r) => (r.reason as HypervisorError).code)).toEqual(['name-in-use', 'name-in-use', 'name-in-use'])
-    expect((await hv.list()).filter((d) => d.name === 'same')).toHaveLength(1)
+    expect((await listDomains(hv)).filter((d) => d.name === 'same')).toHaveLength(1)
   })
 })
 
@@ -310,14 +311,14 @@ describe('hosts', () => {
     const h1 = newHost('a')
     const h2 = newHost('b')
     expect(h1.hostId).not.toBe(h2.hostId)
-    const d1 = await h1.create(spec('vm', 16, {}), {paused: false})
-    const d2 = await h2.create(spec('vm', 16, {}), {paused: false})
+    const d1 = await createDomainBuilt(h1, spec('vm', 16, {}), {paused: false})
+    const d2 = await createDomainBuilt(h2, spec('vm', 16, {}), {paused: false})
     expect(d1).toBe(1)
     expect(d2).toBe(1)
     expect(h1.memoryPath(d1)).not.toBe(h2.memoryPath(d2))
-    expect((await h1.list()).map((d) => d.name)).toEqual(['Domain-0', 'vm'])
-    await h1.destroy(d1)
-    expect((await h2.list()).map((d) => d.name)).toEqual(['Domain-0', 'vm'])
+    expect((await listDomains(h1)).map((d) => d.name)).toEqual(['Domain-0', 'vm'])
+    await destroyDomain(h1, d1)
+    expect((await listDomains(h2)).map((d) => d.name)).toEqual(['Domain-0', 'vm'])
     expect((await h2.runtime(d2)).paused).toBe(false)
     // The same folder opened again is the same host.
     expect(new SimHypervisor(h2.root).hostId).toBe(h2.hostId)
@@ -363,7 +364,7 @@ describe('hosts', () => {
 describe('platform state', () => {
   it('keeps HVM params, TSC info, CPU policy and device state per domain', async () => {
     const hv = newHost()
-    const domid = await hv.create(spec('p', 16, {packetRate: 200}), {paused: false})
+    const domid = await createDomainBuilt(hv, spec('p', 16, {packetRate: 200}), {paused: false})
     const pages = 4096
     const params = new Map((await hv.getHvmParams(domid)).map((p) => [p.index, p.value]))
     for (const idx of [1, 5, 6, 17]) {
@@ -409,7 +410,7 @@ describe('platform state', () => {
 
   it('keeps log-dirty state rules: enable once, peek and clean only while enabled', async () => {
     const hv = newHost()
-    const domid = await hv.create(spec('ld', 16, {dirtyRate: 2000, workingSetMiB: 1}), {paused: true})
+    const domid = await createDomainBuilt(hv, spec('ld', 16, {dirtyRate: 2000, workingSetMiB: 1}), {paused: true})
     const ld = hv.logDirty(domid)
     await expectError(ld.peek(), 'bad-state', /not enabled/)
     await ld.enable()
@@ -430,7 +431,7 @@ describe('platform state', () => {
 describe('guest memory', () => {
   it('reads and writes pages by pfn list and catches every damaged page', async () => {
     const hv = newHost()
-    const domid = await hv.create(spec('mem', 16, {dirtyRate: 4000, workingSetMiB: 2}), {paused: false})
+    const domid = await createDomainBuilt(hv, spec('mem', 16, {dirtyRate: 4000, workingSetMiB: 2}), {paused: false})
     await waitFor('writes', async () => (await hv.runtime(domid)).writes > 200)
     await hv.pause(domid)
     const mem = await hv.openMemory(domid)

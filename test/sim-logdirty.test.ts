@@ -9,6 +9,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {type DirtyBitmap} from '../src/toolstack/hypervisor/index.js'
 import {createHypervisor, type SimHypervisor} from '../src/toolstack/backends/index.js'
 import {ensureBuilt, leftovers, NOTHING, sleep, tempRoot, wipeRoot} from './support/sim-host.js'
+import {createDomainBuilt, destroyDomain} from '../src/toolstack/libxl/index.js'
 
 const RATE = 50_000
 let root: string
@@ -38,7 +39,7 @@ function setOf(pfns: Uint32Array, n = pfns.length): number[] {
 
 describe('log-dirty', () => {
   it('is exact under a 50k pages/s workload: no write lost between cleans, nothing extra', async () => {
-    const domid = await hv.create(
+    const domid = await createDomainBuilt(hv, 
       {
         name: 'dirty',
         type: 'hvm',
@@ -117,7 +118,7 @@ describe('log-dirty', () => {
 
     const integrity = await hv.verifyIntegrity(domid)
     expect(integrity.ok).toBe(true)
-    await hv.destroy(domid)
+    await destroyDomain(hv, domid)
     expect(leftovers(root, hv.hostId)).toEqual(NOTHING)
   })
 })

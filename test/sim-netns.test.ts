@@ -7,7 +7,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import type {DomainInfo, DomainSpec} from '../src/toolstack/hypervisor/index.js'
+import type {LibxlDomainSpec, NamedDomainInfo as DomainInfo} from '../src/toolstack/libxl/index.js'
 import {domainProcesses, ensureBuilt, leftovers, NOTHING, sleep, stateLetters, tempRoot, wipeRoot} from './support/sim-host.js'
 import {addNetns, drive, netnsOf, writeDriver, type Netns} from './support/sim-netns.js'
 
@@ -31,7 +31,7 @@ afterAll(async () => {
   if (driver) fs.rmSync(path.dirname(driver), {recursive: true, force: true})
 })
 
-const spec: DomainSpec = {
+const spec: LibxlDomainSpec = {
   name: 'guest',
   type: 'hvm',
   maxMemKb: 64 * 1024,

@@ -3,6 +3,7 @@ import {afterEach, expect, test} from 'vitest'
 
 import {SimHypervisor} from '../src/toolstack/backends/index.js'
 import {tempRoot, wipeRoot} from './support/sim-host.js'
+import {createDomainBuilt, destroyDomain, renameDomain, storedConfig} from '../src/toolstack/libxl/index.js'
 
 const roots: string[] = []
 afterEach(async () => {
@@ -13,13 +14,13 @@ test('rename updates the name in the stored config (save and migrate send it)', 
   const root = tempRoot('rn')
   roots.push(root)
   const hv = new SimHypervisor(root)
-  const domid = await hv.create(
+  const domid = await createDomainBuilt(hv, 
     {name: 'vm--incoming', type: 'hvm', maxMemKb: 16 * 1024, vcpus: 1, config: {c_info: {name: 'vm--incoming', type: 'hvm'}, b_info: {}}},
     {paused: true},
   )
-  await hv.rename(domid, 'vm')
-  const stored = await hv.storedConfig(domid)
+  await renameDomain(hv, domid, 'vm')
+  const stored = await storedConfig(hv, domid)
   expect((stored!.c_info as {name: string}).name).toBe('vm')
   expect(stored?.b_info).toEqual({})
-  await hv.destroy(domid)
+  await destroyDomain(hv, domid)
 })

@@ -7,10 +7,10 @@
 import {Command, Flags, type Interfaces} from '@oclif/core'
 
 import {createHypervisor} from '../toolstack/backends/index.js'
-import type {DomainInfo, Hypervisor} from '../toolstack/hypervisor/index.js'
+import type {Hypervisor} from '../toolstack/hypervisor/index.js'
 import {HypervisorError} from '../toolstack/hypervisor/index.js'
 // Deep on purpose: every command loads this file, and libxl's index would load its stream code too.
-import {resolveDomain} from '../toolstack/libxl/domains.js'
+import {domainInfo, resolveDomain, type NamedDomainInfo} from '../toolstack/libxl/domains.js'
 import {GLOBAL_FLAG_NAMES} from './argv.js'
 import {EXIT_FAILURE, LIBXL, UsageError, XlExit, hostError, printError, renderError, stripOclif, withHint} from './errors.js'
 import {Log} from './log.js'
@@ -192,12 +192,12 @@ export abstract class XlCommand extends Command {
    * fail later; we look it up at once and fail the same way with libxl's ERROR_DOMAIN_NOTFOUND,
    * unless the command words it as xl does for that case (`missingId`).
    */
-  protected async findDomain(qualifier: string, missingId?: (q: string) => XlExit): Promise<DomainInfo> {
+  protected async findDomain(qualifier: string, missingId?: (q: string) => XlExit): Promise<NamedDomainInfo> {
     const hv = await this.hypervisor()
     const numeric = /^[0-9]+$/.test(qualifier)
     try {
       const domid = numeric ? Number(qualifier) : await resolveDomain(hv, qualifier)
-      const info = await hv.info(domid)
+      const info = await domainInfo(hv, domid)
       this.logger.debug(`domain ${qualifier}: domid ${info.domid}, name ${info.name}`)
       return info
     } catch (err) {

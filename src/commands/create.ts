@@ -15,6 +15,7 @@ import {
   type ConfigWarning,
 } from '../toolstack/config/index.js'
 import {HypervisorError} from '../toolstack/hypervisor/index.js'
+import {createDomainBuilt} from '../toolstack/libxl/index.js'
 
 /** How often -F looks whether the domain is still there. */
 const MONITOR_POLL_MS = 200
@@ -118,7 +119,7 @@ Exit status: 0 when the domain was created; 1 for a config file xl cannot parse;
     const hv = await this.hypervisor()
     let domid: number
     try {
-      domid = await hv.create(domainSpec(config, hv.backend), {paused: flags.paused})
+      domid = await createDomainBuilt(hv, domainSpec(config, hv.backend), {paused: flags.paused})
     } catch (err) {
       if (err instanceof HypervisorError && err.code === 'name-in-use') {
         // libxl__domain_rename (libxl_domain.c) logs it; libxl__domain_make fails, and

@@ -3,6 +3,7 @@ import {Args, Flags} from '@oclif/core'
 import {XlCommand, globalFlags} from '../cli/index.js'
 import {LIBXL, XlExit, libxlRc} from '../cli/index.js'
 import {HypervisorError} from '../toolstack/hypervisor/index.js'
+import {destroyDomain} from '../toolstack/libxl/index.js'
 
 export default class Destroy extends XlCommand {
   static override summary = 'Terminate a domain immediately.'
@@ -43,7 +44,7 @@ Exit status: 0 when the domain is gone; 1 when it does not exist, is domain 0 (w
     if (this.dryRun(`destroy domain ${dom.domid} (${dom.name})`)) return
     const hv = await this.hypervisor()
     try {
-      await hv.destroy(dom.domid)
+      await destroyDomain(hv, dom.domid)
     } catch (err) {
       if (err instanceof HypervisorError) {
         // destroy_domain: fprintf(stderr, "destroy failed (rc=%d)\n", rc); exit(EXIT_FAILURE)

@@ -2,6 +2,7 @@ import {Args} from '@oclif/core'
 
 import {XlCommand} from '../cli/index.js'
 import {XlExit} from '../cli/index.js'
+import {listDomains} from '../toolstack/libxl/index.js'
 
 export default class Domid extends XlCommand {
   static override summary = 'Convert a domain name to a domain id.'
@@ -23,7 +24,7 @@ Exit status: 0; 1 when no domain has that name; 2 on bad usage.`
     const {args} = await this.parseXl(Domid)
     const hv = await this.hypervisor()
     // libxl_name_to_domid: a search of the domain list by name.
-    const dom = (await hv.list()).find(d => d.name === args.name)
+    const dom = (await listDomains(hv)).find(d => d.name === args.name)
     if (!dom) {
       // main_domid (xl_info.c)
       throw new XlExit(`Can't get domid of domain name '${args.name}', maybe this domain does not exist.`)

@@ -3,6 +3,7 @@ import {Args} from '@oclif/core'
 import {XlCommand} from '../cli/index.js'
 import {XlExit} from '../cli/index.js'
 import {HypervisorError} from '../toolstack/hypervisor/index.js'
+import {domainInfo} from '../toolstack/libxl/index.js'
 
 /** strtol(s, &end, 10) stored in a uint32_t, as main_domname reads the id; undefined when no digits. */
 function domidOf(text: string): number | undefined {
@@ -39,7 +40,7 @@ Exit status: 0; 1 when the id is no number or no domain has it; 2 on bad usage.`
     const hv = await this.hypervisor()
     let name: string
     try {
-      name = (await hv.info(domid)).name
+      name = (await domainInfo(hv, domid)).name
     } catch (err) {
       if (err instanceof HypervisorError && err.code === 'no-such-domain') {
         throw new XlExit(`Can't get domain name of domain id '${domid}', maybe this domain does not exist.`)

@@ -3,7 +3,8 @@ import {Args, Flags} from '@oclif/core'
 import {XlCommand, globalFlags, notSupported} from '../cli/index.js'
 import {UsageError, XlExit} from '../cli/index.js'
 import {libxlJson} from '../cli/index.js'
-import type {DomainInfo, DomainState} from '../toolstack/hypervisor/index.js'
+import type {DomainState} from '../toolstack/hypervisor/index.js'
+import {listDomains, storedConfig, type NamedDomainInfo as DomainInfo} from '../toolstack/libxl/index.js'
 
 /** list_domains (xl_info.c): letters for libxl_shutdown_reason 0..5. */
 const SHUTDOWN_REASON_LETTERS = '-rscwS'
@@ -75,7 +76,7 @@ Exit status: 0; 1 when a domain named on the command line does not exist; 2 on b
     let domains: DomainInfo[]
     const wanted = argv as string[]
     if (wanted.length === 0) {
-      domains = (await hv.list()).sort((a, b) => a.domid - b.domid)
+      domains = (await listDomains(hv)).sort((a, b) => a.domid - b.domid)
     } else {
       domains = []
       for (const q of wanted) {
@@ -92,7 +93,7 @@ Exit status: 0; 1 when a domain named on the command line does not exist; 2 on b
       const entries: {domid: number; config: Record<string, unknown>}[] = []
       for (const d of domains) {
         // list_domains_details skips domains whose configuration cannot be retrieved (Domain-0).
-        const config = await hv.storedConfig(d.domid)
+        const config = await storedConfig(hv, d.domid)
         if (config) entries.push({domid: d.domid, config})
       }
       // yajl's buffer, then puts(): the array, yajl's final newline, and puts' own.

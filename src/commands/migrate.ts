@@ -16,6 +16,7 @@ import type {MigrationEvent} from '../toolstack/xl/index.js'
 import {migrateDomain} from '../toolstack/xl/index.js'
 import {RuneError, buildMigrateRune} from '../toolstack/xl/index.js'
 import type {PrecopyTuning} from '../toolstack/save/index.js'
+import {storedConfig} from '../toolstack/libxl/index.js'
 
 export default class Migrate extends XlCommand {
   static override summary = 'Migrate a domain to another host.'
@@ -89,7 +90,7 @@ Exit status: 0 when the domain runs at the target; 1 when the migration failed (
       }
       configJson = libxlJson(toDomainConfig(parseXlConfig(text, {file: flags.config})))
     } else {
-      const stored = await hv.storedConfig(dom.domid)
+      const stored = await storedConfig(hv, dom.domid)
       if (!stored) throw new XlExit('No config file stored for running domain and none supplied - cannot migrate.')
       // The stored config carries the domain's current name; xl sets c_info.domid (-D or 0).
       const cInfo = typeof stored.c_info === 'object' && stored.c_info !== null ? (stored.c_info as Record<string, unknown>) : undefined

@@ -13,6 +13,7 @@ import type {LibxlDiskJson} from '../toolstack/config/index.js'
 import type {SimulationExtras} from '../toolstack/hypervisor/index.js'
 import {type RemusEvent} from '../toolstack/replication/index.js'
 import {runRemusPrimary} from '../toolstack/xl/index.js'
+import {storedConfig} from '../toolstack/libxl/index.js'
 
 /** xl's default checkpoint interval (main_remus: "def. 200ms"). */
 const DEFAULT_INTERVAL_MS = 200
@@ -112,7 +113,7 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
       backupFailed([`Domain ${dom.domid}:Unsafe mode must be enabled to replicate to /dev/null,disable network buffering and disk replication`])
     }
 
-    const stored = await hv.storedConfig(dom.domid)
+    const stored = await storedConfig(hv, dom.domid)
     if (!stored && !flags.blackhole) throw new XlExit('No config file stored for running domain and none supplied - cannot start remus.')
     const configJson = stored ? libxlJson(stored) : ''
     // With disk replication on, every disk must be one the checkpoint devices handle: COLO qdisks

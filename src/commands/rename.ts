@@ -3,6 +3,7 @@ import {Args} from '@oclif/core'
 import {XlCommand} from '../cli/index.js'
 import {XlExit} from '../cli/index.js'
 import {HypervisorError} from '../toolstack/hypervisor/index.js'
+import {renameDomain} from '../toolstack/libxl/index.js'
 
 export default class Rename extends XlCommand {
   static override summary = 'Rename a domain.'
@@ -30,7 +31,7 @@ Exit status: 0 when renamed; 1 when the domain does not exist or the name is tak
     if (this.dryRun(`rename domain ${dom.domid} (${dom.name}) to ${newName}`)) return
     const hv = await this.hypervisor()
     try {
-      await hv.rename(dom.domid, newName)
+      await renameDomain(hv, dom.domid, newName)
     } catch (err) {
       // main_rename (xl_misc.c): fprintf(stderr, "Can't rename domain '%s'.\n", dom); return 1.
       // libxl__domain_rename (libxl_domain.c) says why first; here both go on one line.

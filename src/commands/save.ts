@@ -17,6 +17,7 @@ import {
   type AfterSave,
   type MigrateEvent,
 } from '../toolstack/xl/index.js'
+import {storedConfig} from '../toolstack/libxl/index.js'
 
 const USAGE = 'xl-ts save [options] <Domain> <CheckpointFile> [<ConfigFile>]'
 
@@ -81,7 +82,7 @@ Exit status: 0 when saved; 1 when the domain does not exist, its config cannot b
       config = toDomainConfig(parseXlConfig(text, {file: configFile}), [], {warnings}) as unknown as Record<string, unknown>
       for (const w of warnings) process.stderr.write(`${formatWarning(w)}\n`)
     } else {
-      const stored = await hv.storedConfig(dom.domid)
+      const stored = await storedConfig(hv, dom.domid)
       if (!stored) throw new XlExit('unable to retrieve domain configuration', EXIT_FAILURE)
       const cInfo = {...(stored.c_info as Record<string, unknown> | undefined)}
       // d_config.c_info.domid = preserve_domid ? domid : 0 (0 is libxl's default: not written).

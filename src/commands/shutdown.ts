@@ -3,7 +3,7 @@ import {Args, Flags} from '@oclif/core'
 import {XlCommand} from '../cli/index.js'
 import {XlExit, libxlRc} from '../cli/index.js'
 import {HypervisorError} from '../toolstack/hypervisor/index.js'
-import type {DomainInfo} from '../toolstack/hypervisor/index.js'
+import {domainInfo, listDomains, type NamedDomainInfo as DomainInfo} from '../toolstack/libxl/index.js'
 
 /** How often -w looks at the domains it waits for. */
 const WAIT_POLL_MS = 100
@@ -50,7 +50,7 @@ Exit status: 0 when the request was made (and with -w, waited out); 1 when a dom
     let targets: DomainInfo[]
     if (flags.all) {
       try {
-        targets = (await hv.list()).filter(d => d.domid !== 0).sort((a, b) => a.domid - b.domid)
+        targets = (await listDomains(hv)).filter(d => d.domid !== 0).sort((a, b) => a.domid - b.domid)
       } catch (err) {
         if (err instanceof HypervisorError) throw new XlExit('libxl_list_domain failed.')
         throw err
@@ -87,7 +87,7 @@ Exit status: 0 when the request was made (and with -w, waited out); 1 when a dom
       for (const domid of [...pending]) {
         let info: DomainInfo | undefined
         try {
-          info = await hv.info(domid)
+          info = await domainInfo(hv, domid)
         } catch (err) {
           if (!(err instanceof HypervisorError && err.code === 'no-such-domain')) throw err
         }

@@ -9,7 +9,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import {execa, type ResultPromise} from 'execa'
 
-import {resolveDomain} from '../../src/toolstack/libxl/index.js'
+import {createDomainBuilt, destroyDomain, listDomains, resolveDomain, type NamedDomainInfo} from '../../src/toolstack/libxl/index.js'
 import {type DomainInfo, type WorkloadSpec} from '../../src/toolstack/hypervisor/index.js'
 import {createHypervisor, type SimHypervisor} from '../../src/toolstack/backends/index.js'
 import {shellQuote} from '../../src/toolstack/xl/rune.js'
@@ -83,10 +83,10 @@ export async function createGuest(root: string, g: GuestSpec): Promise<number> {
 }
 
 /** The domains of a host except Domain-0. */
-export async function guests(root: string): Promise<DomainInfo[]> {
+export async function guests(root: string): Promise<NamedDomainInfo[]> {
   const hv = sim(root)
   try {
-    return (await hv.list()).filter((d) => d.domid !== 0)
+    return (await listDomains(hv)).filter((d) => d.domid !== 0)
   } finally {
     hv.close()
   }
@@ -206,7 +206,7 @@ export async function checkContinuity(root: string, name: string, g: GuestSpec, 
     }
     await hv.stopAtStep(domid, null)
     const checksum = await hv.checksum(domid)
-    twin = await twinHv.create(
+    twin = await createDomainBuilt(twinHv, 
       {name: `twin-${name}`, type: 'hvm', maxMemKb: g.memMiB * 1024, vcpus: 1, config: {}, workload: workloadOf(g)},
       {paused: true},
     )
@@ -216,7 +216,7 @@ export async function checkContinuity(root: string, name: string, g: GuestSpec, 
     await hv.unpause(domid)
     return {step: stopAt, checksum}
   } finally {
-    if (twin !== undefined) await twinHv.destroy(twin).catch(() => undefined)
+    if (twin !== undefined) await destroyDomain(twinHv, twin).catch(() => undefined)
     hv.close()
     twinHv.close()
   }

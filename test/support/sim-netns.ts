@@ -51,8 +51,12 @@ export async function netnsOf(pid: number): Promise<string> {
   return (await execa('ip', ['netns', 'identify', String(pid)])).stdout.trim()
 }
 
+/** The libxl layer in dist/, beside DIST_INDEX (the back ends). */
+const DIST_LIBXL = path.join(path.dirname(DIST_INDEX), '..', 'libxl', 'index.js')
+
 const DRIVER = `
 import {createHypervisor} from ${JSON.stringify(DIST_INDEX)}
+import {createDomainBuilt, destroyDomain, listDomains, renameDomain} from ${JSON.stringify(DIST_LIBXL)}
 const [root, op, ...args] = process.argv.slice(2)
 const json = (v) => JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? String(x) : x))
 try {
@@ -60,13 +64,13 @@ try {
   const id = Number(args[0])
   let out
   switch (op) {
-    case 'create': out = await hv.create(JSON.parse(args[0]), JSON.parse(args[1])); break
-    case 'list': out = await hv.list(); break
+    case 'create': out = await createDomainBuilt(hv, JSON.parse(args[0]), JSON.parse(args[1])); break
+    case 'list': out = await listDomains(hv); break
     case 'info': out = await hv.info(id); break
     case 'pause': out = await hv.pause(id); break
     case 'unpause': out = await hv.unpause(id); break
-    case 'destroy': out = await hv.destroy(id); break
-    case 'rename': out = await hv.rename(id, args[1]); break
+    case 'destroy': out = await destroyDomain(hv, id); break
+    case 'rename': out = await renameDomain(hv, id, args[1]); break
     case 'checksum': out = await hv.checksum(id); break
     case 'runtime': out = await hv.runtime(id); break
     case 'record': out = hv.record(id); break

@@ -3,13 +3,14 @@
  * `migrate-receive`, which build an empty domain for the stream to fill), and back from the config
  * JSON a savefile or migration stream carries to a domain config.
  */
-import type {DomainSpec, WorkloadSpec} from '../hypervisor/index.js'
+import type {WorkloadSpec} from '../hypervisor/index.js'
+import type {LibxlDomainSpec} from '../libxl/index.js'
 import {configFail} from './errors.js'
 import type {DomainConfig, DomainType} from './domain.js'
 
-/** What the hypervisor needs from the domain config. */
-export function domainSpec(config: DomainConfig, backend: 'sim' | 'xen'): DomainSpec {
-  const spec: DomainSpec = {
+/** What libxl builds the domain from (name, Xen's part, the config it stores, the sim guest's workload). */
+export function domainSpec(config: DomainConfig, backend: 'sim' | 'xen'): LibxlDomainSpec {
+  const spec: LibxlDomainSpec = {
     name: config.c_info.name,
     uuid: config.c_info.uuid,
     type: config.c_info.type,

@@ -7,7 +7,7 @@ import type {DirtyBitmap} from './dirty-bitmap.js'
 
 export type GuestType = 'hvm' | 'pv' | 'pvh'
 
-/** The guest workload of a simulated domain (ignored by real Xen). */
+/** The guest workload of a simulated domain (SimulationExtras.loadWorkload). */
 export interface WorkloadSpec {
   /** Pages written per second while the guest runs. */
   dirtyRate: number
@@ -23,16 +23,18 @@ export interface WorkloadSpec {
   diskRate?: number
 }
 
-/** What it takes to build a domain. */
+/** What it takes to make a domain (XEN_DOMCTL_createdomain and the build's memory and vCPUs). */
 export interface DomainSpec {
-  name: string
+  /** The domain's handle (a uuid); Xen makes none up, libxl does when the config has none. */
   uuid?: string
   type: GuestType
   maxMemKb: number
   vcpus: number
-  /** The domain config as libxl JSON, stored with the domain (xl migrate/save send it along). */
+  /**
+   * The domain config as libxl JSON. Only the simulated host's device model reads it, until the
+   * device model is started above the port as libxl does; nothing else may.
+   */
   config: Record<string, unknown>
-  workload?: WorkloadSpec
 }
 
 export interface DomainState {
@@ -47,7 +49,6 @@ export interface DomainState {
 
 export interface DomainInfo {
   domid: number
-  name: string
   uuid: string
   type: GuestType
   maxMemKb: number
@@ -193,6 +194,11 @@ export interface HostPaths {
 export interface SimulationExtras {
   /** The guest's step and the frames it has sent so far. */
   guestCounters(domid: number): Promise<{readonly step: number; readonly frames: number}>
+  /**
+   * Loads the guest's workload into a domain built and not yet run (the sim's stand-in for the
+   * kernel it boots): how fast it writes pages, sends frames and writes its disk.
+   */
+  loadWorkload(domid: number, workload: WorkloadSpec): Promise<void>
   /** A frame the sim guest sent: the step that sent it and its sequence number (undefined: any other frame). */
   frameInfo(frame: Buffer): {readonly step: number; readonly seq: number} | undefined
 }
@@ -227,9 +233,6 @@ export interface Hypervisor {
   unpause(domid: number): Promise<void>
   /** Asks the guest to shut down; it goes away once it has. */
   shutdown(domid: number): Promise<void>
-  rename(domid: number, name: string): Promise<void>
-  /** The config stored at creation (or by the last restore), as libxl JSON. */
-  storedConfig(domid: number): Promise<Record<string, unknown> | undefined>
 
   /** Suspends the guest for save: it stops, its state is frozen (shutdown reason suspend). */
   suspend(domid: number): Promise<void>

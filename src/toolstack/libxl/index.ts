@@ -10,4 +10,18 @@ export {sendDomain, startSaveStream} from './save-stream.js'
 export type {SaveStream, SendDomainOptions, SendResult} from './save-stream.js'
 export {receiveDomain} from './stream-reader.js'
 export type {ColoSecondaryEnd, ReceiveDomainOptions, ReceiveResult, SecondaryIo} from './stream-reader.js'
-export {resolveDomain} from './domains.js'
+export {
+  createDomain,
+  createDomainBuilt,
+  destroyDomain,
+  DOM0_NAME,
+  domainInfo,
+  domainName,
+  domainPath,
+  listDomains,
+  renameDomain,
+  resolveDomain,
+  storedConfig,
+  storeConfig,
+} from './domains.js'
+export type {LibxlDomainSpec, NamedDomainInfo} from './domains.js'

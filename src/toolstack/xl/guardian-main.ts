@@ -47,7 +47,7 @@ import {readExact, writeAll} from '../fd/index.js'
 import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
 import {createHypervisor} from '../backends/index.js'
 import {MIGRATE_PERMISSION_TO_GO, MIGRATE_REPORT, encodeStatus} from './handshake.js'
-import {resolveDomain} from '../libxl/index.js'
+import {destroyDomain, domainInfo, renameDomain, resolveDomain} from '../libxl/index.js'
 
 const SHUTDOWN_SUSPEND = 2
 
@@ -103,7 +103,7 @@ function take(line: string): void {
 
 async function infoOrUndefined(hv: Hypervisor, id: number) {
   try {
-    return await hv.info(id)
+    return await domainInfo(hv, id)
   } catch (err) {
     if (err instanceof HypervisorError && err.code === 'no-such-domain') return undefined
     throw err
@@ -160,7 +160,7 @@ async function tell(bytes: Buffer): Promise<boolean> {
 /** Rename to the final name and unpause (unless -p): 0, or libxl's rc for what failed. */
 async function start(hv: Hypervisor, id: number, name: string, finalName: string, leavePaused: boolean): Promise<number> {
   try {
-    if (name !== finalName) await hv.rename(id, finalName)
+    if (name !== finalName) await renameDomain(hv, id, finalName)
     const info = await hv.info(id)
     if (!leavePaused && info.state.paused) await hv.unpause(id)
     return 0
@@ -211,7 +211,7 @@ async function finishReceiver(hv: Hypervisor): Promise<void> {
   const reported = stream && (phase === 'go' || afterReady) && (await tell(Buffer.concat([MIGRATE_REPORT, encodeStatus(rc)])))
   // A Remus failover keeps the copy whatever happens (xl leaves it for the administrator).
   if (rc !== 0 && kind === 'plain') {
-    await hv.destroy(id).catch(() => undefined)
+    await destroyDomain(hv, id).catch(() => undefined)
     say(`the receiver died before GO; destroyed domain ${incoming} (domid ${id})`)
     // As the receiver: our copy is gone, the sender may have the domain back.
     if (reported) await tell(MIGRATE_PERMISSION_TO_GO)
@@ -245,7 +245,7 @@ async function finishSender(hv: Hypervisor): Promise<void> {
   const id = Number(domidArg)
   const info = await infoOrUndefined(hv, id)
   if (!info || (info.name !== name && info.name !== away)) return
-  if (info.name === away) await hv.rename(id, name)
+  if (info.name === away) await renameDomain(hv, id, name, {from: away})
   await logDirtyOff(hv, id)
   if (info.state.shutdown && info.state.shutdownReason === SHUTDOWN_SUSPEND) {
     await hv.resume(id, {cancel: true})

@@ -46,7 +46,7 @@ import {
 import {helperEnv} from '../libxl/index.js'
 import type {MigrationEventHandler} from './migration-events.js'
 import {receiveDomain, type SecondaryIo, type ReceiveResult} from '../libxl/index.js'
-import {beginRestoreDomain} from './save-restore.js'
+import {createDomain, createDomainBuilt, destroyDomain, renameDomain} from '../libxl/index.js'
 import {readSavefileHeader} from './savefile-header.js'
 import {REMUS_ACK} from './remus-ack.js'
 import {checkpointHeldAt} from '../testing/index.js'
@@ -321,7 +321,7 @@ class MigrationReceiver {
     const name = this.#name!
     let renameRc = 0
     try {
-      await this.#hv.rename(domid, name)
+      await renameDomain(this.#hv, domid, name)
     } catch (err) {
       renameRc = err instanceof HypervisorError && err.code === 'name-in-use' ? ERROR_INVAL : ERROR_FAIL
       this.#line(`migration target (${ha}): Failed to rename domain from ${name}--incoming to ${name}:${renameRc}`)
@@ -403,8 +403,8 @@ class MigrationReceiver {
       return new CreateFailure(ERROR_FAIL, [`xl-ts: error: cannot create domain ${incoming}: ${(err as Error).message}`])
     }
     try {
-      if (this.#o.checkpointed === undefined) ({domid, built} = await beginRestoreDomain(hv, spec, {paused: true, forRestore: true}))
-      else domid = await hv.create(spec, {paused: true, forRestore: true, ...(this.#o.checkpointed === 'colo' ? {coloSecondary: true} : {})})
+      if (this.#o.checkpointed === undefined) ({domid, built} = await createDomain(hv, spec, {paused: true, forRestore: true}))
+      else domid = await createDomainBuilt(hv, spec, {paused: true, forRestore: true, ...(this.#o.checkpointed === 'colo' ? {coloSecondary: true} : {})})
     } catch (err) {
       throw cannotCreate(err)
     }
@@ -505,7 +505,7 @@ class MigrationReceiver {
   async #start(domid: number): Promise<number> {
     const name = this.#name!
     try {
-      await this.#hv.rename(domid, name)
+      await renameDomain(this.#hv, domid, name)
     } catch (err) {
       const exists = err instanceof HypervisorError && err.code === 'name-in-use'
       this.#line(exists ? `Domain with name "${name}" already exists.` : `xl-ts: error: cannot rename domain ${domid} to ${name}: ${(err as Error).message}`)
@@ -527,7 +527,7 @@ class MigrationReceiver {
     const domid = this.#domid
     if (domid === undefined) return 0
     try {
-      await this.#hv.destroy(domid)
+      await destroyDomain(this.#hv, domid)
       this.#domid = undefined
       if (say) this.#log('info', `migration target: destroyed our copy (domid ${domid})`)
       return 0

@@ -56,6 +56,7 @@ import {helperEnv} from '../libxl/index.js'
 import {PrecopyTracker, type MigrationEventHandler, type MigrationOutcome, type MigrationPhase, type MigrationResult} from './migration-events.js'
 import {writeSavefileHeader} from './savefile-header.js'
 import {sendDomain} from '../libxl/index.js'
+import {destroyDomain, renameDomain} from '../libxl/index.js'
 import {Transport} from './transport.js'
 
 /** libxl error codes the sender prints. */
@@ -310,7 +311,7 @@ class MigrationSender {
 
     this.#line('migration sender: Target has acknowledged transfer.')
     try {
-      await this.#hv.rename(o.domid, this.#away)
+      await renameDomain(this.#hv, o.domid, this.#away)
       this.#renamed = true
     } catch (err) {
       throw new Failure('failed_resume', [`xl-ts: error: cannot rename domain ${o.domid} to ${this.#away}: ${(err as Error).message}`], (err as Error).message)
@@ -363,7 +364,7 @@ class MigrationSender {
 
     this.#line('migration sender: Target reports successful startup.')
     try {
-      await this.#hv.destroy(o.domid)
+      await destroyDomain(this.#hv, o.domid)
     } catch (err) {
       this.#log('error', `cannot destroy domain ${o.domid} (${this.#away}) here: ${(err as Error).message}`)
     }
@@ -428,7 +429,7 @@ class MigrationSender {
     const hv = this.#hv
     if (this.#renamed) {
       try {
-        await hv.rename(domid, name)
+        await renameDomain(hv, domid, name)
         this.#renamed = false
       } catch (err) {
         this.#log('error', `cannot rename domain ${domid} back to ${name}: ${(err as Error).message}`)

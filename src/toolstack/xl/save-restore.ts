@@ -9,13 +9,14 @@
 import * as fs from 'node:fs'
 
 import {FdByteSource, errnoText} from '../fd/index.js'
-import type {CreateOptions, DomainSpec, EarlyDomain, Hypervisor} from '../hypervisor/index.js'
+import type {EarlyDomain, Hypervisor} from '../hypervisor/index.js'
 import {domainSpec, type DomainConfig} from '../config/index.js'
 import {MigrateError} from '../libxl/index.js'
 import type {MigrateEventHandler, SavefileInfo} from '../libxl/index.js'
 import {readSavefileHeader, writeSavefileHeader, type SavefileHeader} from './savefile-header.js'
 import {receiveDomain, type ReceiveResult} from '../libxl/index.js'
 import {sendDomain, type SendResult} from '../libxl/index.js'
+import {createDomain, destroyDomain} from '../libxl/index.js'
 
 const SHUTDOWN_SUSPEND = 2
 
@@ -132,7 +133,7 @@ export async function saveDomainToFile(opts: SaveToFileOptions): Promise<SaveToF
   const action = opts.after === 'destroy' ? 'destroyed' : opts.after === 'paused' ? 'paused' : 'resumed'
   try {
     if (opts.after === 'destroy') {
-      await hv.destroy(domid)
+      await destroyDomain(hv, domid)
     } else {
       if (opts.after === 'paused') await hv.pause(domid)
       await hv.resume(domid, {cancel: true})
@@ -214,7 +215,7 @@ export async function restoreFromSavefile(opts: RestoreFromSavefileOptions): Pro
   const emit = opts.onEvent
   let early: EarlyDomain
   try {
-    early = await beginRestoreDomain(hv, domainSpec(config, hv.backend), {paused: true, forRestore: true})
+    early = await createDomain(hv, domainSpec(config, hv.backend), {paused: true, forRestore: true})
   } catch (err) {
     throw new MigrateError('hypervisor', 'create', (err as Error).message, {cause: err})
   }
@@ -252,21 +253,11 @@ export async function restoreFromSavefile(opts: RestoreFromSavefileOptions): Pro
     if (failed) throw new MigrateError('hypervisor', 'create', failed.message, {cause: failed})
     let destroyError: string | undefined
     try {
-      await hv.destroy(domid)
+      await destroyDomain(hv, domid)
     } catch (e) {
       destroyError = (e as Error).message
     }
     emit?.({kind: 'domain-destroyed', domid, ...(destroyError !== undefined ? {error: destroyError} : {})})
     throw err
   }
-}
-
-/**
- * Starts building the domain a stream is restored into: through createEarly where the hypervisor
- * has it (the restore helper can then start while the domain does), else create, whose domain is
- * built when this resolves. Errors are the hypervisor's, as create's.
- */
-export async function beginRestoreDomain(hv: Hypervisor, spec: DomainSpec, opts: CreateOptions): Promise<EarlyDomain> {
-  if (hv.createEarly) return hv.createEarly(spec, opts)
-  return {domid: await hv.create(spec, opts), built: Promise.resolve()}
 }

@@ -70,7 +70,7 @@ export async function startDomainDeviceModel(
   }
   const extraArgs = [...(mode ? qdiskArgs(disks, mode) : []), ...(proxy ? proxyArgs(proxy) : [])]
   const t0 = performance.now()
-  const dm = await startDeviceModel({folder, name: launch.name, extraArgs, toolstackMonitor: true})
+  const dm = await startDeviceModel({folder, name: String((launch.config.c_info as {name?: unknown} | undefined)?.name ?? `domain-${launch.domid}`), extraArgs, toolstackMonitor: true})
   log(`device model: QEMU ${dm.pid} up in ${(performance.now() - t0).toFixed(0)} ms (${[mode ? `${disks.length} COLO disk(s), ${mode}` : '', proxy ? 'colo-compare' : ''].filter(Boolean).join(', ')})`)
   // QEMU's stderr goes to the domain log as it comes (its stdout carries qemu-io's reports).
   dm.onOutput((line) => {

@@ -19,6 +19,7 @@ import {
   encodeContext,
   encodeDeviceState,
   initialGuestState,
+  checkWorkload,
   type DeviceState,
 } from './context.js'
 import type {DomainRecord, LaunchSpec} from './layout.js'
@@ -50,9 +51,8 @@ const log = (msg: string): void => {
 const launch = JSON.parse(fs.readFileSync(path.join(folder, 'launch.json'), 'utf8')) as LaunchSpec
 const domid = launch.domid
 const pages = launch.pages
-let name = launch.name
 fs.writeFileSync(path.join(folder, 'pid'), `${process.pid} ${procStart(process.pid) ?? 0}\n`)
-log(`domain ${domid} (${name}): ${pages} pages, ${launch.forRestore ? 'built for restore' : 'booting'}`)
+log(`domain ${domid}: ${pages} pages, ${launch.forRestore ? 'built for restore' : 'booting'}`)
 
 class DomainFault extends Error {
   constructor(
@@ -63,7 +63,7 @@ class DomainFault extends Error {
   }
 }
 const fault = (code: HypervisorErrorCode, message: string): never => {
-  throw new DomainFault(code, `domain ${domid} ("${name}"): ${message}`)
+  throw new DomainFault(code, `domain ${domid}: ${message}`)
 }
 
 // ---- guest memory -------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ if (!launch.forRestore) {
 }
 
 // ---- state --------------------------------------------------------------------------------------
-const guest = new GuestCpu(launch.forRestore ? emptyGuestState() : initialGuestState(launch.workload, pages))
+const guest = new GuestCpu(launch.forRestore ? emptyGuestState() : initialGuestState(undefined, pages))
 let paused = launch.paused || launch.forRestore
 let suspended = false
 let shutdownPending = false
@@ -331,9 +331,12 @@ const handlers: {[K in keyof Ops]: Handler<K>} = {
     return {gone: goes}
   },
   destroy: () => ({}),
-  rename: ({name: newName}) => {
-    log(`renamed "${name}" -> "${newName}"`)
-    name = newName
+  'load-workload': ({workload}) => {
+    if (launch.forRestore || guest.state.step > 0 || !paused) fault('bad-state', 'loads a workload only when built and not yet run')
+    checkWorkload(workload, pages, domid)
+    guest.load(initialGuestState(workload, pages))
+    device = {...device, mac: Buffer.from(guest.state.mac)}
+    log(`workload loaded: ${JSON.stringify(workload)}`)
     return {}
   },
   'log-dirty': ({action}) => {

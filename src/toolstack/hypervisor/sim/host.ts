@@ -48,7 +48,8 @@ const UNFINISHED_STALE_MS = 60_000
 const GUEST_TYPES = new Set(['hvm', 'pv', 'pvh'])
 const MIN_PAGES = 2 * SPECIAL_PAGES
 const MAX_VCPUS = 512
-export const DOM0_NAME = 'Domain-0'
+/** What Xen's start-up writes for the control domain. */
+const DOM0_NAME = 'Domain-0'
 const DOM0_UUID = '00000000-0000-0000-0000-000000000000'
 const DOM0_MEM_KB = 4 * 1024 * 1024
 
@@ -70,12 +71,8 @@ function noSuchDomain(domid: number, qualifier?: string): HypervisorError {
   })
 }
 
-function nameInUse(name: string, domid?: number): HypervisorError {
-  return new HypervisorError('name-in-use', `Domain with name "${name}" already exists.`, domid, {rc: LIBXL_ERROR.INVAL, name})
-}
-
 function dom0Refuses(what: string): HypervisorError {
-  return new HypervisorError('not-supported', `${DOM0_NAME} (domain 0) cannot be ${what} on the simulated host`, 0)
+  return new HypervisorError('not-supported', `domain 0 cannot be ${what} on the simulated host`, 0)
 }
 
 function errno(e: unknown): string | undefined {
@@ -151,6 +148,11 @@ export class SimHypervisor implements Hypervisor {
   }
 
   readonly simulation: SimulationExtras = {
+    loadWorkload: async (domid, workload) => {
+      const rec = this.access(domid)
+      checkWorkload(workload, rec.pages, domid)
+      await this.request(domid, rec, 'load-workload', {workload: {...workload}})
+    },
     guestCounters: async (domid) => {
       const r = await this.runtime(domid)
       return {step: r.step, frames: r.frames}
@@ -236,18 +238,18 @@ export class SimHypervisor implements Hypervisor {
   /**
    * A folder without a domain record is a domain being built. It is debris (and reaped) when the
    * domain process died, or when it never started and its creator is gone or gave up long ago.
-   * Returns the name it reserves while it is being built.
+   * Returns whether it is still being built.
    */
-  private unfinished(domid: number): string | undefined {
+  private unfinished(domid: number): boolean {
     const dir = this.layout.domainDir(domid)
     const pid = readPidFile(this.layout.pidFile(domid))
     const launch = readJson<LaunchSpec>(this.layout.launchFile(domid))
-    if (this.readRecord(domid)) return undefined
+    if (this.readRecord(domid)) return false
     let age = 0
     try {
       age = Date.now() - fs.statSync(dir).mtimeMs
     } catch {
-      return undefined
+      return false
     }
     let stale: boolean
     if (pid) stale = !isAlive(pid.pid, pid.start)
@@ -255,9 +257,9 @@ export class SimHypervisor implements Hypervisor {
     else stale = age > UNFINISHED_STALE_MS / 6
     if (stale && !this.readRecord(domid)) {
       this.reap(domid)
-      return undefined
+      return false
     }
-    return launch?.name
+    return true
   }
 
   /**
@@ -268,7 +270,7 @@ export class SimHypervisor implements Hypervisor {
   private async whileBuilding(domid: number): Promise<void> {
     if (!Number.isInteger(domid) || domid <= 0 || domid >= DOMID_FIRST_RESERVED) return
     const until = Date.now() + READY_TIMEOUT_MS
-    while (!this.readRecord(domid) && this.unfinished(domid) !== undefined && Date.now() < until) {
+    while (!this.readRecord(domid) && this.unfinished(domid) && Date.now() < until) {
       await new Promise((r) => setTimeout(r, 2))
     }
   }
@@ -373,7 +375,6 @@ export class SimHypervisor implements Hypervisor {
   private dom0(): DomainInfo {
     return {
       domid: 0,
-      name: DOM0_NAME,
       uuid: DOM0_UUID,
       type: 'pv',
       maxMemKb: DOM0_MEM_KB,
@@ -389,7 +390,6 @@ export class SimHypervisor implements Hypervisor {
     const stopped = rt.paused || rt.suspended || rt.dying
     return {
       domid: rec.domid,
-      name: rec.name,
       uuid: rec.uuid,
       type: rec.type,
       maxMemKb: rec.maxMemKb,
@@ -445,26 +445,10 @@ export class SimHypervisor implements Hypervisor {
     return this.toInfo(rec, await this.request(domid, rec, 'info', {}))
   }
 
-  /** Under the host lock: is the name taken by a live domain other than `self`? */
-  private nameTaken(name: string, self?: number): number | undefined {
-    if (name === '') return undefined
-    if (name === DOM0_NAME) return 0
-    for (const domid of this.domids()) {
-      if (domid === self) continue
-      const rec = this.readRecord(domid)
-      if (rec) {
-        if (!isAlive(rec.pid, rec.pidStart)) this.reap(domid, rec)
-        else if (rec.name === name) return domid
-      } else if (this.unfinished(domid) === name) return domid
-    }
-    return undefined
-  }
-
   private checkSpec(spec: DomainSpec): number {
     const bad = (why: string): never => {
-      throw new HypervisorError('bad-request', `cannot create domain "${spec.name}": ${why}`)
+      throw new HypervisorError('bad-request', `cannot create a domain: ${why}`)
     }
-    if (typeof spec.name !== 'string' || spec.name.includes('\0')) bad('the name is not a string')
     if (!GUEST_TYPES.has(spec.type)) bad(`unknown guest type ${JSON.stringify(spec.type)}`)
     if (!Number.isSafeInteger(spec.maxMemKb) || spec.maxMemKb % 4 !== 0) bad(`maxMemKb ${spec.maxMemKb} is not a whole number of 4 KiB pages`)
     const pages = spec.maxMemKb / 4
@@ -472,11 +456,10 @@ export class SimHypervisor implements Hypervisor {
     if (pages > 0xffffffff) bad(`maxMemKb ${spec.maxMemKb} is too large`)
     if (!Number.isInteger(spec.vcpus) || spec.vcpus < 1 || spec.vcpus > MAX_VCPUS) bad(`${spec.vcpus} vCPUs (1..${MAX_VCPUS})`)
     if (spec.uuid !== undefined && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(spec.uuid)) bad(`bad uuid ${spec.uuid}`)
-    checkWorkload(spec.workload, pages)
     const shm = fs.statfsSync(path.dirname(HostLayout.memPath(this.hostId, 1)))
     const free = shm.bavail * shm.bsize
     if (free < pages * PAGE_SIZE) {
-      throw new HypervisorError('backend-failure', `cannot create domain "${spec.name}": ${pages * PAGE_SIZE} bytes of guest memory do not fit in /dev/shm (${free} free)`)
+      throw new HypervisorError('backend-failure', `cannot create a domain: ${pages * PAGE_SIZE} bytes of guest memory do not fit in /dev/shm (${free} free)`)
     }
     return pages
   }
@@ -492,15 +475,12 @@ export class SimHypervisor implements Hypervisor {
     const forRestore = opts.forRestore === true
     const me = selfIdentity()
     const domid = await withLock(this.layout.lockDir, () => {
-      const holder = this.nameTaken(spec.name)
-      if (holder !== undefined) throw nameInUse(spec.name)
       const domid = this.allocateDomid()
       const launch: LaunchSpec = {
         version: 1,
         hostId: this.hostId,
         root: this.root,
         domid,
-        name: spec.name,
         uuid: (spec.uuid ?? crypto.randomUUID()).toLowerCase(),
         type: spec.type,
         maxMemKb: spec.maxMemKb,
@@ -509,7 +489,6 @@ export class SimHypervisor implements Hypervisor {
         memPath: HostLayout.memPath(this.hostId, domid),
         socketPath: this.layout.socketPath(domid),
         config: spec.config,
-        ...(spec.workload ? {workload: {...spec.workload}} : {}),
         paused: opts.paused || forRestore,
         forRestore,
         ...(opts.coloSecondary ? {coloSecondary: true} : {}),
@@ -651,35 +630,6 @@ export class SimHypervisor implements Hypervisor {
       gone = true
     }
     if (gone) await this.finish(domid, rec)
-  }
-
-  async rename(domid: number, name: string): Promise<void> {
-    if (domid === 0) throw dom0Refuses('renamed')
-    if (typeof name !== 'string' || name.includes('\0')) throw new HypervisorError('bad-request', `domain ${domid}: bad new name`, domid)
-    const rec = await withLock(this.layout.lockDir, () => {
-      const rec = this.access(domid)
-      if (rec.name === name) return rec
-      if (this.nameTaken(name, domid) !== undefined) throw nameInUse(name, domid)
-      rec.name = name
-      try {
-        writeJsonAtomic(this.layout.recordFile(domid), rec)
-      } catch (e) {
-        if (errno(e) === 'ENOENT') throw noSuchDomain(domid)
-        throw e
-      }
-      return rec
-    })
-    // Tell the domain (its log names it); the record above is what counts.
-    await this.request(domid, rec, 'rename', {name}).catch(() => undefined)
-  }
-
-  /** The stored config with the domain's name as it is now, as libxl_retrieve_domain_configuration gives it. */
-  async storedConfig(domid: number): Promise<Record<string, unknown> | undefined> {
-    if (domid === 0) return undefined
-    const rec = this.access(domid)
-    const cInfo = rec.config.c_info
-    if (typeof cInfo !== 'object' || cInfo === null) return rec.config
-    return {...rec.config, c_info: {...(cInfo as Record<string, unknown>), name: rec.name}}
   }
 
   async suspend(domid: number): Promise<void> {

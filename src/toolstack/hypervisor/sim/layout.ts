@@ -9,8 +9,7 @@
  *   <root>/domains/<domid>/       one folder per domain, mode 0700
  *       launch.json               what the domain process is built from (written by its creator)
  *       pid                       "<pid> <starttime>" of the domain process, from its start
- *       domain.json               the domain record, written by the domain process once it is ready;
- *                                 rename rewrites it (under the host lock)
+ *       domain.json               the domain record, written by the domain process once it is ready
  *       ctl                       the control socket (mode 0600)
  *       domain.log                the domain process's stdout/stderr
  *       qmp.sock, qmp-libxl.sock  the device model's QMP monitors (the domain's, the toolstack's),
@@ -20,7 +19,7 @@
 import * as path from 'node:path'
 
 import {HypervisorError} from '../index.js'
-import type {GuestType, WorkloadSpec} from '../index.js'
+import type {GuestType} from '../index.js'
 
 export const SHM_DIR = '/dev/shm'
 /** sun_path holds 108 bytes including the terminating NUL. */
@@ -34,7 +33,6 @@ export interface LaunchSpec {
   hostId: string
   root: string
   domid: number
-  name: string
   uuid: string
   type: GuestType
   maxMemKb: number
@@ -42,8 +40,8 @@ export interface LaunchSpec {
   pages: number
   memPath: string
   socketPath: string
+  /** The domain config (libxl JSON): for the device model only (port.ts, DomainSpec.config). */
   config: Record<string, unknown>
-  workload?: WorkloadSpec
   paused: boolean
   forRestore: boolean
   /** Restored as a COLO secondary (the device model's disk layout). */

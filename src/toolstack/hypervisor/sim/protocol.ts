@@ -8,7 +8,7 @@
  * Page contents never travel here: they move by pread/pwrite on the memory file.
  */
 import type {GuestDiskStats} from './guest-disk.js'
-import type {HypervisorErrorCode} from '../index.js'
+import type {HypervisorErrorCode, WorkloadSpec} from '../index.js'
 
 export const PROTOCOL_VERSION = 1
 export const MAX_MESSAGE_BYTES = 64 << 20
@@ -85,7 +85,7 @@ export interface Ops {
   resume: {args: {cancel: boolean}; result: {}}
   shutdown: {args: {}; result: {gone: boolean}}
   destroy: {args: {}; result: {}}
-  rename: {args: {name: string}; result: {}}
+  'load-workload': {args: {workload: WorkloadSpec}; result: {}}
   'log-dirty': {args: {action: 'enable' | 'disable' | 'peek' | 'clean'}; result: Partial<LogDirtyResult>}
   'get-context': {args: {}; result: {data: string}}
   'set-context': {args: {data: string}; result: {}}
