@@ -6,14 +6,14 @@
  */
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {type Subscription, type WorkloadSpec} from '../src/toolstack/hypervisor/index.js'
-import {createHypervisor, parseFrame, type SimHypervisor} from '../src/toolstack/backends/index.js'
+import {type FrameCapture, type WorkloadSpec} from '../src/toolstack/hypervisor/index.js'
+import {createHypervisor, hostNetworkOf, parseFrame, type SimHypervisor} from '../src/toolstack/backends/index.js'
 import {ensureBuilt, leftovers, NOTHING, tempRoot, waitFor, wipeRoot} from './support/sim-host.js'
-import {createDomainBuilt, destroyDomain, type LibxlDomainSpec} from '../src/toolstack/libxl/index.js'
+import {captureGuestOutput, createDomainBuilt, destroyDomain, type LibxlDomainSpec} from '../src/toolstack/libxl/index.js'
 
 let root: string
 let hv: SimHypervisor
-const subs: Subscription[] = []
+const subs: FrameCapture[] = []
 
 beforeAll(async () => {
   await ensureBuilt()
@@ -40,7 +40,7 @@ function spec(name: string, workload: Partial<WorkloadSpec>, memMiB = 64): Libxl
 
 async function collect(domid: number): Promise<Buffer[]> {
   const frames: Buffer[] = []
-  subs.push(await hv.subscribeFrames(domid, (f) => frames.push(f)))
+  subs.push(await captureGuestOutput(hv, hostNetworkOf(hv), domid, (f) => frames.push(f)))
   return frames
 }
 

@@ -14,6 +14,7 @@ import type {SimulationExtras} from '../toolstack/hypervisor/index.js'
 import {type RemusEvent} from '../toolstack/replication/index.js'
 import {runRemusPrimary} from '../toolstack/xl/index.js'
 import {storedConfig} from '../toolstack/libxl/index.js'
+import {hostNetworkOf} from '../toolstack/backends/index.js'
 
 /** xl's default checkpoint interval (main_remus: "def. 200ms"). */
 const DEFAULT_INTERVAL_MS = 200
@@ -202,6 +203,7 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
       try {
         colo = await openPrimaryColoDevices({
           hypervisor: hv,
+          network: hostNetworkOf(hv),
           domid: dom.domid,
           config: stored,
           disks: coloDisks,
@@ -230,7 +232,8 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
         rune,
         blackhole: flags.blackhole,
         intervalMs,
-        netbuf: !flags['no-netbuf'],
+        // Checked above: without -n the host has network buffering (the sim's: capturing the vif).
+        netbuf: !flags.colo && !flags['no-netbuf'] && hostNetworkOf(hv),
         // A checkpoint when the outputs diverge, at the latest every --max-interval (libxl: 5 s).
         ...(flags.colo
           ? {

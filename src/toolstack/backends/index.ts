@@ -1,7 +1,8 @@
 /**
  * The hypervisor back ends: which one runs and the Hypervisor that implements the port for it.
  * Commands and programs get a Hypervisor from createHypervisor() and never learn which back end
- * they talk to (except `xl-ts sim ...` and tests, which ask for the sim's extras).
+ * they talk to (except `xl-ts sim ...` and tests, which ask for the sim's extras). The same host's
+ * network (the host network port: where a guest's output is captured) comes from hostNetworkOf().
  *
  * Back end: `--backend sim|xen`, else XL_TS_BACKEND, else `xen` where /dev/xen/privcmd exists and
  * `sim` elsewhere. Host state folder (sim): `--root`, else XL_TS_ROOT, else /var/lib/xl-ts for root,
@@ -11,8 +12,8 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
-import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
-import {SimHypervisor} from '../hypervisor/sim/index.js'
+import {HypervisorError, type HostNetwork, type Hypervisor} from '../hypervisor/index.js'
+import {SimHostNetwork, SimHypervisor} from '../hypervisor/sim/index.js'
 
 export {
   SimHypervisor,
@@ -62,6 +63,17 @@ export function createHypervisor(opts: CreateHypervisorOptions = {}): Hypervisor
     throw new HypervisorError('not-supported', 'the xen back end is not supported yet: use --backend sim (or XL_TS_BACKEND=sim)')
   }
   return new SimHypervisor(resolveRoot(opts.root, env))
+}
+
+/**
+ * The network of the host `hv` runs: dom0's interfaces, where the toolstack captures a guest's
+ * output. The sim's is its host's network folder. Xen's (an AF_PACKET socket on the vif, see
+ * ../hypervisor/host-network.ts) comes with the xen back end: until then this says so.
+ */
+export function hostNetworkOf(hv: Hypervisor): HostNetwork {
+  const sim = asSim(hv)
+  if (sim) return new SimHostNetwork(sim.layout.netDir)
+  throw new HypervisorError('not-supported', `capturing a guest's network output is not supported on the ${hv.backend} back end yet`)
 }
 
 /** The sim back end's extras (checksum, integrity, write log), when `h` is the sim. */

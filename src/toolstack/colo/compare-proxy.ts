@@ -4,7 +4,7 @@
  * CheckpointTrigger of remus-primary.ts when the device model compares the guests' outputs.
  *
  * It connects to the sockets compare-args.ts put on QEMU's command line: it writes the PVM's frames
- * (from a frame source, e.g. `hv.subscribeFrames`) to primary_in, reads the frames colo-compare
+ * (from a frame source: the capture of its vif, ../libxl/vif.ts) to primary_in, reads the frames colo-compare
  * releases on outdev (handed to `onRelease` with their arrival time), and speaks the notify_dev
  * protocol (notify.ts). The secondary sends the SVM's frames to secondary_in itself.
  *
@@ -58,7 +58,7 @@ export interface FrameSubscription {
   close(): Promise<void> | void
 }
 
-/** The PVM's frames, as `(onFrame) => hv.subscribeFrames(domid, onFrame)`. */
+/** The PVM's frames, as `(onFrame) => captureGuestOutput(hv, network, domid, onFrame)`. */
 export type FrameSource = (onFrame: (frame: Buffer) => void) => Promise<FrameSubscription> | FrameSubscription
 
 export type ReleaseReason = 'match' | 'checkpoint'

@@ -5,7 +5,8 @@
  * without colo-compare the timer alone takes checkpoints (what libxl's userspace mode does when
  * nobody asks); without COLO disks there is no disk replication.
  */
-import type {Hypervisor} from '../hypervisor/index.js'
+import type {HostNetwork, Hypervisor} from '../hypervisor/index.js'
+import {captureGuestOutput} from '../libxl/index.js'
 import {ProxyConfigError, proxyEndpointsOf, type TcpEndpoint} from './compare-args.js'
 import {QemuColoCompare, type LogLevel, type ReleaseReason} from './compare-proxy.js'
 import {PrimaryColoDisks} from './disk-devices.js'
@@ -21,6 +22,8 @@ export class ColoSetupError extends Error {
 
 export interface PrimaryColoDevicesOptions {
   readonly hypervisor: Hypervisor
+  /** Where the PVM's output is captured for colo-compare (its vif). */
+  readonly network: HostNetwork
   readonly domid: number
   /** The stored domain config (libxl JSON). */
   readonly config: Record<string, unknown> | undefined
@@ -52,7 +55,7 @@ export async function openPrimaryColoDevices(o: PrimaryColoDevicesOptions): Prom
     try {
       trigger = await QemuColoCompare.start({
         endpoints,
-        subscribe: (onFrame) => hv.subscribeFrames(domid, onFrame),
+        subscribe: (onFrame) => captureGuestOutput(hv, o.network, domid, onFrame),
         // The sim guest's frames carry their sequence number: reset() waits for the PVM's last ones.
         ...(hv.simulation ? {frameIndex: (frame: Buffer) => hv.simulation?.frameInfo(frame)?.seq} : {}),
         ...(o.onRelease ? {onRelease: o.onRelease} : {}),

@@ -1,5 +1,6 @@
 /**
- * The COLO secondary's network output on the simulated host: the SVM's frames go to the primary's
+ * The COLO secondary's network output on the simulated host: the SVM's frames, captured on its vif
+ * (../libxl/vif.ts), go to the primary's
  * colo-compare, which listens for them at the first vif's colo_sock_compare_sec_in_ip/port (its
  * secondary_in chardev, XEN-FACTS §9.2), framed as QEMU's socket chardevs frame them (u32 length in
  * network byte order, then the bytes). On a real host QEMU's filter-redirector on the SVM's netdev
@@ -11,7 +12,8 @@
  */
 import * as net from 'node:net'
 
-import type {Hypervisor} from '../hypervisor/index.js'
+import type {HostNetwork, Hypervisor} from '../hypervisor/index.js'
+import {captureGuestOutput} from '../libxl/index.js'
 import type {TcpEndpoint} from './compare-args.js'
 import {encodeFrame} from './frame-channel.js'
 
@@ -23,7 +25,13 @@ export interface SecondaryForwarder {
   stop(): Promise<void>
 }
 
-export async function forwardSecondaryFrames(hv: Hypervisor, domid: number, address: TcpEndpoint, onLog: (text: string) => void): Promise<SecondaryForwarder> {
+export async function forwardSecondaryFrames(
+  hv: Hypervisor,
+  network: HostNetwork,
+  domid: number,
+  address: TcpEndpoint,
+  onLog: (text: string) => void,
+): Promise<SecondaryForwarder> {
   const socket = net.connect(address.port, address.host)
   let failed = false
   socket.on('error', (err) => {
@@ -32,7 +40,7 @@ export async function forwardSecondaryFrames(hv: Hypervisor, domid: number, addr
   })
   socket.setNoDelay(true)
   let paused = false
-  const subscription = await hv.subscribeFrames(domid, (frame) => {
+  const capture = await captureGuestOutput(hv, network, domid, (frame) => {
     if (paused || failed || socket.destroyed) return
     try {
       socket.write(encodeFrame(frame))
@@ -48,7 +56,7 @@ export async function forwardSecondaryFrames(hv: Hypervisor, domid: number, addr
       paused = false
     },
     stop: async () => {
-      await subscription.close().catch(() => undefined)
+      await capture.close().catch(() => undefined)
       socket.destroy()
     },
   }

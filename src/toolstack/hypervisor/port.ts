@@ -254,9 +254,6 @@ export interface Hypervisor {
   saveDeviceState(domid: number): Promise<Buffer>
   loadDeviceState(domid: number, state: Buffer): Promise<void>
 
-  /** The guest's network output, frame by frame, until closed or the domain goes away. */
-  subscribeFrames(domid: number, onFrame: (frame: Buffer) => void): Promise<Subscription>
-
   /** The domain's device model, or undefined when it has none (no COLO disk, no COLO proxy). */
   deviceModel(domid: number): Promise<DeviceModelEndpoint | undefined>
 

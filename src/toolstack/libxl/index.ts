@@ -1,11 +1,13 @@
 /**
  * The libxl layer: the save stream (libxl header, LIBXC_CONTEXT, the save helper, END), the stream
- * reader (receiveDomain), the helper callout, COLO's CHECKPOINT_STATE records, and its errors and events.
+ * reader (receiveDomain), the helper callout, COLO's CHECKPOINT_STATE records, the guest's vif
+ * (its interface found in the store, its output captured), and its errors and events.
  */
 export {ColoStateError, readCheckpointState, writeCheckpointState} from './checkpoint-state.js'
 export * from './errors.js'
 export * from './events.js'
 export {helperEnv} from './helper-env.js'
+export {FIRST_VIF, captureGuestOutput, vifBackendPath, vifInterfaceName} from './vif.js'
 export {sendDomain, startSaveStream} from './save-stream.js'
 export type {SaveStream, SendDomainOptions, SendResult} from './save-stream.js'
 export {receiveDomain} from './stream-reader.js'

@@ -2,7 +2,7 @@
  * What the Remus and COLO primary are given: the domain, the way to the backup, the mode's settings,
  * and for COLO the devices driven at libxl's points of each cycle (XEN-FACTS §7.2, §8, §9.2).
  */
-import type {Hypervisor} from '../hypervisor/index.js'
+import type {HostNetwork, Hypervisor} from '../hypervisor/index.js'
 import type {MigrateEventHandler} from '../libxl/index.js'
 import type {RemusEvent} from './events.js'
 
@@ -17,8 +17,8 @@ export interface RemusPrimaryOptions {
   readonly blackhole: boolean
   /** -i: ms between checkpoints (suspend to suspend). */
   readonly intervalMs: number
-  /** Network output buffering (off with -n). */
-  readonly netbuf: boolean
+  /** Network output buffering: the host network the guest's output is captured on, or false (-n: none). */
+  readonly netbuf: HostNetwork | false
   /** COLO instead of Remus. */
   readonly colo?: ColoOptions
   /** Stop replication cleanly (the operator's interrupt). */

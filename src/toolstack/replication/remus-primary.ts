@@ -10,6 +10,7 @@
  * END and libxl END, which an xl-ts backup takes as "discard your copy" rather than a failover.
  */
 import {FdError, readExact} from '../fd/index.js'
+import type {HostNetwork} from '../hypervisor/index.js'
 import {type OwedCallback} from '../helper/index.js'
 import {LIBXL, encodeLibxcRecord, encodeLibxlRecord} from '../stream/index.js'
 import {SimNetBuffer} from './sim-netbuf.js'
@@ -21,8 +22,8 @@ export interface RemusModeOptions {
   readonly intervalMs: number
   /** -b: no backup, no acknowledgements: an epoch goes out at commit. */
   readonly blackhole: boolean
-  /** Network output buffering (off with -n). */
-  readonly netbuf: boolean
+  /** Network output buffering: the host network the guest's output is captured on, or false (-n: none). */
+  readonly netbuf: HostNetwork | false
   readonly onEvent: (e: RemusEvent) => void
   /** performance.now() of the session's start (events count from it). */
   readonly startedAt: number
@@ -52,7 +53,7 @@ export class RemusPrimary implements PrimaryMode {
   async open(io: PrimaryIo, wayBack: number | undefined): Promise<{backChannel?: number}> {
     this.#io = io
     if (wayBack !== undefined) this.#ackLoop = this.#readAcks(wayBack)
-    if (this.#o.netbuf) this.#netbuf = await SimNetBuffer.start(io.hypervisor, io.domid, (frames, epoch) => this.#released(frames, epoch))
+    if (this.#o.netbuf) this.#netbuf = await SimNetBuffer.start(io.hypervisor, this.#o.netbuf, io.domid, (frames, epoch) => this.#released(frames, epoch))
     return {}
   }
 

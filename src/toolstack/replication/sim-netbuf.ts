@@ -1,7 +1,9 @@
 /**
  * Network output buffering for a Remus primary on the simulated host (what the netbuf device and
- * its plug qdisc do on a real one, XEN-FACTS §10.3): the guest's frames are held in epochs and
- * let out only when the checkpoint that covers them is safe at the backup.
+ * its plug qdisc do on a real one, XEN-FACTS §10.3): the guest's frames, captured on its vif
+ * (../libxl/vif.ts), are held in epochs and let out only when the checkpoint that covers them is
+ * safe at the backup. (A capture only copies what leaves the vif: on a real host the frames
+ * themselves must be held, which is the plug qdisc's job, plug-qdisc.ts.)
  *
  * Epoch n holds the frames the guest sent before the suspend of checkpoint n (so checkpoint n's
  * state produced them); `boundary(n)` closes it at that suspend. `release(n)` lets out every epoch
@@ -9,7 +11,8 @@
  * lands in the next epoch: released later, never earlier. `releaseAll` ends buffering: everything
  * held goes out and later frames pass straight through (the primary runs unprotected).
  */
-import type {Hypervisor, Subscription} from '../hypervisor/index.js'
+import type {FrameCapture, HostNetwork, Hypervisor} from '../hypervisor/index.js'
+import {captureGuestOutput} from '../libxl/index.js'
 
 /** Where released frames go, with the epoch they were held in (null: passed through unbuffered). */
 export type FrameRelease = (frames: readonly Buffer[], epoch: number | null) => void
@@ -18,13 +21,13 @@ export class SimNetBuffer {
   readonly #held = new Map<number, Buffer[]>()
   #current: Buffer[] = []
   #passThrough = false
-  #subscription: Subscription | undefined
+  #capture: FrameCapture | undefined
 
   private constructor(private readonly deliver: FrameRelease) {}
 
-  static async start(hv: Hypervisor, domid: number, deliver: FrameRelease): Promise<SimNetBuffer> {
+  static async start(hv: Hypervisor, network: HostNetwork, domid: number, deliver: FrameRelease): Promise<SimNetBuffer> {
     const buffer = new SimNetBuffer(deliver)
-    buffer.#subscription = await hv.subscribeFrames(domid, (frame) => buffer.#frame(frame))
+    buffer.#capture = await captureGuestOutput(hv, network, domid, (frame) => buffer.#frame(frame))
     return buffer
   }
 
@@ -69,7 +72,7 @@ export class SimNetBuffer {
 
   async close(): Promise<void> {
     this.releaseAll()
-    await this.#subscription?.close()
-    this.#subscription = undefined
+    await this.#capture?.close()
+    this.#capture = undefined
   }
 }

@@ -51,6 +51,7 @@ import {readSavefileHeader} from './savefile-header.js'
 import {REMUS_ACK} from './remus-ack.js'
 import {checkpointHeldAt} from '../testing/index.js'
 import {SecondaryColoDisks, coloDisksOfConfig, forwardSecondaryFrames, secondaryInOf, type SecondaryForwarder} from '../colo/index.js'
+import {hostNetworkOf} from '../backends/index.js'
 import {ColoSecondary} from '../replication/index.js'
 
 const ERROR_FAIL = -3
@@ -419,7 +420,7 @@ class MigrationReceiver {
     // colo_sock_compare_sec_in_ip/port), from its first run on.
     const address = this.#o.checkpointed === 'colo' && hv.simulation ? secondaryInOf(config as unknown as Record<string, unknown>) : undefined
     if (address) {
-      this.#forwarder = await forwardSecondaryFrames(hv, domid, address, (t) => this.#log('warning', t))
+      this.#forwarder = await forwardSecondaryFrames(hv, hostNetworkOf(hv), domid, address, (t) => this.#log('warning', t))
       this.#forwarder.pause()
     }
     const created = (): void => this.#log('detail', `created domain ${incoming} (domid ${domid}) for the incoming stream`)

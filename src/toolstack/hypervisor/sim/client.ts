@@ -2,7 +2,7 @@
 import * as net from 'node:net'
 
 import {HypervisorError} from '../index.js'
-import {encodeMessage, MessageDecoder, type Answer, type Event, type OpName, type Ops} from './protocol.js'
+import {encodeMessage, MessageDecoder, type Answer, type OpName, type Ops} from './protocol.js'
 
 /** The connection failed or closed: the domain process may be gone. */
 export class ConnectionLost extends Error {
@@ -29,8 +29,6 @@ export class ControlClient {
   private nextId = 1
   private pending = new Map<number, Pending>()
   private closedWith: Error | undefined
-  private onEvent: ((e: Event) => void) | undefined
-  private onClose: (() => void) | undefined
 
   private constructor(
     private readonly socket: net.Socket,
@@ -46,13 +44,10 @@ export class ControlClient {
         socket.destroy()
         return
       }
-      for (const m of msgs) this.dispatch(m as Answer | Event)
+      for (const m of msgs) this.dispatch(m as Answer)
     })
     socket.on('error', (e: NodeJS.ErrnoException) => this.fail(new ConnectionLost(`domain ${domid}: control socket: ${e.message}`, e.code)))
-    socket.on('close', () => {
-      this.fail(new ConnectionLost(`domain ${domid}: control socket closed`))
-      this.onClose?.()
-    })
+    socket.on('close', () => this.fail(new ConnectionLost(`domain ${domid}: control socket closed`)))
     socket.unref()
   }
 
@@ -70,13 +65,6 @@ export class ControlClient {
 
   get closed(): boolean {
     return this.closedWith !== undefined
-  }
-
-  /** Events (frames) arrive here; the connection keeps the process alive while a handler is set. */
-  listen(onEvent: (e: Event) => void, onClose?: () => void): void {
-    this.onEvent = onEvent
-    this.onClose = onClose
-    this.socket.ref()
   }
 
   request<K extends OpName>(op: K, args: Ops[K]['args'], timeoutMs = REQUEST_TIMEOUT_MS): Promise<Ops[K]['result']> {
@@ -100,14 +88,10 @@ export class ControlClient {
   }
 
   private settle(): void {
-    if (this.pending.size === 0 && !this.onEvent) this.socket.unref()
+    if (this.pending.size === 0) this.socket.unref()
   }
 
-  private dispatch(m: Answer | Event): void {
-    if ('event' in m) {
-      this.onEvent?.(m as Event)
-      return
-    }
+  private dispatch(m: Answer): void {
     const p = this.pending.get(m.id)
     if (!p) return
     this.pending.delete(m.id)

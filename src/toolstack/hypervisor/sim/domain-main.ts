@@ -22,11 +22,13 @@ import {
   checkWorkload,
   type DeviceState,
 } from './context.js'
-import type {DomainRecord, LaunchSpec} from './layout.js'
+import {HostLayout, type DomainRecord, type LaunchSpec} from './layout.js'
+import {SIM_VIF_DEVID, SimNetback, defaultVifName, publishVif, withdrawVif} from './netback.js'
 import {fillPage, PAGE_SIZE, SPECIAL_PAGES} from './page.js'
 import {procStart} from '../../process/index.js'
 import {encodeMessage, MessageDecoder, PROTOCOL_VERSION, type Ops, type Request, type RuntimeInfo, type WireCpuPolicy} from './protocol.js'
 import {startDomainDeviceModel, type DomainDeviceModel} from './domain-device-model.js'
+import {SimStore} from './store.js'
 import {GuestCpu, DISK_BLOCK_BYTES, diskWriteOffset, type GuestOutput} from './workload.js'
 
 const TICK_MS = 4
@@ -34,7 +36,8 @@ const TICK_MS = 4
 const SLICE_SECONDS = 0.02
 /** More than this far behind, the guest drops the backlog (counted in droppedSteps). */
 const BACKLOG_SECONDS = 1
-const SUBSCRIBER_BUFFER_MAX = 16 << 20
+/** How long going away waits for the store to take the vif's backend directory out. */
+const WITHDRAW_TIMEOUT_MS = 1000
 const INIT_CHUNK_PAGES = 1024
 
 const folder = process.argv[2]
@@ -114,7 +117,6 @@ let shutdownPending = false
 let dying = false
 let stopAt: number | null = null
 let droppedSteps = 0
-let framesDropped = 0
 let device: DeviceState = {txFrames: 0, txBytes: 0, rxFrames: 0, mac: Buffer.from(guest.state.mac)}
 const hvmParams = new Map<number, bigint>(defaultHvmParams(pages, launch.type).map((p) => [p.index, p.value]))
 let tsc = defaultTscInfo()
@@ -128,7 +130,9 @@ const writeLog = {enabled: false, epochs: new Map<number, {pfns: Uint32Array; n:
 let deviceModel: DomainDeviceModel | undefined
 let disk: DomainDeviceModel['disk']
 
-const subscribers = new Set<net.Socket>()
+/** The guest's NIC as dom0's interface (netback.ts): set before the domain is ready. */
+let netback: SimNetback | undefined
+const store = new SimStore(launch.root)
 /** Connections holding the guest still (checksum, integrity check): released when they close. */
 const holders = new Map<net.Socket, number>()
 
@@ -161,12 +165,7 @@ const output: GuestOutput = {
   frame(frame) {
     device.txFrames++
     device.txBytes += frame.length
-    if (subscribers.size === 0) return
-    const msg = encodeMessage({event: 'frame', data: frame.toString('base64')})
-    for (const s of subscribers) {
-      if (s.writableLength > SUBSCRIBER_BUFFER_MAX) framesDropped++
-      else s.write(msg)
-    }
+    netback?.emit(frame)
   },
 }
 
@@ -261,7 +260,7 @@ function runtimeInfo(): RuntimeInfo {
     writeLog: writeLog.enabled,
     stopAt,
     holds: holders.size,
-    framesDropped,
+    framesDropped: netback?.dropped ?? 0,
     ...(disk ? {disk: disk.queue.stats()} : {}),
   }
 }
@@ -409,10 +408,6 @@ const handlers: {[K in keyof Ops]: Handler<K>} = {
     device = decodeDeviceState(Buffer.from(data, 'base64'), domid)
     return {}
   },
-  'subscribe-frames': (_args, socket) => {
-    subscribers.add(socket)
-    return {}
-  },
   hold: ({on}, socket) => {
     const n = (holders.get(socket) ?? 0) + (on ? 1 : -1)
     if (n > 0) holders.set(socket, n)
@@ -495,8 +490,7 @@ function teardown(reason: string, code = 0): void {
   dying = true
   cancelTimer()
   log(`going away (${reason})`)
-  const bye = encodeMessage({event: 'gone', reason})
-  for (const s of subscribers) s.end(bye)
+  netback?.close()
   server.close()
   const rm = (f: () => void): void => {
     try {
@@ -510,7 +504,11 @@ function teardown(reason: string, code = 0): void {
   rm(() => fs.unlinkSync(launch.socketPath))
   const gone = (): void => {
     rm(() => fs.rmSync(folder!, {recursive: true, force: true}))
-    setImmediate(() => process.exit(code))
+    // The vif leaves the store with its domain (libxl's device removal on Xen); bounded, as the store may be busy.
+    const withdrawn = netback ? Promise.race([withdrawVif(store, domid, SIM_VIF_DEVID), new Promise((r) => setTimeout(r, WITHDRAW_TIMEOUT_MS))]) : Promise.resolve()
+    withdrawn
+      .catch((e: unknown) => log(`vif backend: ${(e as Error).message}`))
+      .finally(() => setImmediate(() => process.exit(code)))
   }
   // QEMU goes first (its sockets are in the folder); it would die with us anyway (parent-death signal).
   if (deviceModel) {
@@ -545,7 +543,6 @@ const server = net.createServer((socket) => {
   })
   socket.on('error', () => socket.destroy())
   socket.on('close', () => {
-    subscribers.delete(socket)
     if (holders.delete(socket)) reschedule()
   })
 })
@@ -581,15 +578,43 @@ function listen(): void {
 const onDiskProgress = (): void => {
   if (timer === undefined && !disk?.queue.backlogged) reschedule()
 }
-startDomainDeviceModel(launch, folder, log, onDiskProgress).then(
-  (dm) => {
-    deviceModel = dm
-    disk = dm?.disk
-    if (dying) return
-    listen()
-  },
-  (e: unknown) => {
-    tellCreatorWhy(`cannot start the device model: ${(e as Error).message}`)
-    teardown('device model failed', 1)
-  },
-)
+/** The guest's NIC: its interface serves the frames, its backend directory names it in the store. */
+async function startNetback(): Promise<SimNetback> {
+  const ifname = defaultVifName(domid, SIM_VIF_DEVID)
+  const dir = new HostLayout(launch.root).netDir
+  fs.mkdirSync(dir, {recursive: true, mode: 0o700})
+  const nb = await SimNetback.listen(ifname, path.join(dir, ifname))
+  try {
+    await publishVif(store, domid, SIM_VIF_DEVID)
+  } catch (e) {
+    nb.close()
+    throw e
+  }
+  return nb
+}
+const devices = Promise.allSettled([
+  startDomainDeviceModel(launch, folder, log, onDiskProgress).catch((e: unknown) => {
+    throw new Error(`cannot start the device model: ${(e as Error).message}`)
+  }),
+  startNetback().catch((e: unknown) => {
+    throw new Error(`cannot set up its vif: ${(e as Error).message}`)
+  }),
+])
+void devices.then(([dm, nb]) => {
+  if (dm.status === 'fulfilled') {
+    deviceModel = dm.value
+    disk = dm.value?.disk
+  }
+  if (nb.status === 'fulfilled') netback = nb.value
+  const failed = [dm, nb].find((r) => r.status === 'rejected')
+  if (failed) {
+    tellCreatorWhy((failed.reason as Error).message)
+    teardown('devices failed', 1)
+    return
+  }
+  if (dying) {
+    netback?.close()
+    return
+  }
+  listen()
+})

@@ -27,7 +27,6 @@ import type {
   Hypervisor,
   LogDirty,
   SimulationExtras,
-  Subscription,
   TscInfo,
 } from '../index.js'
 import {parseFrame} from './frame.js'
@@ -36,6 +35,7 @@ import {guestDiskImage} from './domain-device-model.js'
 import {ConnectionLost, ControlClient} from './client.js'
 import {DOMID_FIRST_RESERVED, HostLayout, type DomainRecord, type LaunchSpec} from './layout.js'
 import {withLock} from './lock.js'
+import {SIM_VIF_DEVID, defaultVifName, withdrawVif} from './netback.js'
 import {SimStore} from './store.js'
 import {checksumMemoryFile, FileGuestMemory, verifyMemoryFile, type IntegrityReport} from './memory.js'
 import {PAGE_SIZE, SPECIAL_PAGES} from './page.js'
@@ -144,7 +144,7 @@ export class SimHypervisor implements Hypervisor {
     // What Xen's start-up writes for the control domain (xen-init-dom0).
     this.store.seed({'/local': '', '/local/domain': '', '/local/domain/0': '', '/local/domain/0/name': DOM0_NAME, '/local/domain/0/domid': '0'})
     this.paths = {lib: this.layout.libDir, run: this.layout.runDir}
-    for (const dir of [this.paths.lib, this.paths.run]) fs.mkdirSync(dir, {recursive: true, mode: 0o700})
+    for (const dir of [this.paths.lib, this.paths.run, this.layout.netDir]) fs.mkdirSync(dir, {recursive: true, mode: 0o700})
   }
 
   readonly simulation: SimulationExtras = {
@@ -232,6 +232,7 @@ export class SimHypervisor implements Hypervisor {
     this.dropClient(domid)
     fs.rmSync(rec?.memPath ?? HostLayout.memPath(this.hostId, domid), {force: true})
     fs.rmSync(HostLayout.memPath(this.hostId, domid), {force: true})
+    fs.rmSync(path.join(this.layout.netDir, defaultVifName(domid, SIM_VIF_DEVID)), {force: true})
     fs.rmSync(this.layout.domainDir(domid), {recursive: true, force: true})
   }
 
@@ -607,6 +608,8 @@ export class SimHypervisor implements Hypervisor {
     if (!(await waitGone(rec.pid, rec.pidStart, 5000))) {
       killHard(rec.pid, rec.pidStart)
       await waitGone(rec.pid, rec.pidStart, 2000)
+      // Killed, it could not take its vif out of the store itself.
+      await withdrawVif(this.store, domid, SIM_VIF_DEVID).catch(() => undefined)
     }
     this.reap(domid, rec)
   }
@@ -711,30 +714,6 @@ export class SimHypervisor implements Hypervisor {
 
   async loadDeviceState(domid: number, state: Buffer): Promise<void> {
     await this.call(domid, 'load-device', {data: state.toString('base64')}, 'changed')
-  }
-
-  async subscribeFrames(domid: number, onFrame: (frame: Buffer) => void): Promise<Subscription> {
-    if (domid === 0) throw dom0Refuses('subscribed to')
-    const rec = this.access(domid)
-    let client: ControlClient
-    try {
-      client = await ControlClient.connect(this.layout.socketPath(domid), domid)
-    } catch (e) {
-      if (!(e instanceof ConnectionLost)) throw e
-      this.reap(domid, rec)
-      throw noSuchDomain(domid)
-    }
-    client.listen((ev) => {
-      if (ev.event === 'frame') onFrame(Buffer.from(ev.data, 'base64'))
-      else if (ev.event === 'gone') client.close()
-    })
-    try {
-      await client.request('subscribe-frames', {})
-    } catch (e) {
-      client.close()
-      throw e instanceof ConnectionLost ? noSuchDomain(domid) : e
-    }
-    return {close: async () => client.close()}
   }
 
   async deviceModel(domid: number): Promise<DeviceModelEndpoint | undefined> {

@@ -1,5 +1,6 @@
 /** The simulated Xen host (see host.ts); its extras beyond the port serve tests and `xl-ts sim`. */
 export {SimHypervisor, domainProgram, type LogDirtyRound, type SimRuntime} from './host.js'
+export {SimHostNetwork} from './host-network.js'
 export {HostLayout, SHM_DIR, SUN_PATH_MAX, type DomainRecord, type LaunchSpec} from './layout.js'
 export type {IntegrityProblem, IntegrityReport} from './memory.js'
 export {parseFrame, type ParsedFrame} from './frame.js'

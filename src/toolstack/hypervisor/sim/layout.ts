@@ -6,6 +6,8 @@
  *   <root>/lock/                  the host lock (a directory; owner = "<pid> <starttime>")
  *   <root>/store.json             the host's xenstore (store.ts), with its lock store.lock/
  *   <root>/lib/, <root>/run/      the toolstack's files (Xen's /var/lib/xen, /var/run/xen)
+ *   <root>/net/<ifname>           dom0's network interfaces: a vif's capture socket, served by
+ *                                 its domain's netback (netback.ts)
  *   <root>/domains/<domid>/       one folder per domain, mode 0700
  *       launch.json               what the domain process is built from (written by its creator)
  *       pid                       "<pid> <starttime>" of the domain process, from its start
@@ -78,6 +80,10 @@ export class HostLayout {
   /** The toolstack's sockets and pid files on this host (Xen's XEN_RUN_DIR). */
   get runDir(): string {
     return path.join(this.root, 'run')
+  }
+  /** dom0's network interfaces: one capture socket per vif, named as the interface (netback.ts). */
+  get netDir(): string {
+    return path.join(this.root, 'net')
   }
   get domainsDir(): string {
     return path.join(this.root, 'domains')

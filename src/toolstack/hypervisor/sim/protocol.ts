@@ -3,8 +3,8 @@
  *
  * Framing: every message is a u32 big-endian byte count followed by that many bytes of UTF-8 JSON.
  * Requests `{id, op, ...args}`; answers `{id, ok: true, ...result}` or
- * `{id, ok: false, code, message}` (code = a HypervisorErrorCode); events (no id) `{event, ...}`.
- * Binary data (bitmaps, contexts, frames) travels as base64 strings, 64-bit values as decimal strings.
+ * `{id, ok: false, code, message}` (code = a HypervisorErrorCode). The guest's frames do not travel
+ * here: they leave by its vif (netback.ts). Binary data (bitmaps, contexts) travels as base64 strings, 64-bit values as decimal strings.
  * Page contents never travel here: they move by pread/pwrite on the memory file.
  */
 import type {GuestDiskStats} from './guest-disk.js'
@@ -41,7 +41,7 @@ export interface RuntimeInfo {
   stopAt: number | null
   /** Connections holding the guest still for a snapshot. */
   holds: number
-  /** Frames dropped because a subscriber did not keep up. */
+  /** Frames dropped because a capture of the guest's vif did not keep up (netback.ts). */
   framesDropped: number
   /** The guest's disk requests to its device model (a guest with a device-model disk only). */
   disk?: GuestDiskStats
@@ -97,7 +97,6 @@ export interface Ops {
   'set-cpu-policy': {args: WireCpuPolicy; result: {}}
   'save-device': {args: {}; result: {data: string}}
   'load-device': {args: {data: string}; result: {}}
-  'subscribe-frames': {args: {}; result: {}}
   /** Stops the guest while this connection holds it (a consistent snapshot), without touching the controller pause. */
   hold: {args: {on: boolean}; result: {}}
   // Test and measurement hooks of the sim.
@@ -112,7 +111,6 @@ export type Request = {[K in OpName]: {id: number; op: K} & Ops[K]['args']}[OpNa
 export type OkAnswer = {id: number; ok: true} & Record<string, unknown>
 export type ErrAnswer = {id: number; ok: false; code: HypervisorErrorCode; message: string}
 export type Answer = OkAnswer | ErrAnswer
-export type Event = {event: 'frame'; data: string} | {event: 'gone'; reason: string}
 
 export function encodeMessage(msg: unknown): Buffer {
   const body = Buffer.from(JSON.stringify(msg), 'utf8')
