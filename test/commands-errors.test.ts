@@ -107,7 +107,7 @@ describe('unknown domains', () => {
       'Not destroying domain 0; use -f to force. This can only be done when using a disaggregated hardware domain and toolstack.'
     await fails(['destroy', '0'], 1, refused)
     await fails(['destroy', 'Domain-0'], 1, refused)
-    await fails(['destroy', '-f', '0'], 1, /^destroy failed \(rc=-\d+\): .*Domain-0/)
+    await fails(['destroy', '-f', '0'], 1, /^destroy failed \(rc=-\d+\): domain 0 cannot be destroyed/)
     await fails(['rename', 'Domain-0', 'dom0'], 1, /^Can't rename domain 'Domain-0': /)
   })
 })
