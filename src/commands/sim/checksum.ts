@@ -2,7 +2,6 @@ import {Args, Flags} from '@oclif/core'
 
 import {XlCommand} from '../../cli/index.js'
 import {XlExit} from '../../cli/index.js'
-import {asSim} from '../../toolstack/backends/index.js'
 
 export default class SimChecksum extends XlCommand {
   static override summary = "Print the checksum of a simulated domain's memory and vCPU state."
@@ -35,7 +34,7 @@ Exit status: 0; 1 when the domain does not exist, a page is bad (--verify), or t
   async run(): Promise<void> {
     const {args, flags} = await this.parseXl(SimChecksum)
     const hv = await this.hypervisor()
-    const sim = asSim(hv)
+    const sim = hv.simulation
     if (!sim) throw new XlExit(`xl-ts: sim checksum: not supported by the ${hv.backend} back end: only simulated domains (--backend sim) have a memory checksum`)
     const dom = await this.findDomain(args.domain)
     if (dom.domid === 0) throw new XlExit(`xl-ts: sim checksum: Domain-0 (domain 0) has no simulated memory`)

@@ -18,8 +18,6 @@ import {SimHostNetwork, SimHypervisor} from '../hypervisor/sim/index.js'
 export {
   SimHypervisor,
   parseFrame,
-  type IntegrityProblem,
-  type IntegrityReport,
   type LogDirtyRound,
   type ParsedFrame,
   type SimRuntime,

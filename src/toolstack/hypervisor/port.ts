@@ -186,12 +186,39 @@ export interface HostPaths {
   readonly run: string
 }
 
+export interface IntegrityProblem {
+  pfn: number
+  reason: string
+}
+
+/** The sim guest's pages checked against what its workload can have written (SimulationExtras.verifyIntegrity). */
+export interface IntegrityReport {
+  domid: number
+  pages: number
+  /** True when every page is consistent. */
+  ok: boolean
+  /** How many pages are not. */
+  badCount: number
+  /** The first bad pages (at most 16), ascending. */
+  bad: IntegrityProblem[]
+  /** The highest page generation seen (the last step that wrote a page still in memory). */
+  maxGeneration: number
+  /** The guest's step count from its vCPU context (pages may not be newer), if it has one. */
+  step?: number
+}
+
 /**
- * What only the simulated host has: its guest's counters and the frames it sends, for reports and
- * for the sim's proxy to know its guest's frames. Undefined on real Xen: nothing needs it to
- * migrate, checkpoint or fail over.
+ * What only the simulated host has: its guest's workload and counters, the frames it sends, and
+ * the checks tests and `xl-ts sim` make of its memory and disk. Undefined on real Xen: nothing
+ * needs it to migrate, checkpoint or fail over.
  */
 export interface SimulationExtras {
+  /** sha256 (hex) of the guest's memory followed by its vCPU context, the guest held still meanwhile. */
+  checksum(domid: number): Promise<string>
+  /** sha256 (hex) of the guest's memory alone (a Remus backup's vCPU state waits for the failover). */
+  memoryChecksum(domid: number): Promise<string>
+  /** Checks every page: consistent with its pfn and generation, none newer than the vCPU context's step. */
+  verifyIntegrity(domid: number): Promise<IntegrityReport>
   /** The guest's step and the frames it has sent so far. */
   guestCounters(domid: number): Promise<{readonly step: number; readonly frames: number}>
   /**

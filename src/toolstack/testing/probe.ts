@@ -67,7 +67,7 @@ export class RemusProbe implements CheckpointProbe {
 
   /** A probe writing into `opts.dir`; undefined off a sim host. */
   static open(hv: Hypervisor, domid: number, side: 'primary' | 'secondary', opts: RemusProbeOptions): RemusProbe | undefined {
-    if (!asSim(hv)) return undefined
+    if (!hv.simulation) return undefined
     const every = Math.max(1, Math.floor(opts.every ?? 1) || 1)
     return new RemusProbe(hv, domid, path.join(opts.dir, `${side}.ndjson`), every)
   }
@@ -78,9 +78,9 @@ export class RemusProbe implements CheckpointProbe {
    */
   async record(checkpoint: number, opts: ProbeRecordOptions = {}): Promise<void> {
     if (!opts.force && checkpoint % this.every !== 0) return
-    const sim = asSim(this.hv)!
+    const sim = this.hv.simulation!
     const checksum = opts.context ? await sim.checksum(this.domid) : await sim.memoryChecksum(this.domid)
-    const image = sim.diskImage(this.domid)
+    const image = asSim(this.hv)!.diskImage(this.domid)
     const disk = image ? readImage(image) : undefined
     if (disk) this.#patterns.set(checkpoint, disk.patterns)
     const rec: ProbeRecord = {checkpoint, checksum, ...(opts.failover ? {failover: true} : {}), ...(disk ? {disk: disk.sha256} : {})}

@@ -24,6 +24,7 @@ import type {
   GuestMemory,
   HostPaths,
   HvmParam,
+  IntegrityReport,
   Hypervisor,
   LogDirty,
   SimulationExtras,
@@ -37,7 +38,7 @@ import {DOMID_FIRST_RESERVED, HostLayout, type DomainRecord, type LaunchSpec} fr
 import {withLock} from './lock.js'
 import {SIM_VIF_DEVID, defaultVifName, withdrawVif} from './netback.js'
 import {SimStore} from './store.js'
-import {checksumMemoryFile, FileGuestMemory, verifyMemoryFile, type IntegrityReport} from './memory.js'
+import {checksumMemoryFile, FileGuestMemory, verifyMemoryFile} from './memory.js'
 import {PAGE_SIZE, SPECIAL_PAGES} from './page.js'
 import {isAlive, killHard, procStart, selfIdentity, waitGone} from '../../process/index.js'
 import type {OpName, Ops, RuntimeInfo} from './protocol.js'
@@ -148,6 +149,9 @@ export class SimHypervisor implements Hypervisor {
   }
 
   readonly simulation: SimulationExtras = {
+    checksum: (domid) => this.checksum(domid),
+    memoryChecksum: (domid) => this.memoryChecksum(domid),
+    verifyIntegrity: (domid) => this.verifyIntegrity(domid),
     loadWorkload: async (domid, workload) => {
       const rec = this.access(domid)
       checkWorkload(workload, rec.pages, domid)

@@ -6,6 +6,7 @@ import {kernelCopy, runPairs, runsEndAt, type KernelCopy} from '../../fd/index.j
 import {HypervisorError} from '../index.js'
 import type {GuestMemory} from '../index.js'
 import {checkPage, PAGE_SIZE, SPECIAL_PAGES} from './page.js'
+import type {IntegrityProblem, IntegrityReport} from '../index.js'
 
 export class FileGuestMemory implements GuestMemory {
   private fd: number | undefined
@@ -101,25 +102,6 @@ export class FileGuestMemory implements GuestMemory {
   }
 }
 
-export interface IntegrityProblem {
-  pfn: number
-  reason: string
-}
-
-export interface IntegrityReport {
-  domid: number
-  pages: number
-  /** True when every page is consistent. */
-  ok: boolean
-  /** How many pages are not. */
-  badCount: number
-  /** The first bad pages (at most 16), ascending. */
-  bad: IntegrityProblem[]
-  /** The highest page generation seen (the last step that wrote a page still in memory). */
-  maxGeneration: number
-  /** The guest's step count from its vCPU context (pages may not be newer), if it has one. */
-  step?: number
-}
 
 const CHUNK_PAGES = 1024
 const MAX_REPORTED = 16
