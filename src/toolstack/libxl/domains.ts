@@ -99,24 +99,48 @@ export async function resolveDomain(hv: Hypervisor, qualifier: string): Promise<
   throw new HypervisorError('no-such-domain', `${qualifier} is an invalid domain identifier (rc=${LIBXL_ERROR.INVAL})`, undefined, {rc: LIBXL_ERROR.INVAL, qualifier})
 }
 
-/**
- * In a store transaction: the live domain other than `self` that has `name`, if any. Every domid
- * with a name in the store is asked about (a domain being built waits in `info` until it is), so
- * the names of domains still being built count and those of dead domids do not.
- */
-async function holderOf(hv: Hypervisor, tx: StoreAccess, name: string, self: number | undefined): Promise<number | undefined> {
-  for (const entry of await tx.directory('/local/domain')) {
+/** The domids other than `self` whose store entry gives them `name` (live or not). */
+async function namedIn(store: StoreAccess, name: string, self: number | undefined): Promise<number[]> {
+  const out: number[] = []
+  for (const entry of await store.directory('/local/domain')) {
+    if (!/^[0-9]+$/.test(entry)) continue
     const domid = Number(entry)
-    if (!/^[0-9]+$/.test(entry) || domid === self || (await tx.read(namePath(domid))) !== name) continue
-    if (domid === 0) return 0
-    try {
-      await hv.info(domid)
-      return domid
-    } catch (e) {
-      if (!isGone(e)) throw e
-    }
+    if (domid !== self && (await store.read(namePath(domid))) === name) out.push(domid)
   }
-  return undefined
+  return out
+}
+
+/** Whether a domid is a live domain; one being built counts (info waits until it is built). */
+async function isLive(hv: Hypervisor, domid: number): Promise<boolean> {
+  if (domid === 0) return true
+  try {
+    await hv.info(domid)
+    return true
+  } catch (e) {
+    if (isGone(e)) return false
+    throw e
+  }
+}
+
+/**
+ * Gives `domid` the name `name` unless a live domain other than it has that name, and runs `more`
+ * in the same transaction. Which domains hold the name is asked outside the transaction (a domain
+ * being built may need the store to finish its build), then the transaction checks that no other
+ * domain took the name meanwhile, else all is asked again: a xenstore transaction's retry by hand.
+ */
+async function claimName(hv: Hypervisor, domid: number, name: string, more: (tx: StoreAccess) => Promise<boolean>): Promise<boolean> {
+  for (;;) {
+    const seen = await namedIn(hv.store, name, domid)
+    for (const other of seen) if (await isLive(hv, other)) throw nameInUse(name, domid)
+    const done = await hv.store.transaction(async (tx) => {
+      const now = await namedIn(tx, name, domid)
+      if (now.some((d) => !seen.includes(d))) return undefined
+      if (!(await more(tx))) return false
+      await tx.write(namePath(domid), name)
+      return true
+    })
+    if (done !== undefined) return done
+  }
 }
 
 /**
@@ -128,14 +152,7 @@ export async function renameDomain(hv: Hypervisor, domid: number, name: string, 
   if (domid === 0) throw new HypervisorError('not-supported', `${DOM0_NAME} (domain 0) cannot be renamed`, 0)
   if (typeof name !== 'string' || name.includes('\0')) throw new HypervisorError('bad-request', `domain ${domid}: bad new name`, domid)
   await hv.info(domid)
-  return hv.store.transaction(async (tx) => {
-    const current = (await tx.read(namePath(domid))) ?? ''
-    if (opts.from !== undefined && current !== opts.from) return false
-    if (current === name) return true
-    if ((await holderOf(hv, tx, name, domid)) !== undefined) throw nameInUse(name, domid)
-    await tx.write(namePath(domid), name)
-    return true
-  })
+  return claimName(hv, domid, name, async (tx) => opts.from === undefined || (await tx.read(namePath(domid))) === opts.from)
 }
 
 /** libxl's userdata file of the domain's config (libxl__userdata_path, userdata id "libxl-json"). */
@@ -164,8 +181,7 @@ export async function createDomain(hv: Hypervisor, spec: LibxlDomainSpec, opts: 
     throw new HypervisorError('bad-request', `cannot create domain "${spec.name}": the name is not a string`)
   }
   // A name taken now fails before any domain is made (checked again when it is written).
-  const taken = await hv.store.transaction((tx) => holderOf(hv, tx, spec.name, undefined))
-  if (taken !== undefined) throw nameInUse(spec.name)
+  for (const other of await namedIn(hv.store, spec.name, undefined)) if (await isLive(hv, other)) throw nameInUse(spec.name)
 
   const xen: DomainSpec = {type: spec.type, maxMemKb: spec.maxMemKb, vcpus: spec.vcpus, config: spec.config, ...(spec.uuid ? {uuid: spec.uuid} : {})}
   const made = hv.createEarly ? await hv.createEarly(xen, {...opts, paused: true}) : {domid: await hv.create(xen, {...opts, paused: true}), built: Promise.resolve()}
@@ -176,11 +192,11 @@ export async function createDomain(hv: Hypervisor, spec: LibxlDomainSpec, opts: 
     await hv.store.remove(domainPath(domid)).catch(() => undefined)
   }
   try {
-    await hv.store.transaction(async (tx) => {
-      if ((await holderOf(hv, tx, spec.name, domid)) !== undefined) throw nameInUse(spec.name)
+    // A reused domid's old entries go first, as libxl__domain_make does.
+    await claimName(hv, domid, spec.name, async (tx) => {
       await tx.remove(domainPath(domid))
       await tx.write(`${domainPath(domid)}/domid`, String(domid))
-      await tx.write(namePath(domid), spec.name)
+      return true
     })
   } catch (e) {
     await undo()
