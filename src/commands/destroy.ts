@@ -3,6 +3,7 @@ import {Args, Flags} from '@oclif/core'
 import {XlCommand, globalFlags} from '../cli/index.js'
 import {LIBXL, XlExit, libxlRc} from '../cli/index.js'
 import {HypervisorError} from '../toolstack/hypervisor/index.js'
+import {destroyDeviceModel} from '../toolstack/libxl/index.js'
 
 export default class Destroy extends XlCommand {
   static override summary = 'Terminate a domain immediately.'
@@ -43,6 +44,8 @@ Exit status: 0 when the domain is gone; 1 when it does not exist, is domain 0 (w
     if (this.dryRun(`destroy domain ${dom.domid} (${dom.name})`)) return
     const hv = await this.hypervisor()
     try {
+      // libxl__destroy_domid: the device model first, then the domain.
+      await destroyDeviceModel(hv, dom.domid)
       await hv.destroy(dom.domid)
     } catch (err) {
       if (err instanceof HypervisorError) {

@@ -80,7 +80,7 @@ export class RemusProbe implements CheckpointProbe {
     if (!opts.force && checkpoint % this.every !== 0) return
     const sim = asSim(this.hv)!
     const checksum = opts.context ? await sim.checksum(this.domid) : await sim.memoryChecksum(this.domid)
-    const image = sim.diskImage(this.domid)
+    const image = await sim.diskImage(this.domid)
     const disk = image ? readImage(image) : undefined
     if (disk) this.#patterns.set(checkpoint, disk.patterns)
     const rec: ProbeRecord = {checkpoint, checksum, ...(opts.failover ? {failover: true} : {}), ...(disk ? {disk: disk.sha256} : {})}

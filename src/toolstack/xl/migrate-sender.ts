@@ -36,7 +36,7 @@ import {prestartHelper, type PrestartedHelper} from '../helper/index.js'
 import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
 import {PRECOPY_ENV, type PrecopyTuning} from '../save/index.js'
 import {testHooks} from '../test-hooks.js'
-import {MigrateError} from '../libxl/index.js'
+import {MigrateError, destroyDeviceModel} from '../libxl/index.js'
 import type {MigrateEvent, MigrateEventHandler} from '../libxl/index.js'
 import {Guardian} from './guardian.js'
 import {
@@ -363,6 +363,7 @@ class MigrationSender {
 
     this.#line('migration sender: Target reports successful startup.')
     try {
+      await destroyDeviceModel(this.#hv, o.domid)
       await this.#hv.destroy(o.domid)
     } catch (err) {
       this.#log('error', `cannot destroy domain ${o.domid} (${this.#away}) here: ${(err as Error).message}`)

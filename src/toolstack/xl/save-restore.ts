@@ -11,7 +11,8 @@ import * as fs from 'node:fs'
 import {FdByteSource, errnoText} from '../fd/index.js'
 import type {CreateOptions, DomainSpec, EarlyDomain, Hypervisor} from '../hypervisor/index.js'
 import {domainSpec, type DomainConfig} from '../config/index.js'
-import {MigrateError} from '../libxl/index.js'
+import {MigrateError, destroyDeviceModel} from '../libxl/index.js'
+import {startDomainDeviceModel} from '../colo/index.js'
 import type {MigrateEventHandler, SavefileInfo} from '../libxl/index.js'
 import {readSavefileHeader, writeSavefileHeader, type SavefileHeader} from './savefile-header.js'
 import {receiveDomain, type ReceiveResult} from '../libxl/index.js'
@@ -132,6 +133,7 @@ export async function saveDomainToFile(opts: SaveToFileOptions): Promise<SaveToF
   const action = opts.after === 'destroy' ? 'destroyed' : opts.after === 'paused' ? 'paused' : 'resumed'
   try {
     if (opts.after === 'destroy') {
+      await destroyDeviceModel(hv, domid)
       await hv.destroy(domid)
     } else {
       if (opts.after === 'paused') await hv.pause(domid)
@@ -238,6 +240,12 @@ export async function restoreFromSavefile(opts: RestoreFromSavefileOptions): Pro
       ...(emit ? {onEvent: emit} : {}),
       ...(opts.signal ? {signal: opts.signal} : {}),
     })
+    // libxl's domcreate_launch_dm: the device model comes up once the stream is in, from its state.
+    try {
+      await startDomainDeviceModel(hv, domid, config as unknown as Record<string, unknown>, {restored: true, ...(opts.env ? {env: opts.env} : {})})
+    } catch (err) {
+      throw new MigrateError('hypervisor', 'device model', `domain ${domid}: cannot start its device model: ${(err as Error).message}`, {cause: err})
+    }
     if (!opts.paused) {
       try {
         await hv.unpause(domid)
@@ -252,6 +260,7 @@ export async function restoreFromSavefile(opts: RestoreFromSavefileOptions): Pro
     if (failed) throw new MigrateError('hypervisor', 'create', failed.message, {cause: failed})
     let destroyError: string | undefined
     try {
+      await destroyDeviceModel(hv, domid)
       await hv.destroy(domid)
     } catch (e) {
       destroyError = (e as Error).message
