@@ -299,7 +299,7 @@ const handlers: {[K in keyof Ops]: Handler<K>} = {
     return afterDiskDrained()
   },
   unpause: async () => {
-    await linkDisk()
+    await diskBeforeRunning()
     paused = false
     reschedule()
     return {}
@@ -313,7 +313,7 @@ const handlers: {[K in keyof Ops]: Handler<K>} = {
   },
   resume: async ({cancel}) => {
     if (!suspended) fault('bad-state', 'is not suspended (shutdown reason is not suspend)')
-    await linkDisk()
+    await diskBeforeRunning()
     suspended = false
     log(`resumed (${cancel ? 'suspend cancelled' : 'new context'}) at step ${guest.step}`)
     reschedule()
@@ -408,7 +408,7 @@ const handlers: {[K in keyof Ops]: Handler<K>} = {
   },
   'run-steps': async ({n}) => {
     requireStopped('running steps by hand')
-    await linkDisk()
+    await diskBeforeRunning()
     if (!guest.state.hasWorkload) fault('bad-state', 'has no vCPU context yet')
     if (!Number.isSafeInteger(n) || n < 0) fault('bad-request', `cannot run ${n} steps`)
     guest.run(n, output, Math.random)
@@ -590,6 +590,11 @@ async function noteDeviceModel(): Promise<void> {
   // The host ends it too when it reaps this domain after a crash.
   fs.writeFileSync(path.join(folder!, 'device-model.pid'), `${pid} ${start}\n`)
   log(`device model: QEMU ${pid}`)
+}
+
+/** A guest that writes its disk runs only once its device model takes the writes (if it has one). */
+async function diskBeforeRunning(): Promise<void> {
+  if (guest.state.diskEvery > 0 && !disk) await linkDisk()
 }
 
 let linking: Promise<void> | undefined
