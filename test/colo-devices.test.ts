@@ -253,13 +253,13 @@ describe('COLO devices (real QEMU)', () => {
       expect(r.exitCode, r.stderr).toBe(1)
       expect(r.stderr).toContain('has COLO disks and is running')
     }
-    // A QEMU per COLO domain, in its folder; destroy ends it.
+    // A QEMU per COLO domain, its pid where libxl keeps it (xenstore) and its log where an operator looks; destroy ends it.
     const hv = sim(s.a)
     const domid = await resolveDomain(hv, 'vm')
-    const folder = path.dirname(hv.record(domid).socketPath)
+    const qemuPid = Number(await hv.store.read(`/local/domain/${domid}/image/device-model-pid`))
     hv.close()
-    const qemuPid = Number(fs.readFileSync(path.join(folder, 'qemu.pid'), 'utf8').split(' ')[0])
     expect(fs.existsSync(`/proc/${qemuPid}`)).toBe(true)
+    expect(fs.existsSync(path.join(s.a, 'log', 'qemu-dm-vm.log')), 'qemu-dm-vm.log').toBe(true)
     expect((await xl(s.a, ['destroy', 'vm'])).exitCode).toBe(0)
     for (let i = 0; i < 50 && fs.existsSync(`/proc/${qemuPid}`); i++) await sleep(50)
     expect(fs.existsSync(`/proc/${qemuPid}`), 'QEMU ended with its domain').toBe(false)

@@ -15,7 +15,8 @@ import {
   type ConfigWarning,
 } from '../toolstack/config/index.js'
 import {HypervisorError} from '../toolstack/hypervisor/index.js'
-import {createDomainBuilt} from '../toolstack/libxl/index.js'
+import {createDomainBuilt, destroyDomain} from '../toolstack/libxl/index.js'
+import {startDomainDeviceModel} from '../toolstack/colo/index.js'
 
 /** How often -F looks whether the domain is still there. */
 const MONITOR_POLL_MS = 200
@@ -119,7 +120,8 @@ Exit status: 0 when the domain was created; 1 for a config file xl cannot parse;
     const hv = await this.hypervisor()
     let domid: number
     try {
-      domid = await createDomainBuilt(hv, domainSpec(config, hv.backend), {paused: flags.paused})
+      // libxl: the domain is built, its device model started, then it is unpaused.
+      domid = await createDomainBuilt(hv, domainSpec(config, hv.backend), {paused: true})
     } catch (err) {
       if (err instanceof HypervisorError && err.code === 'name-in-use') {
         // libxl__domain_rename (libxl_domain.c) logs it; libxl__domain_make fails, and
@@ -127,6 +129,14 @@ Exit status: 0 when the domain was created; 1 for a config file xl cannot parse;
         throw new XlExit(`Domain with name "${config.c_info.name}" already exists.`, -LIBXL.ERROR_FAIL)
       }
       throw err
+    }
+    try {
+      await startDomainDeviceModel(hv, domid, config as unknown as Record<string, unknown>, {log: (text) => this.logger.detail(text)})
+      if (!flags.paused) await hv.unpause(domid)
+    } catch (err) {
+      // libxl's domcreate_complete: a domain that could not be set up is destroyed.
+      await destroyDomain(hv, domid).catch(() => undefined)
+      throw new XlExit(`xl-ts: error: domain ${config.c_info.name} (domid ${domid}): cannot start the device model: ${(err as Error).message}`, -LIBXL.ERROR_FAIL)
     }
     this.logger.detail(`created domain ${config.c_info.name} (domid ${domid})${flags.paused ? ', paused' : ''}`)
 

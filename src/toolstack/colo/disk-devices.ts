@@ -11,7 +11,8 @@
  * the status; at failover the active disk is committed into the image and the NBD server stopped.
  */
 import type {Hypervisor} from '../hypervisor/index.js'
-import {QmpClient} from '../qmp/index.js'
+import type {QmpClient} from '../qmp/index.js'
+import {openDeviceModelQmp} from '../libxl/index.js'
 import type {LibxlDiskJson} from '../config/index.js'
 import type {CheckpointDevices} from '../replication/index.js'
 import {coloDisksOf, hasColoDisks, type ColoDisk} from './qdisk-config.js'
@@ -24,10 +25,13 @@ export function coloDisksOfConfig(config: Record<string, unknown> | undefined): 
   return hasColoDisks(disks) ? coloDisksOf(disks, (p) => p) : []
 }
 
-async function connect(hv: Hypervisor, domid: number): Promise<QmpClient> {
-  const endpoint = await hv.deviceModel(domid)
-  if (!endpoint) throw new Error(`domain ${domid} has COLO disks but no device model`)
-  return QmpClient.connect(endpoint.qmpSocket, {label: `domain ${domid}'s device model`})
+/** The toolstack's QMP connection to the domain's device model (shared with the device-state saves). */
+async function connect(hv: Hypervisor, domid: number): Promise<{qmp: QmpClient; release(): Promise<void>}> {
+  try {
+    return await openDeviceModelQmp(hv, domid)
+  } catch (err) {
+    throw new Error(`domain ${domid} has COLO disks but its device model cannot be reached: ${(err as Error).message}`, {cause: err})
+  }
 }
 
 export class PrimaryColoDisks implements CheckpointDevices {
@@ -35,13 +39,14 @@ export class PrimaryColoDisks implements CheckpointDevices {
 
   private constructor(
     private readonly qmp: QmpClient,
+    private readonly release: () => Promise<void>,
     private readonly replication: PrimaryReplication,
     private readonly onLog: (level: 'error' | 'info', text: string) => void,
   ) {}
 
   static async open(hv: Hypervisor, domid: number, disks: readonly ColoDisk[], onLog: (level: 'error' | 'info', text: string) => void): Promise<PrimaryColoDisks> {
-    const qmp = await connect(hv, domid)
-    return new PrimaryColoDisks(qmp, new PrimaryReplication(qmp, disks), onLog)
+    const {qmp, release} = await connect(hv, domid)
+    return new PrimaryColoDisks(qmp, release, new PrimaryReplication(qmp, disks), onLog)
   }
 
   async postsuspend(n: number): Promise<void> {
@@ -62,7 +67,7 @@ export class PrimaryColoDisks implements CheckpointDevices {
       if (this.#started && this.qmp.isOpen) report = await this.replication.teardown()
     } finally {
       this.#started = false
-      await this.qmp.close().catch(() => undefined)
+      await this.release()
     }
     if (!report) return
     for (const f of report.failures) this.onLog('error', `COLO: disk teardown: ${f.command} (${f.target}): ${f.message ?? 'failed'}`)
@@ -74,13 +79,13 @@ export class SecondaryColoDisks {
   #started = false
 
   private constructor(
-    private readonly qmp: QmpClient,
+    private readonly release: () => Promise<void>,
     private readonly replication: SecondaryReplication,
   ) {}
 
   static async open(hv: Hypervisor, domid: number, disks: readonly ColoDisk[]): Promise<SecondaryColoDisks> {
-    const qmp = await connect(hv, domid)
-    return new SecondaryColoDisks(qmp, new SecondaryReplication(qmp, disks))
+    const {qmp, release} = await connect(hv, domid)
+    return new SecondaryColoDisks(release, new SecondaryReplication(qmp, disks))
   }
 
   async setup(): Promise<void> {
@@ -104,6 +109,6 @@ export class SecondaryColoDisks {
   }
 
   async close(): Promise<void> {
-    await this.qmp.close().catch(() => undefined)
+    await this.release()
   }
 }

@@ -6,7 +6,7 @@
  * nobody asks); without COLO disks there is no disk replication.
  */
 import type {HostNetwork, Hypervisor} from '../hypervisor/index.js'
-import {captureGuestOutput} from '../libxl/index.js'
+import {captureGuestOutput, deviceModelOf} from '../libxl/index.js'
 import {ProxyConfigError, proxyEndpointsOf, type TcpEndpoint} from './compare-args.js'
 import {QemuColoCompare, type LogLevel, type ReleaseReason} from './compare-proxy.js'
 import {PrimaryColoDisks} from './disk-devices.js'
@@ -42,7 +42,7 @@ export interface PrimaryColoDevices {
 
 export async function openPrimaryColoDevices(o: PrimaryColoDevicesOptions): Promise<PrimaryColoDevices> {
   const {hypervisor: hv, domid} = o
-  const endpoint = await hv.deviceModel(domid)
+  const endpoint = await deviceModelOf(hv, domid)
   let endpoints
   try {
     endpoints = endpoint ? proxyEndpointsOf(o.config, endpoint.folder) : undefined

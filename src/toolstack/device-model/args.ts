@@ -34,6 +34,17 @@ export interface DeviceModelArgs {
   readonly extraArgs?: readonly string[]
   /** Also open the toolstack's monitor (TOOLSTACK_QMP_SOCKET). */
   readonly toolstackMonitor?: boolean
+  /** The QMP monitors' sockets, instead of QMP_SOCKET (and TOOLSTACK_QMP_SOCKET). */
+  readonly monitors?: readonly string[]
+  /**
+   * Device state as Xen's machines keep it: no configuration section, no VM description
+   * (`-machine suppress-vmdesc=on -global migration.send-configuration=off`, what QEMU's xenfv
+   * machines set). `xen-save-devices-state` writes it so, and only so does QEMU load it again
+   * (measured on 7.2.22: without them `-incoming` fails with "Configuration section missing").
+   */
+  readonly xenDeviceState?: boolean
+  /** A device state file to start from (`-incoming exec:cat <file>`; libxl: `-incoming fd:<fd>`). */
+  readonly incoming?: string
 }
 
 /**
@@ -42,17 +53,23 @@ export interface DeviceModelArgs {
  * outlive us unnoticed. `wait=off`: QEMU does not block for a client before it starts.
  */
 export function deviceModelArgs(options: DeviceModelArgs = {}): string[] {
+  const monitors = options.monitors ?? [QMP_SOCKET, ...(options.toolstackMonitor ? [TOOLSTACK_QMP_SOCKET] : [])]
   return [
     '-machine',
-    'none',
+    options.xenDeviceState ? 'none,suppress-vmdesc=on' : 'none',
+    ...(options.xenDeviceState ? ['-global', 'migration.send-configuration=off'] : []),
     '-nodefaults',
     '-nographic',
     '-display',
     'none',
     ...(options.name === undefined ? [] : ['-name', `guest=${qemuOptValue(options.name)}`]),
-    '-qmp',
-    `unix:${QMP_SOCKET},server=on,wait=off`,
-    ...(options.toolstackMonitor ? ['-qmp', `unix:${TOOLSTACK_QMP_SOCKET},server=on,wait=off`] : []),
+    ...monitors.flatMap((socket) => ['-qmp', `unix:${qemuOptValue(socket)},server=on,wait=off`]),
+    ...(options.incoming === undefined ? [] : ['-incoming', `exec:cat ${shellWord(options.incoming)}`]),
     ...(options.extraArgs ?? []),
   ]
+}
+
+/** A word for the shell QEMU runs an `exec:` migration URI with: single-quoted. */
+function shellWord(text: string): string {
+  return `'${text.replaceAll("'", "'\\''")}'`
 }

@@ -14,3 +14,5 @@ export {
   type StopOptions,
   type StopResult,
 } from './device-model.js'
+export {launchDetachedDeviceModel, type DetachedDeviceModelOptions} from './detached.js'
+export {reapFolder} from './pid-file.js'

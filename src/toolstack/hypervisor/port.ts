@@ -1,6 +1,7 @@
 /**
  * The Hypervisor port: everything the toolstack and the save/restore engines need from a Xen host,
- * shaped after what libxl and libxc ask of Xen (domctls, foreign memory, the device model). Two
+ * shaped after what libxl and libxc ask of Xen (domctls, foreign memory, xenstore). The device model
+ * (QEMU) is not here: libxl starts and drives it itself (libxl/device-model.ts). Two
  * back ends implement it: `sim` (a simulated host in a state folder) and, later, `xen`.
  */
 import type {DirtyBitmap} from './dirty-bitmap.js'
@@ -30,11 +31,6 @@ export interface DomainSpec {
   type: GuestType
   maxMemKb: number
   vcpus: number
-  /**
-   * The domain config as libxl JSON. Only the simulated host's device model reads it, until the
-   * device model is started above the port as libxl does; nothing else may.
-   */
-  config: Record<string, unknown>
 }
 
 export interface DomainState {
@@ -65,25 +61,12 @@ export interface CreateOptions {
   paused: boolean
   /** Build an empty domain whose memory and state a restore fills in; it is created paused. */
   forRestore?: boolean
-  /**
-   * Restored as a COLO secondary (libxl's colo_restore_enable, set by migrate-receive --colo): its
-   * COLO disks get the secondary's replication layout in the device model.
-   */
-  coloSecondary?: boolean
 }
 
 /** A domain whose build is under way: its domid, and when it is built. */
 export interface EarlyDomain {
   readonly domid: number
   readonly built: Promise<void>
-}
-
-/** Where the toolstack reaches a domain's device model (QEMU). */
-export interface DeviceModelEndpoint {
-  /** The toolstack's QMP socket (libxl: /var/run/xen/qmp-libxl-<domid>). */
-  readonly qmpSocket: string
-  /** Relative chardev socket paths in QEMU's arguments are relative to this folder. */
-  readonly folder: string
 }
 
 export interface TscInfo {
@@ -184,6 +167,8 @@ export interface HostPaths {
   readonly lib: string
   /** Sockets and pid files such as the device model's QMP socket (Xen: /var/run/xen). */
   readonly run: string
+  /** Logs such as the device model's qemu-dm-<name>.log (Xen: /var/log/xen). */
+  readonly log: string
 }
 
 export interface IntegrityProblem {
@@ -277,12 +262,6 @@ export interface Hypervisor {
   setTscInfo(domid: number, tsc: TscInfo): Promise<void>
   getCpuPolicy(domid: number): Promise<CpuPolicy>
   setCpuPolicy(domid: number, policy: CpuPolicy): Promise<void>
-  /** The device model's state (EMULATOR_CONTEXT). */
-  saveDeviceState(domid: number): Promise<Buffer>
-  loadDeviceState(domid: number, state: Buffer): Promise<void>
-
-  /** The domain's device model, or undefined when it has none (no COLO disk, no COLO proxy). */
-  deviceModel(domid: number): Promise<DeviceModelEndpoint | undefined>
 
   /** Releases the back end's handles (cached connections); domains are not affected. */
   close?(): void | Promise<void>

@@ -24,6 +24,7 @@ import {
   type StoreAccess,
   type WorkloadSpec,
 } from '../hypervisor/index.js'
+import {destroyDeviceModel} from './device-model.js'
 
 /** The control domain's name (Xen's start-up writes it to the store). */
 export const DOM0_NAME = 'Domain-0'
@@ -183,7 +184,7 @@ export async function createDomain(hv: Hypervisor, spec: LibxlDomainSpec, opts: 
   // A name taken now fails before any domain is made (checked again when it is written).
   for (const other of await namedIn(hv.store, spec.name, undefined)) if (await isLive(hv, other)) throw nameInUse(spec.name)
 
-  const xen: DomainSpec = {type: spec.type, maxMemKb: spec.maxMemKb, vcpus: spec.vcpus, config: spec.config, ...(spec.uuid ? {uuid: spec.uuid} : {})}
+  const xen: DomainSpec = {type: spec.type, maxMemKb: spec.maxMemKb, vcpus: spec.vcpus, ...(spec.uuid ? {uuid: spec.uuid} : {})}
   const made = hv.createEarly ? await hv.createEarly(xen, {...opts, paused: true}) : {domid: await hv.create(xen, {...opts, paused: true}), built: Promise.resolve()}
   const {domid} = made
   const undo = async (): Promise<void> => {
@@ -251,13 +252,17 @@ export async function storeConfig(hv: Hypervisor, domid: number, config: Record<
   writeFileAtomic(userdataFile(hv, domid, uuid), JSON.stringify(config))
 }
 
-/** Destroys a domain and removes what libxl keeps of it (its store entries, its userdata). */
+/**
+ * Destroys a domain as libxl__destroy_domid does: its device model first, then the domain, then
+ * what libxl keeps of it (its store entries, its userdata).
+ */
 export async function destroyDomain(hv: Hypervisor, domid: number): Promise<void> {
   const uuid = await hv.info(domid).then(
     (i) => i.uuid,
     () => undefined,
   )
   let failure: unknown
+  if (domid !== 0) await destroyDeviceModel(hv, domid)
   try {
     await hv.destroy(domid)
   } catch (e) {

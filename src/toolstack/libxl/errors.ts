@@ -27,6 +27,7 @@ export type MigrateStep =
   | 'libxl records'
   | 'libxc stream'
   | 'emulator context'
+  | 'device model'
   | 'end'
   | 'unpause'
   | 'after save'

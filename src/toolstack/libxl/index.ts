@@ -1,7 +1,8 @@
 /**
  * The libxl layer: the save stream (libxl header, LIBXC_CONTEXT, the save helper, END), the stream
  * reader (receiveDomain), the helper callout, COLO's CHECKPOINT_STATE records, the guest's vif
- * (its interface found in the store, its output captured), and its errors and events.
+ * (its interface found in the store, its output captured), the device model (device-model.ts),
+ * domains' names and stored configs (domains.ts), and its errors and events.
  */
 export {ColoStateError, readCheckpointState, writeCheckpointState} from './checkpoint-state.js'
 export * from './errors.js'
@@ -27,3 +28,16 @@ export {
   storeConfig,
 } from './domains.js'
 export type {LibxlDomainSpec, NamedDomainInfo} from './domains.js'
+export {
+  deviceModelFolder,
+  deviceModelOf,
+  destroyDeviceModel,
+  hostDiskPath,
+  keepDeviceModelState,
+  launchDeviceModel,
+  openDeviceModelQmp,
+  saveDeviceModelState,
+  type DeviceModelEndpoint,
+  type LaunchDeviceModelOptions,
+  type SimGuestDisk,
+} from './device-model.js'

@@ -17,6 +17,7 @@ import {MigrateError} from './errors.js'
 import type {MigrateEventHandler} from './events.js'
 import {helperFailure, runStreamHelper, type HelperRunResult} from './helper-callout.js'
 import {helperEnv} from './helper-env.js'
+import {saveDeviceModelState} from './device-model.js'
 import {LibxlStreamWriter} from './stream-writer.js'
 
 export type SaveStreamType = 'plain' | 'remus' | 'colo'
@@ -69,8 +70,11 @@ export interface SaveStream {
   readonly done: Promise<HelperRunResult>
   /** The guest is HVM: its device model's state goes into the stream. */
   readonly hvm: boolean
-  /** The device model's state now (EMULATOR_CONTEXT), as a MigrateError when it cannot be had. */
-  saveDeviceState(): Promise<Buffer>
+  /**
+   * The device model's state now (EMULATOR_CONTEXT), undefined when the domain has no device model
+   * (then there is no record); a MigrateError when it cannot be had.
+   */
+  saveDeviceState(): Promise<Buffer | undefined>
 }
 
 /** The libxl header and LIBXC_CONTEXT, then the save helper on the same fd. */
@@ -122,7 +126,7 @@ export async function startSaveStream(opts: SaveStreamOptions): Promise<SaveStre
     hvm: info.type === 'hvm',
     saveDeviceState: async () => {
       try {
-        return await hv.saveDeviceState(domid)
+        return await saveDeviceModelState(hv, domid)
       } catch (err) {
         throw new MigrateError('hypervisor', 'emulator context', `domain ${domid}: cannot save the device model state: ${(err as Error).message}`, {cause: err, suspended: true})
       }
@@ -180,7 +184,8 @@ export async function sendDomain(opts: SendDomainOptions): Promise<SendResult> {
 
   // After the libxc stream: the device model's state (HVM), then END.
   const {writer} = stream
-  if (stream.hvm) await writer.emulatorContext(await stream.saveDeviceState())
+  const deviceState = stream.hvm ? await stream.saveDeviceState() : undefined
+  if (deviceState) await writer.emulatorContext(deviceState)
   const endOffset = writer.where()
   await writer.record({kind: 'END'}, 'end')
   emit?.({kind: 'stream-end', offset: endOffset})

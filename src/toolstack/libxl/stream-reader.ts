@@ -2,8 +2,8 @@
  * The libxl-level receiver: what libxl__stream_read does for a plain stream (XEN-FACTS §2.5). It
  * reads the libxl header and records from the fd with exact reads, up to LIBXC_CONTEXT; hands the
  * fd to the restore helper, which reads the libxc stream from the same position up to its END; then
- * reads the libxl records that follow (EMULATOR_XENSTORE_DATA kept, EMULATOR_CONTEXT loaded into
- * the device model, END).
+ * reads the libxl records that follow (EMULATOR_XENSTORE_DATA kept, EMULATOR_CONTEXT kept for the
+ * device model, which the caller starts from it: device-model.ts, END).
  *
  * Offsets. Before the hand-off they are counted from `offset` (default: the file position, so a
  * savefile's offsets are file offsets). After it, on a file, the shared file position says where the
@@ -48,6 +48,7 @@ import type {MigrateEventHandler} from './events.js'
 import {fdPosition} from '../fd/index.js'
 import {helperFailure, runStreamHelper} from './helper-callout.js'
 import {helperEnv} from './helper-env.js'
+import {keepDeviceModelState} from './device-model.js'
 import {ColoStateError} from './checkpoint-state.js'
 
 /** The primary sent nothing for longer than the heartbeat timeout. */
@@ -265,9 +266,9 @@ class Receiver {
           } else {
             this.#step = 'emulator context'
             try {
-              await hv.loadDeviceState(domid, record.blob)
+              await keepDeviceModelState(hv, domid, record.blob)
             } catch (err) {
-              throw new MigrateError('hypervisor', 'emulator context', `domain ${domid}: cannot load the device model state: ${(err as Error).message}`, {cause: err})
+              throw new MigrateError('hypervisor', 'emulator context', `domain ${domid}: cannot keep the device model state: ${(err as Error).message}`, {cause: err})
             }
             deviceStateBytes += record.blob.length
             this.#emit({kind: 'device-state', direction: 'loaded', bytes: record.blob.length})
@@ -413,7 +414,7 @@ class Receiver {
     try {
       for (const record of records) {
         if (record.kind === 'EMULATOR_CONTEXT') {
-          await hv.loadDeviceState(domid, record.blob)
+          await keepDeviceModelState(hv, domid, record.blob)
           this.#deviceStateBytes += record.blob.length
         } else if (record.kind === 'EMULATOR_XENSTORE_DATA') {
           this.#xenstoreData = [...record.entries]

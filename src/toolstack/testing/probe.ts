@@ -80,7 +80,7 @@ export class RemusProbe implements CheckpointProbe {
     if (!opts.force && checkpoint % this.every !== 0) return
     const sim = this.hv.simulation!
     const checksum = opts.context ? await sim.checksum(this.domid) : await sim.memoryChecksum(this.domid)
-    const image = asSim(this.hv)!.diskImage(this.domid)
+    const image = await asSim(this.hv)!.diskImage(this.domid)
     const disk = image ? readImage(image) : undefined
     if (disk) this.#patterns.set(checkpoint, disk.patterns)
     const rec: ProbeRecord = {checkpoint, checksum, ...(opts.failover ? {failover: true} : {}), ...(disk ? {disk: disk.sha256} : {})}

@@ -50,7 +50,7 @@ import {createDomain, createDomainBuilt, destroyDomain, renameDomain} from '../l
 import {readSavefileHeader} from './savefile-header.js'
 import {REMUS_ACK} from './remus-ack.js'
 import {checkpointHeldAt} from '../testing/index.js'
-import {SecondaryColoDisks, coloDisksOfConfig, forwardSecondaryFrames, secondaryInOf, type SecondaryForwarder} from '../colo/index.js'
+import {SecondaryColoDisks, coloDisksOfConfig, forwardSecondaryFrames, secondaryInOf, startDomainDeviceModel, type SecondaryForwarder} from '../colo/index.js'
 import {hostNetworkOf} from '../backends/index.js'
 import {ColoSecondary} from '../replication/index.js'
 
@@ -133,6 +133,8 @@ class MigrationReceiver {
   #probe: CheckpointProbe | undefined
   /** COLO: the secondary's COLO disks (none without). */
   #disks: SecondaryColoDisks | undefined
+  /** The domain config from the stream (libxl JSON), for its device model. */
+  #config: Record<string, unknown> | undefined
   /** Remus: whole checkpoints received. */
   #checkpoints = 0
   /** COLO: the secondary guest ran when the stream ended. */
@@ -331,6 +333,8 @@ class MigrationReceiver {
     // COLO: the guest runs already; xl exits 3 when the rename failed.
     if (colo) return {outcome: 'started', exitCode: renameRc === 0 ? 0 : 3, domid, name}
     try {
+      // Remus: libxl's restore completes here, its device model started from the last checkpoint.
+      await this.#startDeviceModel(domid, false)
       await this.#hv.unpause(domid)
     } catch (err) {
       this.#log('error', `cannot unpause domain ${domid}: ${(err as Error).message}`)
@@ -405,7 +409,7 @@ class MigrationReceiver {
     }
     try {
       if (this.#o.checkpointed === undefined) ({domid, built} = await createDomain(hv, spec, {paused: true, forRestore: true}))
-      else domid = await createDomainBuilt(hv, spec, {paused: true, forRestore: true, ...(this.#o.checkpointed === 'colo' ? {coloSecondary: true} : {})})
+      else domid = await createDomainBuilt(hv, spec, {paused: true, forRestore: true})
     } catch (err) {
       throw cannotCreate(err)
     }
@@ -427,17 +431,12 @@ class MigrationReceiver {
     if (built) void built.then(created, () => {})
     else created()
     // COLO disks: replicated into this host's images through the device model (XEN-FACTS §8).
-    const coloDisks = this.#o.checkpointed === 'colo' ? coloDisksOfConfig(config as unknown as Record<string, unknown>) : []
-    if (coloDisks.length > 0) {
-      try {
-        this.#disks = await SecondaryColoDisks.open(hv, domid, coloDisks)
-      } catch (err) {
-        throw new CreateFailure(ERROR_FAIL, [`xl-ts: error: COLO: cannot reach the device model of domain ${domid}: ${(err as Error).message}`])
-      }
-    }
+    // Its device model comes up at the first resume (libxl: from the first checkpoint's state).
+    this.#config = config as unknown as Record<string, unknown>
+    const coloDisks = this.#o.checkpointed === 'colo' ? coloDisksOfConfig(this.#config) : []
     let applied = 0
     const skipDiskCheckpoint = testHooks().coloSkipDiskCheckpoint
-    const disks = this.#disks
+    const disks = coloDisks.length > 0 ? () => this.#disks! : undefined
 
     try {
       const received = await receiveDomain({
@@ -467,12 +466,20 @@ class MigrationReceiver {
                   ...(disks
                     ? {
                         devices: {
-                          setup: () => disks.setup(),
+                          setup: async () => {
+                            await this.#startDeviceModel(domid, true)
+                            try {
+                              this.#disks = await SecondaryColoDisks.open(hv, domid, coloDisks)
+                            } catch (err) {
+                              throw new Error(`COLO: cannot reach the device model of domain ${domid}: ${(err as Error).message}`, {cause: err})
+                            }
+                            await disks().setup()
+                          },
                           preresume: async () => {
-                            if (!skipDiskCheckpoint) await disks.preresume()
+                            if (!skipDiskCheckpoint) await disks().preresume()
                             await this.#probe?.recordView(applied)
                           },
-                          postsuspend: () => disks.postsuspend(),
+                          postsuspend: () => disks().postsuspend(),
                         },
                       }
                     : {}),
@@ -488,6 +495,8 @@ class MigrationReceiver {
       })
       this.#checkpoints = received.checkpoints ?? 0
       this.#secondaryRunning = received.secondaryRunning ?? false
+      // A plain migration: libxl's domain creation ends with its device model, from the stream's state.
+      if (!this.#o.checkpointed) await this.#startDeviceModel(domid, false)
       onReceived(received)
     } catch (err) {
       // A domain that never got built is gone already, and its failure is the one to report.
@@ -521,6 +530,15 @@ class MigrationReceiver {
       }
     }
     return 0
+  }
+
+  /** Starts the device model the domain's config asks for (libxl's domcreate_launch_dm), from the stream's device state. */
+  async #startDeviceModel(domid: number, coloSecondary: boolean): Promise<void> {
+    await startDomainDeviceModel(this.#hv, domid, this.#config ?? {}, {
+      restored: true,
+      coloSecondary,
+      log: (text) => this.#log('detail', text),
+    })
   }
 
   /** Destroys the domain we built (if any): 0, or libxl's rc. */

@@ -36,7 +36,7 @@ import {prestartHelper, type PrestartedHelper} from '../helper/index.js'
 import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
 import {PRECOPY_ENV, type PrecopyTuning} from '../save/index.js'
 import {testHooks} from '../test-hooks.js'
-import {MigrateError} from '../libxl/index.js'
+import {MigrateError, } from '../libxl/index.js'
 import type {MigrateEvent, MigrateEventHandler} from '../libxl/index.js'
 import {Guardian} from './guardian.js'
 import {

@@ -11,7 +11,8 @@ import * as fs from 'node:fs'
 import {FdByteSource, errnoText} from '../fd/index.js'
 import type {EarlyDomain, Hypervisor} from '../hypervisor/index.js'
 import {domainSpec, type DomainConfig} from '../config/index.js'
-import {MigrateError} from '../libxl/index.js'
+import {MigrateError, } from '../libxl/index.js'
+import {startDomainDeviceModel} from '../colo/index.js'
 import type {MigrateEventHandler, SavefileInfo} from '../libxl/index.js'
 import {readSavefileHeader, writeSavefileHeader, type SavefileHeader} from './savefile-header.js'
 import {receiveDomain, type ReceiveResult} from '../libxl/index.js'
@@ -239,6 +240,12 @@ export async function restoreFromSavefile(opts: RestoreFromSavefileOptions): Pro
       ...(emit ? {onEvent: emit} : {}),
       ...(opts.signal ? {signal: opts.signal} : {}),
     })
+    // libxl's domcreate_launch_dm: the device model comes up once the stream is in, from its state.
+    try {
+      await startDomainDeviceModel(hv, domid, config as unknown as Record<string, unknown>, {restored: true, ...(opts.env ? {env: opts.env} : {})})
+    } catch (err) {
+      throw new MigrateError('hypervisor', 'device model', `domain ${domid}: cannot start its device model: ${(err as Error).message}`, {cause: err})
+    }
     if (!opts.paused) {
       try {
         await hv.unpause(domid)

@@ -28,11 +28,16 @@
  *     110  u16  UDP source port
  *     112  u32  IPv4 source address
  *     116  u32  disk writes so far (mod 2^32; the next write's index)
+ *   SIM_NIC (typecode 0x4e53, instance 0, 16 bytes), little-endian: the guest NIC's counters
+ *       0  u64  bytes transmitted (its frames: SIM_GUEST's frames emitted so far)
+ *       8  u64  frames received (0: the sim's NIC receives nothing)
  *   END (typecode 0, length 0)
  *
  * The page-write, frame and disk-write sequence that follows is a pure function of SIM_GUEST (plus
  * host-local randomness when nondeterminism > 0). The two disk fields were zero in contexts written
- * before the guest had a disk, which reads as "no disk writes": old contexts stay valid.
+ * before the guest had a disk, which reads as "no disk writes": old contexts stay valid. So do
+ * contexts without SIM_NIC (written while the NIC's counters were the sim device model's state):
+ * they read as counters of zero.
  */
 import {HypervisorError} from '../index.js'
 import type {CpuPolicy, HvmParam, TscInfo, WorkloadSpec} from '../index.js'
@@ -48,7 +53,9 @@ export const HVM_SAVE_CODE_SIM_GUEST = 0x5358
 export const SIM_GUEST_MAGIC = 0x47534c58
 export const SIM_GUEST_VERSION = 1
 export const SIM_GUEST_BYTES = 120
-export const CONTEXT_BYTES = 8 + 24 + 8 + SIM_GUEST_BYTES + 8
+export const HVM_SAVE_CODE_SIM_NIC = 0x4e53
+export const SIM_NIC_BYTES = 16
+export const CONTEXT_BYTES = 8 + 24 + 8 + SIM_GUEST_BYTES + 8 + SIM_NIC_BYTES + 8
 
 /** CPUID leaf 1 eax of the simulated CPU (family 6 model 0x5e stepping 3). */
 export const SIM_CPUID_SIGNATURE = 0x000506e3
@@ -77,6 +84,9 @@ export interface GuestState {
   diskEvery: number
   /** Disk writes issued so far: the index of the next one. */
   diskWrites: number
+  /** The NIC's bytes transmitted and frames received (SIM_NIC). */
+  txBytes: number
+  rxFrames: number
 }
 
 const TWO32 = 4294967296
@@ -140,6 +150,8 @@ export function initialGuestState(spec: WorkloadSpec | undefined, pages: number)
     ipv4: ((10 << 24) | ((h & 0xffff) << 8) | (2 + (mix32(h) % 250))) >>> 0,
     diskEvery: diskRate > 0 ? Math.max(1, Math.round(stepRate / diskRate)) : 0,
     diskWrites: 0,
+    txBytes: 0,
+    rxFrames: 0,
   }
 }
 
@@ -164,6 +176,8 @@ export function emptyGuestState(): GuestState {
     ipv4: 0x0a000002,
     diskEvery: 0,
     diskWrites: 0,
+    txBytes: 0,
+    rxFrames: 0,
   }
 }
 
@@ -206,6 +220,13 @@ export function encodeContext(g: GuestState, tscKhz: number): Buffer {
   b.writeUInt32LE(g.diskEvery >>> 0, 76)
   b.writeUInt32LE(g.diskWrites >>> 0, 116)
   o += SIM_GUEST_BYTES
+  out.writeUInt16LE(HVM_SAVE_CODE_SIM_NIC, o)
+  out.writeUInt16LE(0, o + 2)
+  out.writeUInt32LE(SIM_NIC_BYTES, o + 4)
+  o += 8
+  writeU64(out, o, g.txBytes)
+  writeU64(out, o + 8, g.rxFrames)
+  o += SIM_NIC_BYTES
   // END descriptor: already zero.
   return out
 }
@@ -218,6 +239,7 @@ export function decodeContext(blob: Buffer, pages: number, domid?: number): Gues
   let o = 0
   let sawHeader = false
   let guest: Buffer | undefined
+  let nic: Buffer | undefined
   for (;;) {
     if (o + 8 > blob.length) bad(`truncated at byte ${o} (no END descriptor)`)
     const code = blob.readUInt16LE(o)
@@ -236,6 +258,9 @@ export function decodeContext(blob: Buffer, pages: number, domid?: number): Gues
       if (!sawHeader) bad('SIM_GUEST before HEADER')
       if (len < SIM_GUEST_BYTES) bad(`SIM_GUEST of ${len} bytes, not ${SIM_GUEST_BYTES}`)
       guest = body
+    } else if (code === HVM_SAVE_CODE_SIM_NIC) {
+      if (len < SIM_NIC_BYTES) bad(`SIM_NIC of ${len} bytes, not ${SIM_NIC_BYTES}`)
+      nic = body
     } else {
       bad(`unknown record type ${code}`)
     }
@@ -264,6 +289,8 @@ export function decodeContext(blob: Buffer, pages: number, domid?: number): Gues
     ipv4: b.readUInt32LE(112),
     diskEvery: b.readUInt32LE(76),
     diskWrites: b.readUInt32LE(116),
+    txBytes: nic ? readU64(nic, 0) : 0,
+    rxFrames: nic ? readU64(nic, 8) : 0,
   }
   if (g.prng.every((w) => w === 0)) bad('PRNG state is all zero')
   if (!(g.stepRate >= 1 && g.stepRate <= 1e8)) bad(`step rate ${g.stepRate}`)
@@ -273,47 +300,6 @@ export function decodeContext(blob: Buffer, pages: number, domid?: number): Gues
   if (!(g.nondeterminism >= 0 && g.nondeterminism <= 1)) bad(`nondeterminism ${g.nondeterminism}`)
   if (g.wsFirst + g.wsPages > guestPages(pages)) bad(`working set ${g.wsFirst}+${g.wsPages} is beyond the ${guestPages(pages)} guest pages`)
   return g
-}
-
-/**
- * Device model state (EMULATOR_CONTEXT body): the NIC's counters.
- *   0  u8[8] "XLTSNIC\0"
- *   8  u32   version (1)
- *  12  u32   zero
- *  16  u64   frames transmitted
- *  24  u64   bytes transmitted
- *  32  u64   frames received (0: the sim's NIC receives nothing)
- *  40  u8[6] MAC, u16 zero
- */
-export interface DeviceState {
-  txFrames: number
-  txBytes: number
-  rxFrames: number
-  mac: Buffer
-}
-
-const DEVICE_MAGIC = Buffer.from('XLTSNIC\0', 'latin1')
-export const DEVICE_STATE_BYTES = 48
-
-export function encodeDeviceState(d: DeviceState): Buffer {
-  const out = Buffer.alloc(DEVICE_STATE_BYTES)
-  DEVICE_MAGIC.copy(out, 0)
-  out.writeUInt32LE(1, 8)
-  writeU64(out, 16, d.txFrames)
-  writeU64(out, 24, d.txBytes)
-  writeU64(out, 32, d.rxFrames)
-  d.mac.copy(out, 40, 0, 6)
-  return out
-}
-
-export function decodeDeviceState(blob: Buffer, domid?: number): DeviceState {
-  const bad = (why: string): never => {
-    throw new HypervisorError('bad-request', `domain ${domid ?? '?'}: invalid device model state: ${why}`, domid)
-  }
-  if (blob.length !== DEVICE_STATE_BYTES) bad(`${blob.length} bytes, not ${DEVICE_STATE_BYTES}`)
-  if (!blob.subarray(0, 8).equals(DEVICE_MAGIC)) bad('bad magic')
-  if (blob.readUInt32LE(8) !== 1) bad(`version ${blob.readUInt32LE(8)}`)
-  return {txFrames: readU64(blob, 16), txBytes: readU64(blob, 24), rxFrames: readU64(blob, 32), mac: Buffer.from(blob.subarray(40, 46))}
 }
 
 /** HVM param indexes: one table for the whole toolstack (Xen's public/hvm/params.h). */

@@ -11,23 +11,21 @@ import * as path from 'node:path'
 import {HypervisorError, type HypervisorErrorCode} from '../index.js'
 import {
   decodeContext,
-  decodeDeviceState,
   defaultCpuPolicy,
   defaultHvmParams,
   defaultTscInfo,
   emptyGuestState,
   encodeContext,
-  encodeDeviceState,
   initialGuestState,
   checkWorkload,
-  type DeviceState,
 } from './context.js'
 import {HostLayout, type DomainRecord, type LaunchSpec} from './layout.js'
 import {SIM_VIF_DEVID, SimNetback, defaultVifName, publishVif, withdrawVif} from './netback.js'
 import {fillPage, PAGE_SIZE, SPECIAL_PAGES} from './page.js'
-import {procStart} from '../../process/index.js'
+import {isAlive, killHard, procStart, waitGone} from '../../process/index.js'
 import {encodeMessage, MessageDecoder, PROTOCOL_VERSION, type Ops, type Request, type RuntimeInfo, type WireCpuPolicy} from './protocol.js'
-import {startDomainDeviceModel, type DomainDeviceModel} from './domain-device-model.js'
+import {deviceModelPidKey, deviceModelXsPath} from '../../libxl/device-model-keys.js'
+import {GuestDiskLink, readGuestDiskKeys} from './guest-disk-link.js'
 import {SimStore} from './store.js'
 import {GuestCpu, DISK_BLOCK_BYTES, diskWriteOffset, type GuestOutput} from './workload.js'
 
@@ -117,7 +115,6 @@ let shutdownPending = false
 let dying = false
 let stopAt: number | null = null
 let droppedSteps = 0
-let device: DeviceState = {txFrames: 0, txBytes: 0, rxFrames: 0, mac: Buffer.from(guest.state.mac)}
 const hvmParams = new Map<number, bigint>(defaultHvmParams(pages, launch.type).map((p) => [p.index, p.value]))
 let tsc = defaultTscInfo()
 let tscSetAt = process.hrtime.bigint()
@@ -126,13 +123,17 @@ let cpuPolicy = defaultCpuPolicy()
 const logDirty = {enabled: false, bits: new Uint8Array(0), epoch: 0, writes: 0}
 const writeLog = {enabled: false, epochs: new Map<number, {pfns: Uint32Array; n: number}>()}
 
-/** The device model (COLO disks, proxy), and the guest's disk behind it: set before the domain is ready. */
-let deviceModel: DomainDeviceModel | undefined
-let disk: DomainDeviceModel['disk']
+/**
+ * The device model libxl started for this domain (its pid and start time, once seen in xenstore):
+ * it ends with the domain, as qemu-xen ends when its domain is destroyed.
+ */
+let deviceModel: {pid: number; start: number} | undefined
+/** The guest's disk, linked to the device model once libxl says where it takes the guest's I/O. */
+let disk: GuestDiskLink | undefined
+const store = new SimStore(launch.root)
 
 /** The guest's NIC as dom0's interface (netback.ts): set before the domain is ready. */
 let netback: SimNetback | undefined
-const store = new SimStore(launch.root)
 /** Connections holding the guest still (checksum, integrity check): released when they close. */
 const holders = new Map<net.Socket, number>()
 
@@ -163,8 +164,6 @@ const output: GuestOutput = {
     if (disk) disk.queue.push(diskWriteOffset(index, disk.bytes), DISK_BLOCK_BYTES, pattern)
   },
   frame(frame) {
-    device.txFrames++
-    device.txBytes += frame.length
     netback?.emit(frame)
   },
 }
@@ -304,7 +303,8 @@ const handlers: {[K in keyof Ops]: Handler<K>} = {
     reschedule()
     return afterDiskDrained()
   },
-  unpause: () => {
+  unpause: async () => {
+    await diskBeforeRunning()
     paused = false
     reschedule()
     return {}
@@ -316,8 +316,9 @@ const handlers: {[K in keyof Ops]: Handler<K>} = {
     reschedule()
     return afterDiskDrained()
   },
-  resume: ({cancel}) => {
+  resume: async ({cancel}) => {
     if (!suspended) fault('bad-state', 'is not suspended (shutdown reason is not suspend)')
+    await diskBeforeRunning()
     suspended = false
     log(`resumed (${cancel ? 'suspend cancelled' : 'new context'}) at step ${guest.step}`)
     reschedule()
@@ -334,7 +335,6 @@ const handlers: {[K in keyof Ops]: Handler<K>} = {
     if (launch.forRestore || guest.state.step > 0 || !paused) fault('bad-state', 'loads a workload only when built and not yet run')
     checkWorkload(workload, pages, domid)
     guest.load(initialGuestState(workload, pages))
-    device = {...device, mac: Buffer.from(guest.state.mac)}
     log(`workload loaded: ${JSON.stringify(workload)}`)
     return {}
   },
@@ -402,12 +402,6 @@ const handlers: {[K in keyof Ops]: Handler<K>} = {
     cpuPolicy = {cpuid: p.cpuid.map((l) => ({...l})), msrs: p.msrs.map((m) => ({index: m.index, value: BigInt(m.value)}))}
     return {}
   },
-  'save-device': () => ({data: encodeDeviceState(device).toString('base64')}),
-  'load-device': ({data}) => {
-    requireStopped('loading its device model state')
-    device = decodeDeviceState(Buffer.from(data, 'base64'), domid)
-    return {}
-  },
   hold: ({on}, socket) => {
     const n = (holders.get(socket) ?? 0) + (on ? 1 : -1)
     if (n > 0) holders.set(socket, n)
@@ -415,8 +409,9 @@ const handlers: {[K in keyof Ops]: Handler<K>} = {
     reschedule()
     return {}
   },
-  'run-steps': ({n}) => {
+  'run-steps': async ({n}) => {
     requireStopped('running steps by hand')
+    await diskBeforeRunning()
     if (!guest.state.hasWorkload) fault('bad-state', 'has no vCPU context yet')
     if (!Number.isSafeInteger(n) || n < 0) fault('bad-request', `cannot run ${n} steps`)
     guest.run(n, output, Math.random)
@@ -439,7 +434,7 @@ const handlers: {[K in keyof Ops]: Handler<K>} = {
     for (let i = 0; i < patterns.length; i++) {
       const p = patterns[i]!
       if (p > 255) continue
-      if (!(await disk.io.verify(disk.drive, p, i * DISK_BLOCK_BYTES, DISK_BLOCK_BYTES))) mismatches.push(i)
+      if (!(await disk.io.verify(disk.keys.drive, p, i * DISK_BLOCK_BYTES, DISK_BLOCK_BYTES))) mismatches.push(i)
     }
     return {blocks: patterns.length, mismatches}
   },
@@ -510,15 +505,24 @@ function teardown(reason: string, code = 0): void {
       .catch((e: unknown) => log(`vif backend: ${(e as Error).message}`))
       .finally(() => setImmediate(() => process.exit(code)))
   }
-  // QEMU goes first (its sockets are in the folder); it would die with us anyway (parent-death signal).
-  if (deviceModel) {
-    deviceModel.dm
-      .stop({quitTimeoutMs: 1000, termTimeoutMs: 1000, killTimeoutMs: 1000})
-      .catch((e: unknown) => log(`device model: ${(e as Error).message}`))
-      .finally(gone)
-  } else {
-    gone()
+  for (const w of watches) void w.close()
+  void disk?.close()
+  void endDeviceModel()
+    .catch((e: unknown) => log(`device model: ${(e as Error).message}`))
+    .finally(gone)
+}
+
+/** Ends the device model that xenstore named for this domain, if it still runs (SIGTERM, then SIGKILL). */
+async function endDeviceModel(): Promise<void> {
+  const dm = deviceModel
+  if (!dm || !isAlive(dm.pid, dm.start)) return
+  try {
+    process.kill(dm.pid, 'SIGTERM')
+  } catch {
+    return
   }
+  if (!(await waitGone(dm.pid, dm.start, 1000))) killHard(dm.pid, dm.start)
+  log(`device model: QEMU ${dm.pid} ended with its domain`)
 }
 
 for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => teardown(sig))
@@ -574,6 +578,7 @@ function listen(): void {
   })
 }
 
+// ---- the device model -----------------------------------------------------------------------------
 // A guest blocked on its disk runs again as soon as a request completes.
 const onDiskProgress = (): void => {
   if (timer === undefined && !disk?.queue.backlogged) reschedule()
@@ -592,29 +597,69 @@ async function startNetback(): Promise<SimNetback> {
   }
   return nb
 }
-const devices = Promise.allSettled([
-  startDomainDeviceModel(launch, folder, log, onDiskProgress).catch((e: unknown) => {
-    throw new Error(`cannot start the device model: ${(e as Error).message}`)
-  }),
-  startNetback().catch((e: unknown) => {
-    throw new Error(`cannot set up its vif: ${(e as Error).message}`)
-  }),
-])
-void devices.then(([dm, nb]) => {
-  if (dm.status === 'fulfilled') {
-    deviceModel = dm.value
-    disk = dm.value?.disk
-  }
-  if (nb.status === 'fulfilled') netback = nb.value
-  const failed = [dm, nb].find((r) => r.status === 'rejected')
-  if (failed) {
-    tellCreatorWhy((failed.reason as Error).message)
+/** Notes the device model xenstore names (libxl's device-model-pid), so it ends with the domain. */
+async function noteDeviceModel(): Promise<void> {
+  const text = await store.read(deviceModelPidKey(domid)).catch(() => undefined)
+  const pid = text && /^[1-9]\d*$/.test(text) ? Number(text) : undefined
+  if (pid === undefined || deviceModel?.pid === pid) return
+  const start = procStart(pid)
+  if (start === undefined) return
+  deviceModel = {pid, start}
+  // The host ends it too when it reaps this domain after a crash.
+  fs.writeFileSync(path.join(folder!, 'device-model.pid'), `${pid} ${start}\n`)
+  log(`device model: QEMU ${pid}`)
+}
+
+/** A guest that writes its disk runs only once its device model takes the writes (if it has one). */
+async function diskBeforeRunning(): Promise<void> {
+  if (guest.state.diskEvery > 0 && !disk) await linkDisk()
+}
+
+let linking: Promise<void> | undefined
+/**
+ * Links the guest's disk to its device model when libxl has said where it takes the guest's I/O
+ * (xenstore, sim-guest-disk/). Before the guest runs (unpause, resume) this is awaited, as Xen
+ * has QEMU's ioreq server registered before libxl unpauses the domain.
+ */
+function linkDisk(): Promise<void> {
+  if (disk || dying) return Promise.resolve()
+  linking ??= (async () => {
+    await noteDeviceModel()
+    const keys = await readGuestDiskKeys(store, domid).catch(() => undefined)
+    if (!keys) return
+    try {
+      const link = await GuestDiskLink.open(keys, onDiskProgress, () => {
+        if (disk !== link) return
+        log(`device model: QEMU ${keys.pid} is gone; the guest's disk with it`)
+        disk = undefined
+        reschedule()
+      })
+      if (dying) return void link.close()
+      disk = link
+      log(`device model: QEMU ${keys.pid} takes the guest's disk I/O (drive ${keys.drive}, ${link.bytes} bytes)`)
+      reschedule()
+    } catch (e) {
+      log(`device model: cannot reach QEMU ${keys.pid} for the guest's disk: ${(e as Error).message}`)
+    }
+  })().finally(() => (linking = undefined))
+  return linking
+}
+
+const watches: {close(): Promise<void>}[] = []
+for (const key of [`/local/domain/${domid}/image`, deviceModelXsPath(domid)]) {
+  store.watch(key, () => void linkDisk()).then(
+    (w) => (dying ? void w.close() : watches.push(w)),
+    (e: unknown) => log(`xenstore watch on ${key}: ${(e as Error).message}`),
+  )
+}
+startNetback().then(
+  (nb) => {
+    if (dying) return void nb.close()
+    netback = nb
+    listen()
+  },
+  (e: unknown) => {
+    tellCreatorWhy(`cannot set up its vif: ${(e as Error).message}`)
     teardown('devices failed', 1)
-    return
-  }
-  if (dying) {
-    netback?.close()
-    return
-  }
-  listen()
-})
+  },
+)

@@ -10,12 +10,10 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
-import {TOOLSTACK_QMP_SOCKET} from '../../device-model/index.js'
 import {entryPointFile, nodeProgramEnv} from '../../entry-points.js'
 import {DirtyBitmap} from '../index.js'
 import {HypervisorError, LIBXL_ERROR} from '../index.js'
 import type {
-  DeviceModelEndpoint,
   CpuPolicy,
   CreateOptions,
   EarlyDomain,
@@ -32,7 +30,7 @@ import type {
 } from '../index.js'
 import {parseFrame} from './frame.js'
 import {checkWorkload, decodeContext} from './context.js'
-import {guestDiskImage} from './domain-device-model.js'
+import {simGuestDiskKeys} from '../../libxl/device-model-keys.js'
 import {ConnectionLost, ControlClient} from './client.js'
 import {DOMID_FIRST_RESERVED, HostLayout, type DomainRecord, type LaunchSpec} from './layout.js'
 import {withLock} from './lock.js'
@@ -144,8 +142,8 @@ export class SimHypervisor implements Hypervisor {
     this.store = new SimStore(this.root)
     // What Xen's start-up writes for the control domain (xen-init-dom0).
     this.store.seed({'/local': '', '/local/domain': '', '/local/domain/0': '', '/local/domain/0/name': DOM0_NAME, '/local/domain/0/domid': '0'})
-    this.paths = {lib: this.layout.libDir, run: this.layout.runDir}
-    for (const dir of [this.paths.lib, this.paths.run, this.layout.netDir]) fs.mkdirSync(dir, {recursive: true, mode: 0o700})
+    this.paths = {lib: this.layout.libDir, run: this.layout.runDir, log: this.layout.logDir}
+    for (const dir of [this.paths.lib, this.paths.run, this.paths.log, this.layout.netDir]) fs.mkdirSync(dir, {recursive: true, mode: 0o700})
   }
 
   readonly simulation: SimulationExtras = {
@@ -233,6 +231,9 @@ export class SimHypervisor implements Hypervisor {
     if (rec) killHard(rec.pid, rec.pidStart)
     const pidLine = readPidFile(this.layout.pidFile(domid))
     if (pidLine) killHard(pidLine.pid, pidLine.start)
+    // Its device model ends with it (qemu-xen exits when its domain is destroyed).
+    const dm = readPidFile(this.layout.deviceModelPidFile(domid))
+    if (dm) killHard(dm.pid, dm.start)
     this.dropClient(domid)
     fs.rmSync(rec?.memPath ?? HostLayout.memPath(this.hostId, domid), {force: true})
     fs.rmSync(HostLayout.memPath(this.hostId, domid), {force: true})
@@ -493,10 +494,8 @@ export class SimHypervisor implements Hypervisor {
         pages,
         memPath: HostLayout.memPath(this.hostId, domid),
         socketPath: this.layout.socketPath(domid),
-        config: spec.config,
         paused: opts.paused || forRestore,
         forRestore,
-        ...(opts.coloSecondary ? {coloSecondary: true} : {}),
         creator: {pid: me.pid, start: me.start},
         createdAt: Date.now(),
       }
@@ -712,19 +711,6 @@ export class SimHypervisor implements Hypervisor {
     )
   }
 
-  async saveDeviceState(domid: number): Promise<Buffer> {
-    return Buffer.from((await this.call(domid, 'save-device', {}, 'inspected')).data, 'base64')
-  }
-
-  async loadDeviceState(domid: number, state: Buffer): Promise<void> {
-    await this.call(domid, 'load-device', {data: state.toString('base64')}, 'changed')
-  }
-
-  async deviceModel(domid: number): Promise<DeviceModelEndpoint | undefined> {
-    const folder = this.layout.domainDir(this.access(domid).domid)
-    const qmpSocket = path.join(folder, TOOLSTACK_QMP_SOCKET)
-    return fs.existsSync(qmpSocket) ? {qmpSocket, folder} : undefined
-  }
 
   // ---- the sim's own (not on the port) ------------------------------------------------------------
 
@@ -733,9 +719,10 @@ export class SimHypervisor implements Hypervisor {
     return this.call(domid, 'info', {}, 'inspected')
   }
 
-  /** The image the guest's disk writes land in (its first COLO disk's target), if it has one. */
-  diskImage(domid: number): string | undefined {
-    return guestDiskImage(this.access(domid))
+  /** The image the guest's disk writes land in (its first COLO disk's target), once libxl gave it a device model. */
+  async diskImage(domid: number): Promise<string | undefined> {
+    this.access(domid)
+    return this.store.read(simGuestDiskKeys(domid).image)
   }
 
   /**

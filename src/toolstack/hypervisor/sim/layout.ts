@@ -5,7 +5,8 @@
  *   <root>/next-domid             the domid allocator's rover
  *   <root>/lock/                  the host lock (a directory; owner = "<pid> <starttime>")
  *   <root>/store.json             the host's xenstore (store.ts), with its lock store.lock/
- *   <root>/lib/, <root>/run/      the toolstack's files (Xen's /var/lib/xen, /var/run/xen)
+ *   <root>/lib/, <root>/run/,     the toolstack's files (Xen's /var/lib/xen, /var/run/xen,
+ *   <root>/log/                   /var/log/xen): libxl's device models live there (libxl/device-model.ts)
  *   <root>/net/<ifname>           dom0's network interfaces: a vif's capture socket, served by
  *                                 its domain's netback (netback.ts)
  *   <root>/domains/<domid>/       one folder per domain, mode 0700
@@ -14,8 +15,8 @@
  *       domain.json               the domain record, written by the domain process once it is ready
  *       ctl                       the control socket (mode 0600)
  *       domain.log                the domain process's stdout/stderr
- *       qmp.sock, qmp-libxl.sock  the device model's QMP monitors (the domain's, the toolstack's),
- *       qemu.pid                  when the domain has one (COLO disks or proxy), and its chardevs
+ *       device-model.pid          "<pid> <starttime>" of the device model xenstore named, once seen:
+ *                                 it ends with the domain (host reaping a dead domain ends it too)
  *   /dev/shm/xl-ts-<hostId>-<domid>   guest memory (pages of 4096 bytes)
  */
 import * as path from 'node:path'
@@ -42,12 +43,8 @@ export interface LaunchSpec {
   pages: number
   memPath: string
   socketPath: string
-  /** The domain config (libxl JSON): for the device model only (port.ts, DomainSpec.config). */
-  config: Record<string, unknown>
   paused: boolean
   forRestore: boolean
-  /** Restored as a COLO secondary (the device model's disk layout). */
-  coloSecondary?: boolean
   creator: {pid: number; start: number}
   createdAt: number
 }
@@ -102,6 +99,14 @@ export class HostLayout {
   }
   socketPath(domid: number): string {
     return path.join(this.domainDir(domid), 'ctl')
+  }
+  /** The device model the domain process saw (pid file). */
+  deviceModelPidFile(domid: number): string {
+    return path.join(this.domainDir(domid), 'device-model.pid')
+  }
+  /** The toolstack's logs on this host (Xen's /var/log/xen). */
+  get logDir(): string {
+    return path.join(this.root, 'log')
   }
   logFile(domid: number): string {
     return path.join(this.domainDir(domid), 'domain.log')

@@ -95,8 +95,6 @@ export interface Ops {
   'set-tsc': {args: WireTsc; result: {}}
   'get-cpu-policy': {args: {}; result: WireCpuPolicy}
   'set-cpu-policy': {args: WireCpuPolicy; result: {}}
-  'save-device': {args: {}; result: {data: string}}
-  'load-device': {args: {data: string}; result: {}}
   /** Stops the guest while this connection holds it (a consistent snapshot), without touching the controller pause. */
   hold: {args: {on: boolean}; result: {}}
   // Test and measurement hooks of the sim.

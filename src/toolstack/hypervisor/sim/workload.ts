@@ -84,7 +84,9 @@ export class GuestCpu {
       }
       if (r3 < frameLimit) {
         const seq = s.frames++
-        out.frame(buildFrame({mac: s.mac, ipv4: s.ipv4, udpPort: s.udpPort, step, seq, stateHash: prng.hash()}))
+        const frame = buildFrame({mac: s.mac, ipv4: s.ipv4, udpPort: s.udpPort, step, seq, stateHash: prng.hash()})
+        s.txBytes += frame.length
+        out.frame(frame)
       }
       if (s.diskEvery > 0 && step % s.diskEvery === 0) {
         out.diskWrite(s.diskWrites, prng.hash() & 0xff)
