@@ -21,7 +21,7 @@ import {guestDrive, qdiskArgs} from '../src/toolstack/colo/qdisk-args.js'
 import {QdiskError, coloDisksOf, diskDevNumber, hasColoDisks, qdiskIds, type ColoDisk} from '../src/toolstack/colo/qdisk-config.js'
 import {imageVirtualSize, prepareSecondaryImages} from '../src/toolstack/colo/qdisk-images.js'
 import {PrimaryReplication, ReplicationError, SecondaryReplication} from '../src/toolstack/colo/qdisk-replication.js'
-import {QemuIo, QemuIoError} from '../src/toolstack/colo/qemu-io.js'
+import {QemuIo, QemuIoError} from '../src/toolstack/qmp/index.js'
 import type {LibxlDiskJson} from '../src/toolstack/config/domain.js'
 import {startDeviceModel, type DeviceModel} from '../src/toolstack/device-model/index.js'
 

@@ -74,7 +74,7 @@ export function hostNetworkOf(hv: Hypervisor): HostNetwork {
   throw new HypervisorError('not-supported', `capturing a guest's network output is not supported on the ${hv.backend} back end yet`)
 }
 
-/** The sim back end's extras (checksum, integrity, write log), when `h` is the sim. */
-export function asSim(h: Hypervisor): SimHypervisor | undefined {
+/** The sim back end, when `h` is it (what only the factory may know; others use `hv.simulation`). */
+function asSim(h: Hypervisor): SimHypervisor | undefined {
   return h instanceof SimHypervisor ? h : undefined
 }

@@ -9,7 +9,6 @@ export {QdiskError, coloDisksOf, diskDevNumber, hasColoDisks, qdiskIds, type Col
 export {guestDrive, qdiskArgs, type QdiskMode} from './qdisk-args.js'
 export {imageVirtualSize, prepareSecondaryImages, type PreparedDisk, type PreparedImage} from './qdisk-images.js'
 export {PrimaryReplication, ReplicationError, SecondaryReplication, type FailoverResult, type ReplicationStatus, type TeardownReport} from './qdisk-replication.js'
-export {QemuIo, QemuIoError} from './qemu-io.js'
 export {ProxyConfigError, proxyArgs, proxyEndpoints, proxyEndpointsOf, secondaryInOf, type ProxyEndpoints} from './compare-args.js'
 export {QemuColoCompare, type ReleaseReason} from './compare-proxy.js'
 export {NotifyClient, NotifyError} from './notify.js'

@@ -204,6 +204,15 @@ export interface SimulationExtras {
   memoryChecksum(domid: number): Promise<string>
   /** Checks every page: consistent with its pfn and generation, none newer than the vCPU context's step. */
   verifyIntegrity(domid: number): Promise<IntegrityReport>
+  /** The bytes of one guest disk block: each disk write fills one block with one byte. */
+  readonly diskBlockBytes: number
+  /** The image the guest's disk writes land in (its first COLO disk's target), once it has a device model. */
+  diskImage(domid: number): Promise<string | undefined>
+  /**
+   * Checks the guest's disk as its device model shows it (a COLO secondary: through its active and
+   * hidden disks): block i must hold byte patterns[i] all over (256: not checked).
+   */
+  verifyDiskView(domid: number, patterns: readonly number[]): Promise<{blocks: number; mismatches: number[]}>
   /** The guest's step and the frames it has sent so far. */
   guestCounters(domid: number): Promise<{readonly step: number; readonly frames: number}>
   /**

@@ -34,7 +34,7 @@ import * as path from 'node:path'
 import {deviceModelArgs, launchDetachedDeviceModel, reapFolder} from '../device-model/index.js'
 import type {Hypervisor} from '../hypervisor/index.js'
 import {QmpClient} from '../qmp/index.js'
-import {deviceModelPidKey, deviceModelXsPath, simGuestDiskKeys} from './device-model-keys.js'
+import {deviceModelPidKey, deviceModelXsPath, simGuestDiskKeys} from '../hypervisor/index.js'
 
 /** Where the toolstack reaches a domain's device model. */
 export interface DeviceModelEndpoint {

@@ -32,3 +32,4 @@ export {
 } from './session.js'
 export {DEFAULT_CONNECT_TIMEOUT_MS, QmpClient, type QmpConnectOptions} from './client.js'
 export {connectUnix} from './client.js'
+export {QemuIo, QemuIoError} from './qemu-io.js'

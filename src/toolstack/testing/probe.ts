@@ -23,8 +23,6 @@ import * as path from 'node:path'
 import * as crypto from 'node:crypto'
 
 import {type Hypervisor} from '../hypervisor/index.js'
-import {asSim} from '../backends/index.js'
-import {DISK_BLOCK_BYTES} from '../hypervisor/sim/workload.js'
 import type {CheckpointProbe, ProbeRecordOptions} from '../test-hooks.js'
 
 export interface ProbeRecord {
@@ -80,8 +78,8 @@ export class RemusProbe implements CheckpointProbe {
     if (!opts.force && checkpoint % this.every !== 0) return
     const sim = this.hv.simulation!
     const checksum = opts.context ? await sim.checksum(this.domid) : await sim.memoryChecksum(this.domid)
-    const image = await asSim(this.hv)!.diskImage(this.domid)
-    const disk = image ? readImage(image) : undefined
+    const image = await sim.diskImage(this.domid)
+    const disk = image ? readImage(image, sim.diskBlockBytes) : undefined
     if (disk) this.#patterns.set(checkpoint, disk.patterns)
     const rec: ProbeRecord = {checkpoint, checksum, ...(opts.failover ? {failover: true} : {}), ...(disk ? {disk: disk.sha256} : {})}
     fs.appendFileSync(this.file, `${JSON.stringify(rec)}\n`)
@@ -92,18 +90,18 @@ export class RemusProbe implements CheckpointProbe {
     const patterns = this.#patterns.get(checkpoint)
     if (!patterns) return
     this.#patterns.clear()
-    const {blocks, mismatches} = await asSim(this.hv)!.verifyDiskView(this.domid, patterns)
+    const {blocks, mismatches} = await this.hv.simulation!.verifyDiskView(this.domid, patterns)
     const rec: ProbeViewRecord = {checkpoint, view: {blocks, mismatches: mismatches.length}}
     fs.appendFileSync(this.file, `${JSON.stringify(rec)}\n`)
   }
 }
 
 /** sha256 of a disk image and the byte each block is filled with (256: not one byte). */
-function readImage(file: string): {sha256: string; patterns: number[]} {
+function readImage(file: string, blockBytes: number): {sha256: string; patterns: number[]} {
   const data = fs.readFileSync(file)
   const patterns: number[] = []
-  for (let off = 0; off + DISK_BLOCK_BYTES <= data.length; off += DISK_BLOCK_BYTES) {
-    const block = data.subarray(off, off + DISK_BLOCK_BYTES)
+  for (let off = 0; off + blockBytes <= data.length; off += blockBytes) {
+    const block = data.subarray(off, off + blockBytes)
     const b = block[0]!
     patterns.push(block.every((x) => x === b) ? b : 256)
   }

@@ -24,7 +24,7 @@ import {SIM_VIF_DEVID, SimNetback, defaultVifName, publishVif, withdrawVif} from
 import {fillPage, PAGE_SIZE, SPECIAL_PAGES} from './page.js'
 import {isAlive, killHard, procStart, waitGone} from '../../process/index.js'
 import {encodeMessage, MessageDecoder, PROTOCOL_VERSION, type Ops, type Request, type RuntimeInfo, type WireCpuPolicy} from './protocol.js'
-import {deviceModelPidKey, deviceModelXsPath} from '../../libxl/device-model-keys.js'
+import {deviceModelPidKey, deviceModelXsPath} from '../index.js'
 import {GuestDiskLink, readGuestDiskKeys} from './guest-disk-link.js'
 import {SimStore} from './store.js'
 import {GuestCpu, DISK_BLOCK_BYTES, diskWriteOffset, type GuestOutput} from './workload.js'

@@ -11,8 +11,8 @@
 import * as fs from 'node:fs'
 import * as net from 'node:net'
 
-import {QemuIo} from '../../colo/qemu-io.js'
-import {simGuestDiskKeys, deviceModelPidKey} from '../../libxl/device-model-keys.js'
+import {QemuIo} from '../../qmp/index.js'
+import {simGuestDiskKeys, deviceModelPidKey} from '../index.js'
 import {procStart} from '../../process/index.js'
 import {LineFramer, QmpClient, type FramedLine} from '../../qmp/index.js'
 import type {StoreAccess} from '../index.js'

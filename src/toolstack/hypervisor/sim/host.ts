@@ -30,12 +30,13 @@ import type {
 } from '../index.js'
 import {parseFrame} from './frame.js'
 import {checkWorkload, decodeContext} from './context.js'
-import {simGuestDiskKeys} from '../../libxl/device-model-keys.js'
+import {simGuestDiskKeys} from '../index.js'
 import {ConnectionLost, ControlClient} from './client.js'
 import {DOMID_FIRST_RESERVED, HostLayout, type DomainRecord, type LaunchSpec} from './layout.js'
 import {withLock} from './lock.js'
 import {SIM_VIF_DEVID, defaultVifName, withdrawVif} from './netback.js'
 import {SimStore} from './store.js'
+import {DISK_BLOCK_BYTES} from './workload.js'
 import {checksumMemoryFile, FileGuestMemory, verifyMemoryFile} from './memory.js'
 import {PAGE_SIZE, SPECIAL_PAGES} from './page.js'
 import {isAlive, killHard, procStart, selfIdentity, waitGone} from '../../process/index.js'
@@ -150,6 +151,9 @@ export class SimHypervisor implements Hypervisor {
     checksum: (domid) => this.checksum(domid),
     memoryChecksum: (domid) => this.memoryChecksum(domid),
     verifyIntegrity: (domid) => this.verifyIntegrity(domid),
+    diskBlockBytes: DISK_BLOCK_BYTES,
+    diskImage: (domid) => this.diskImage(domid),
+    verifyDiskView: (domid, patterns) => this.verifyDiskView(domid, patterns),
     loadWorkload: async (domid, workload) => {
       const rec = this.access(domid)
       checkWorkload(workload, rec.pages, domid)

@@ -18,7 +18,8 @@
  * - Commands are serialized per QMP session (also across QemuIo objects on the same session), so
  *   a report always belongs to the one command in flight. Other stdout output is ignored.
  */
-import {QmpCommandError, QmpConnectionError, QmpTimeoutError, type QmpSession} from '../qmp/index.js'
+import {QmpCommandError, QmpConnectionError, QmpTimeoutError} from './errors.js'
+import type {QmpSession} from './session.js'
 
 /** A line QEMU printed (the device model's OutputLine fits). */
 export interface QemuOutputLine {

@@ -1,5 +1,6 @@
 /**
- * The xenstore keys of a domain's device model. libxl's: the QEMU pid (libxl_dm.c writes
+ * Where things are in the store (Xen's docs/misc/xenstore-paths), shared by the toolstack and
+ * the back ends that write or read them. The xenstore keys of a domain's device model. libxl's: the QEMU pid (libxl_dm.c writes
  * `<dom path>/image/device-model-pid`) and the device model's own folder
  * (libxl__device_model_xs_path: `/local/domain/<dm domid>/device-model/<domid>`, dm domid 0 here).
  *
