@@ -169,7 +169,7 @@ const CASES: [string, (h: Host) => Case][] = [
       hint: `${HINT}key=value setting 2, column 8: each is an xl.cfg line: strings in quotes (name="vm1"), lists in [ ... ]`,
     }),
   ],
-  // A device model without a QEMU (the sim domain process reports it; create fails with -ERROR_FAIL).
+  // A device model without a QEMU (libxl's start of it fails; create destroys the domain, -ERROR_FAIL).
   [
     'no QEMU: a guest that needs a device model',
     h => {
@@ -179,7 +179,7 @@ const CASES: [string, (h: Host) => Case][] = [
         args: ['create', '-q', h.colo],
         exit: 3,
         opts: {env: {XL_TS_QEMU: qemu}},
-        line: new RegExp(`^xl-ts: create: domain \\d+ failed to start \\(exit 1\\): cannot start the device model: ${esc(qemu)} not found \\(PATH or XL_TS_QEMU\\); Debian's qemu-system-x86 provides it \\(scripts/setup installs it\\)$`),
+        line: new RegExp(`^xl-ts: error: domain colo \\(domid \\d+\\): cannot start the device model: ${esc(qemu)} not found \\(PATH or XL_TS_QEMU\\); Debian's qemu-system-x86 provides it \\(scripts/setup installs it\\)$`),
         hint: NO_QEMU,
       }
     },

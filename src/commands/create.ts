@@ -4,7 +4,7 @@ import {Args, Flags} from '@oclif/core'
 
 import {XlCommand, globalFlags, notSupported} from '../cli/index.js'
 import {strerror} from '../cli/index.js'
-import {LIBXL, UsageError, XlExit} from '../cli/index.js'
+import {LIBXL, UsageError, XlExit, hintKind, withHint} from '../cli/index.js'
 import {libxlJson} from '../cli/index.js'
 import {
   domainSpec,
@@ -136,7 +136,10 @@ Exit status: 0 when the domain was created; 1 for a config file xl cannot parse;
     } catch (err) {
       // libxl's domcreate_complete: a domain that could not be set up is destroyed.
       await destroyDomain(hv, domid).catch(() => undefined)
-      throw new XlExit(`xl-ts: error: domain ${config.c_info.name} (domid ${domid}): cannot start the device model: ${(err as Error).message}`, -LIBXL.ERROR_FAIL)
+      const exit = new XlExit(`xl-ts: error: domain ${config.c_info.name} (domid ${domid}): cannot start the device model: ${(err as Error).message}`, -LIBXL.ERROR_FAIL)
+      // The hint the device model's failure has (no QEMU: how to get one) goes with it.
+      const kind = hintKind(err, -LIBXL.ERROR_FAIL)
+      throw kind ? withHint(exit, kind) : exit
     }
     this.logger.detail(`created domain ${config.c_info.name} (domid ${domid})${flags.paused ? ', paused' : ''}`)
 
