@@ -32,7 +32,8 @@ export type MigrateEvent =
   | {readonly kind: 'helper-done'; readonly mode: 'save' | 'restore'; readonly ms: number; readonly bytes?: number}
   | {readonly kind: 'suspended'; readonly domid: number}
   | {readonly kind: 'suspend-failed'; readonly domid: number; readonly reason: string}
-  | {readonly kind: 'device-state'; readonly direction: 'saved' | 'loaded'; readonly bytes: number}
+  /** EMULATOR_CONTEXT: saved from the device model, or received and kept for the device model to start from. */
+  | {readonly kind: 'device-state'; readonly direction: 'saved' | 'received'; readonly bytes: number}
   | {readonly kind: 'xenstore-data'; readonly entries: number}
   | {readonly kind: 'stream-end'; readonly offset: number | null}
   /** The domain the stream is restored into was built (paused, empty). */

@@ -271,7 +271,7 @@ class Receiver {
               throw new MigrateError('hypervisor', 'emulator context', `domain ${domid}: cannot keep the device model state: ${(err as Error).message}`, {cause: err})
             }
             deviceStateBytes += record.blob.length
-            this.#emit({kind: 'device-state', direction: 'loaded', bytes: record.blob.length})
+            this.#emit({kind: 'device-state', direction: 'received', bytes: record.blob.length})
             this.#step = 'libxl records'
           }
           continue
