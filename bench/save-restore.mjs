@@ -38,6 +38,7 @@ import {fileURLToPath} from 'node:url'
 import {parseArgs} from 'node:util'
 
 import {SimHypervisor} from '../dist/toolstack/backends/index.js'
+import {createDomainBuilt, destroyDomain} from '../dist/toolstack/libxl/index.js'
 import {domainConfigFromJson} from '../dist/toolstack/config/index.js'
 import {entryPointFile, nodeProgramEnv} from '../dist/toolstack/entry-points.js'
 import {kernelCopyUnavailable} from '../dist/toolstack/fd/index.js'
@@ -97,7 +98,7 @@ async function cleanup() {
     [hostB, rootB],
   ]) {
     try {
-      for (const d of await h.list()) if (d.domid !== 0) await h.destroy(d.domid).catch(() => {})
+      for (const d of await h.list()) if (d.domid !== 0) await destroyDomain(h, d.domid).catch(() => {})
     } catch {
       // host gone
     }
@@ -164,7 +165,7 @@ async function ourRestore(helperEnv = {...env, XL_TS_ROOT: rootB}) {
     await sf.close()
   }
   const total = ms(rec.t0)
-  await hostB.destroy(domid)
+  await destroyDomain(hostB, domid)
   return {total, ...rec.marks}
 }
 
@@ -183,7 +184,8 @@ function helperStartFloor() {
 
 try {
   const t0 = performance.now()
-  source = await hostA.create(
+  source = await createDomainBuilt(
+    hostA,
     {name, type: 'hvm', maxMemKb: MIB * 1024, vcpus: 1, config, workload: {dirtyRate: 0, workingSetMiB: MIB, seed: 1, nondeterminism: 0, packetRate: 0}},
     {paused: false},
   )

@@ -16,6 +16,7 @@ import * as path from 'node:path'
 import {procStart, sleep} from '../process/index.js'
 import {QmpClient, QmpConnectionError, QmpTimeoutError} from '../qmp/index.js'
 import {DEFAULT_QEMU, QEMU_ENV} from './args.js'
+import {resolveBinary} from './binary.js'
 import {DeviceModelError} from './errors.js'
 import {pidFileIsLive, readPidFile, reapFolder, removeDeviceModelFiles, writePidFile, type PidRecord} from './pid-file.js'
 
@@ -40,18 +41,6 @@ export interface DetachedDeviceModelOptions {
   readonly startTimeoutMs?: number
 }
 
-function findBinary(wanted: string, env: NodeJS.ProcessEnv): string | undefined {
-  const candidates = wanted.includes('/') ? [path.resolve(wanted)] : (env.PATH ?? '').split(':').filter(Boolean).map((dir) => path.join(dir, wanted))
-  return candidates.find((file) => {
-    try {
-      fs.accessSync(file, fs.constants.X_OK)
-      return fs.statSync(file).isFile()
-    } catch {
-      return false
-    }
-  })
-}
-
 function logTail(file: string | undefined): string {
   if (!file) return ''
   try {
@@ -69,7 +58,7 @@ export async function launchDetachedDeviceModel(o: DetachedDeviceModelOptions): 
   const folder = path.resolve(o.folder)
   const env = o.env ?? process.env
   const wanted = o.binary ?? env[QEMU_ENV] ?? DEFAULT_QEMU
-  const binary = findBinary(wanted, env)
+  const binary = resolveBinary(wanted, env)
   if (!binary) throw new DeviceModelError('not-found', folder, `${wanted} not found (PATH or ${QEMU_ENV}); Debian's qemu-system-x86 provides it (scripts/setup installs it)`)
   const prior = readPidFile(folder)
   if (pidFileIsLive(prior)) throw new DeviceModelError('in-use', folder, `a QEMU (pid ${prior.pid}) already runs for ${folder}`, {pid: prior.pid})

@@ -29,6 +29,7 @@ import * as path from 'node:path'
 import {procStart, sleep} from '../process/index.js'
 import {LineFramer, QmpClient, QmpConnectionError, QmpTimeoutError, type FramedLine} from '../qmp/index.js'
 import {DEFAULT_QEMU, PID_FILE, QEMU_ENV, QMP_SOCKET, deviceModelArgs} from './args.js'
+import {resolveBinary} from './binary.js'
 import {DeviceModelError} from './errors.js'
 import {
   pidFileIsLive,
@@ -103,21 +104,6 @@ let exitHookInstalled = false
 
 function killAllOnExit(): void {
   for (const dm of live.values()) dm.killNow()
-}
-
-/** `binary` as an absolute path, looked up in PATH when it has no slash; undefined when not found. */
-function resolveBinary(binary: string, env: NodeJS.ProcessEnv): string | undefined {
-  const candidates = binary.includes('/')
-    ? [path.resolve(binary)]
-    : (env.PATH ?? '').split(':').filter(Boolean).map((dir) => path.join(dir, binary))
-  return candidates.find((file) => {
-    try {
-      fs.accessSync(file, fs.constants.X_OK)
-      return fs.statSync(file).isFile()
-    } catch {
-      return false
-    }
-  })
 }
 
 /** The last lines of a stream, about `max` characters of them. */
