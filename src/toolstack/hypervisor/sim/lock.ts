@@ -1,5 +1,5 @@
 /**
- * The host lock: a directory created with mkdir (atomic), holding an `owner` file "<pid> <start>".
+ * The host lock: a directory renamed into place (atomic) with its `owner` file "<pid> <start>" in it.
  * A lock whose owner process is gone is broken by renaming it away (atomic, so only one breaker wins).
  */
 import * as crypto from 'node:crypto'
@@ -50,12 +50,19 @@ export async function withLock<T>(dir: string, fn: () => T | Promise<T>): Promis
   const token = `${me.pid} ${me.start}\n`
   const until = Date.now() + WAIT_MS
   for (let wait = 1; ; wait = Math.min(wait * 2, 20)) {
+    // The lock appears with its owner file complete: made aside, then renamed into place. (Made in
+    // place, a reader between mkdir and the owner's write saw no owner, or an empty one, and took
+    // a live holder for a dead one.)
+    const staging = `${dir}.${me.pid}.${crypto.randomBytes(4).toString('hex')}.new`
+    fs.mkdirSync(staging, {mode: 0o700})
+    fs.writeFileSync(path.join(staging, 'owner'), token)
     try {
-      fs.mkdirSync(dir, {mode: 0o700})
-      fs.writeFileSync(path.join(dir, 'owner'), token)
+      fs.renameSync(staging, dir)
       break
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e
+      fs.rmSync(staging, {recursive: true, force: true})
+      const code = (e as NodeJS.ErrnoException).code
+      if (code !== 'EEXIST' && code !== 'ENOTEMPTY') throw e
     }
     const owner = readOwner(dir)
     if (owner !== undefined ? !ownerAlive(owner) : lockAge(dir) > STALE_NO_OWNER_MS) {
@@ -68,8 +75,16 @@ export async function withLock<T>(dir: string, fn: () => T | Promise<T>): Promis
   try {
     return await fn()
   } finally {
-    // Release only our own lock.
-    if (readOwner(dir) === token) fs.rmSync(dir, {recursive: true, force: true})
+    // Release only our own lock, and as a whole: renamed away, then removed.
+    if (readOwner(dir) === token) {
+      const gone = `${dir}.released-${crypto.randomBytes(6).toString('hex')}`
+      try {
+        fs.renameSync(dir, gone)
+      } catch {
+        // broken by someone who took us for dead: nothing of ours is left
+      }
+      fs.rmSync(gone, {recursive: true, force: true})
+    }
   }
 }
 
