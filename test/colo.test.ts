@@ -121,7 +121,7 @@ describe('colo', () => {
     expect(await waitNoMarked(s.marker, 20_000)).toEqual([])
     expect((await guests(s.b)).map((d) => [d.name, isRunning(d)]), 'the secondary runs it').toEqual([['vm', true]])
     const src = await guests(s.a)
-    expect(src.map((d) => [d.name, d.state.paused]), 'the primary keeps its copy paused').toEqual([['vm', true]])
+    expect(src.map((d) => [d.name, d.state.paused]), 'the primary keeps its copy paused, named as the stale one').toEqual([['vm--stale', true]])
     // The timeout must leave the primary room: longer than --max-interval, and COLO only.
     const xl = (args: string[]) => execa(NODE, [BIN, '--root', s.a, 'remus', ...args, 'vm', 'x'], {env: {XL_TS_BACKEND: 'sim'}, reject: false})
     expect((await xl(['-c', '--heartbeat-timeout', '100'])).stderr).toContain('must be longer than the longest time between checkpoints')

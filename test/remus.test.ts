@@ -91,7 +91,7 @@ describe('remus', () => {
     const src = await guests(s.a)
     const dst = await guests(s.b)
     expect(dst.map((d) => [d.name, isRunning(d)]), 'the backup runs it').toEqual([['vm', true]])
-    expect(src.map((d) => [d.name, d.state.paused]), 'the primary keeps it paused').toEqual([['vm', true]])
+    expect(src.map((d) => [d.name, d.state.paused]), 'the primary keeps it paused, named as the stale one').toEqual([['vm--stale', true]])
     expect([...src, ...dst].filter(isRunning).length).toBe(1)
     await s.done()
   })

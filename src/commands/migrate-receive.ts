@@ -10,7 +10,7 @@ import type {LogLevel} from '../cli/index.js'
 import {streamEventPrinter} from '../cli/index.js'
 import type {DomainConfig} from '../toolstack/config/index.js'
 import type {MigrationEvent} from '../toolstack/xl/index.js'
-import {receiveMigration} from '../toolstack/xl/index.js'
+import {TieBreakerError, checkTieBreaker, receiveMigration, type TieBreakerSpec} from '../toolstack/xl/index.js'
 import {takeReceiverEarly} from '../toolstack/xl/index.js'
 
 /** xl's help text for migrate-receive (xl_cmdtable.c): it has no options of its own to show. */
@@ -48,6 +48,10 @@ Exit status: 0 when the handshake completed (the domain runs here, or the sender
     'coloft-script': Flags.string({summary: 'The COLO proxy script.', helpValue: 'S'}),
     'userspace-colo-proxy': Flags.boolean({summary: 'Use the userspace COLO proxy (the primary passes it with -p, or when it uses that proxy without -p).'}),
     'heartbeat-timeout': Flags.integer({summary: 'COLO: fail over when the primary sends no checkpoint request for MS (default: wait, as xl).', helpValue: 'MS', min: 1}),
+    'replication-session': Flags.string({summary: 'Remus/COLO: the replication session the primary named (it passes it with --witness or --fence).', helpValue: 'ID'}),
+    witness: Flags.string({summary: 'Remus/COLO: the witness folder: go live after the primary is lost only with its claim.', helpValue: 'DIR'}),
+    fence: Flags.string({summary: 'Remus/COLO: the command to run before going live alone; live only if it exits 0.', helpValue: 'CMD'}),
+    'fence-timeout': Flags.integer({summary: 'How long --fence may take (default 30000).', helpValue: 'MS', min: 1, max: 3_600_000}),
   }
 
   async run(): Promise<void> {
@@ -83,6 +87,23 @@ Exit status: 0 when the handshake completed (the domain runs here, or the sender
       else if (e.kind === 'log') printLine(e.level, e.text)
     }
     const onStreamEvent = streamEventPrinter({enabled: (l) => this.logger.enabled(l), print: printLine, helperProgress: 'worded'})
+    let tieBreaker: TieBreakerSpec | undefined
+    const session = flags['replication-session']
+    if (session !== undefined || flags.witness !== undefined || flags.fence !== undefined) {
+      if (!flags.remus && !flags.colo) throw new XlExit('xl-ts: migrate-receive: --replication-session, --witness and --fence are for -r and --colo', 2)
+      if (session === undefined) throw new XlExit('xl-ts: migrate-receive: --witness and --fence need the --replication-session the primary named', 2)
+      try {
+        tieBreaker = checkTieBreaker({
+          session,
+          ...(flags.witness !== undefined ? {witness: flags.witness} : {}),
+          ...(flags.fence !== undefined ? {fence: flags.fence} : {}),
+          ...(flags['fence-timeout'] !== undefined ? {fenceTimeoutMs: flags['fence-timeout']} : {}),
+        })
+      } catch (err) {
+        if (err instanceof TieBreakerError) throw new XlExit(`xl-ts: migrate-receive: ${err.message}`, 2)
+        throw err
+      }
+    }
     let result
     try {
       result = await receiveMigration({
@@ -92,6 +113,7 @@ Exit status: 0 when the handshake completed (the domain runs here, or the sender
         paused: flags.paused,
         ...(flags.colo ? {checkpointed: 'colo' as const} : flags.remus ? {checkpointed: 'remus' as const} : {}),
         ...(flags['heartbeat-timeout'] !== undefined ? {heartbeatTimeoutMs: flags['heartbeat-timeout']} : {}),
+        ...(tieBreaker ? {tieBreaker} : {}),
         // Our guardian and restore helper, started while the CLI loaded (src/cli/main.ts).
         ...(early ? {early} : {}),
         onEvent,

@@ -64,6 +64,9 @@ Exit status: 0 when the domain runs at the target; 1 when the migration failed (
     json: Flags.boolean({summary: 'NDJSON progress and result on stdout (schema v1).'}),
     colo: Flags.boolean({summary: 'COLO instead of a migration: the same as "remus -c" (the proxy is QEMU colo-compare: -p asks for it, as remus -p; without -p it is used where the kernel proxy is missing, as on every mainline kernel, and a line says so).'}),
     'max-interval': Flags.integer({summary: 'With --colo: at most MS between two checkpoints.', helpValue: 'MS', min: 1}),
+    witness: Flags.string({summary: 'With --colo: a folder both hosts reach, the split-brain guard (as remus --witness).', helpValue: 'DIR'}),
+    fence: Flags.string({summary: 'With --colo: a command each side runs before it goes live alone (as remus --fence).', helpValue: 'CMD'}),
+    'fence-timeout': Flags.integer({summary: 'With --colo: how long --fence may take (default 30000).', helpValue: 'MS', min: 1, max: 3_600_000}),
   }
 
   async run(): Promise<void> {
@@ -71,7 +74,9 @@ Exit status: 0 when the domain runs at the target; 1 when the migration failed (
     process.stderr.on('error', () => {})
     const {args, flags} = await this.parseXl(Migrate)
     if (flags.colo) return this.#colo(args, flags)
-    if (flags['max-interval'] !== undefined) throw new UsageError('xl-ts: migrate: --max-interval is for --colo')
+    for (const f of ['max-interval', 'witness', 'fence', 'fence-timeout'] as const) {
+      if (flags[f] !== undefined) throw new UsageError(`xl-ts: migrate: --${f} is for --colo`)
+    }
     const tuning = precopyTuning(flags)
     const timeoutMs = flags.timeout === undefined ? undefined : positive(flags.timeout, '--timeout') * 1000
 
@@ -189,6 +194,9 @@ Exit status: 0 when the domain runs at the target; 1 when the migration failed (
       ...(flags['no-daemonize'] || flags.foreground ? ['-e'] : []),
       ...(flags.json ? ['--json'] : []),
       ...(flags['max-interval'] !== undefined ? ['--max-interval', String(flags['max-interval'])] : []),
+      ...(flags.witness !== undefined ? ['--witness', String(flags.witness)] : []),
+      ...(flags.fence !== undefined ? ['--fence', String(flags.fence)] : []),
+      ...(flags['fence-timeout'] !== undefined ? ['--fence-timeout', String(flags['fence-timeout'])] : []),
       args.domain,
       args.host,
     ]

@@ -1,3 +1,5 @@
+import * as path from 'node:path'
+
 import {Args, Flags} from '@oclif/core'
 
 import {XlCommand, globalFlags} from '../cli/index.js'
@@ -6,7 +8,7 @@ import {libxlJson} from '../cli/index.js'
 import {onOperatorSignals} from '../cli/index.js'
 import type {LogLevel} from '../cli/index.js'
 import {streamEventPrinter} from '../cli/index.js'
-import {RuneError, buildColoRune, buildRemusRune} from '../toolstack/xl/index.js'
+import {NO_TIE_BREAKER_WARNING, RuneError, TieBreakerError, buildColoRune, buildRemusRune, checkTieBreaker, newSession, type TieBreakerSpec} from '../toolstack/xl/index.js'
 import {probePlugQdisc} from '../toolstack/replication/index.js'
 import {ColoSetupError, QdiskError, chooseColoProxy, coloDisksOf, openPrimaryColoDevices, type ColoDisk, type PrimaryColoDevices} from '../toolstack/colo/index.js'
 import type {LibxlDiskJson} from '../toolstack/config/index.js'
@@ -35,6 +37,8 @@ If this host (or the stream) dies, the backup takes over with the last whole che
 -c (COLO, "xl-ts migrate --colo" is the same): both copies run; at each checkpoint the backup (migrate-receive --colo) sends back the pages it dirtied and the primary sends those and its own, so the backup becomes an exact copy again. A checkpoint is taken when QEMU's colo-compare asks for one (the outputs diverged) or at the latest every --max-interval MS (5 s, as libxl). -c conflicts with -i, -b, -n and -d; -p (userspace proxy) needs -c, as in xl. The proxy is QEMU's colo-compare, xl's userspace proxy (-p). Without -p xl uses the kernel proxy (netlink 28, xt_PMYCOLO), which is not part of Linux: where it is missing xl-ts uses the userspace proxy instead and says so in one line ("COLO: the kernel COLO proxy is not available on this kernel (xt_PMYCOLO); using the userspace proxy (QEMU colo-compare)"); where it is loaded xl-ts refuses, as it does not drive it: give -p.
 
 COLO disks (disk spec keys colo, colo-host, colo-port, colo-export, active-disk, hidden-disk) are replicated by the domain's device model (QEMU block replication over NBD); every disk must be one, the domain must be paused when COLO starts (create -p; its images the same on both hosts), and it runs from the first checkpoint on.
+
+SPLIT BRAIN. A broken link and a dead peer look the same from either end: when the link between the hosts breaks (or the transport or one side's helper dies), the primary resumes and the backup fails over, and two copies of the guest run, writing one disk and answering on one address. xl does the same, and so does xl-ts without a tie-breaker (it says so in one warning at the start). With --witness DIR (a folder both hosts reach, such as a shared filesystem) each side claims it before it runs the guest alone: the first claim of the session wins, the other side keeps its copy paused and names it <name>--stale, so that list shows which copy is the live one. With --fence CMD each side runs CMD (with XL_TS_FENCE_SIDE, XL_TS_FENCE_DOMAIN, XL_TS_FENCE_CHECKPOINT set) before it runs the guest alone, and goes live only if it exits 0 within --fence-timeout MS (default 30000); with both, only the side that won the witness runs its fence. Both are passed to the backup.
 
 Exit status: 0 when the domain was destroyed here or replication was stopped on request; 1 when replication failed (see the lines before for where the domain runs); 2 on bad usage; 255 for xl's option conflicts.`
 
@@ -75,6 +79,9 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
     }),
     'userspace-colo-proxy': Flags.boolean({char: 'p', summary: 'COLO userspace proxy, QEMU colo-compare (with -c; used without -p too where the kernel proxy is missing).'}),
     json: Flags.boolean({summary: 'NDJSON events on stdout: checkpoints, acknowledgements, released output, result (schema v1).'}),
+    witness: Flags.string({summary: 'A folder both hosts reach: the first side to claim it after losing the other goes live, the other never does (split-brain guard).', helpValue: 'DIR'}),
+    fence: Flags.string({summary: 'A command each side runs before it goes live alone (power the peer off, take a cluster lock); live only if it exits 0. Passed to the backup.', helpValue: 'CMD'}),
+    'fence-timeout': Flags.integer({summary: 'How long --fence may take (default 30000).', helpValue: 'MS', min: 1, max: 3_600_000}),
   }
 
   async run(): Promise<void> {
@@ -159,9 +166,29 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
       backupFailed([`Domain ${dom.domid}:Remus: No support for network buffering: ${why}`])
     }
 
+    // The split-brain guard: who decides, when the other side is lost, which copy goes live.
+    let tieBreaker: TieBreakerSpec | undefined
+    if (flags.witness !== undefined || flags.fence !== undefined) {
+      try {
+        tieBreaker = checkTieBreaker({
+          session: newSession(),
+          ...(flags.witness !== undefined ? {witness: path.resolve(flags.witness)} : {}),
+          ...(flags.fence !== undefined ? {fence: flags.fence} : {}),
+          ...(flags['fence-timeout'] !== undefined ? {fenceTimeoutMs: flags['fence-timeout']} : {}),
+        })
+      } catch (err) {
+        if (err instanceof TieBreakerError) throw new XlExit(`xl-ts: remus: ${err.message}`, 2)
+        throw err
+      }
+    } else if (flags['fence-timeout'] !== undefined) {
+      throw new XlExit('xl-ts: remus: --fence-timeout is for --fence', 2)
+    } else if (!flags.blackhole) {
+      this.logger.log('warning', NO_TIE_BREAKER_WARNING)
+    }
+
     let rune = ''
     if (!flags.blackhole) {
-      const target = {sshCommand: flags['ssh-command'] ?? 'ssh', host: args.host, noDaemonize: flags['no-daemonize']}
+      const target = {sshCommand: flags['ssh-command'] ?? 'ssh', host: args.host, noDaemonize: flags['no-daemonize'], ...(tieBreaker ? {tieBreaker} : {})}
       try {
         rune = flags.colo
           ? buildColoRune({
@@ -226,6 +253,7 @@ Exit status: 0 when the domain was destroyed here or replication was stopped on 
     try {
       result = await runRemusPrimary({
         hypervisor: hv,
+        ...(tieBreaker ? {tieBreaker} : {}),
         domid: dom.domid,
         name: dom.name,
         configJson,

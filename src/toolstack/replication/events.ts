@@ -42,6 +42,8 @@ export type RemusOutcome =
   | 'backup-failed'
   /** Replication stopped on request: the guest runs here, the backup discards its copy. */
   | 'stopped'
+  /** The backup went live first (the tie-breaker said so): the domain is paused here, named `<name>--stale`. */
+  | 'lost-tie'
 
 export interface RemusResult {
   readonly outcome: RemusOutcome

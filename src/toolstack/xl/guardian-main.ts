@@ -24,12 +24,20 @@
  *     (before G)                                      -> if I die: kill the helper, log-dirty off,
  *                                                        rename back, resume a suspended guest
  *
- *   remus-primary <domid> <name>
+ *   remus-primary <domid> <name> [<tie-breaker JSON>]
  *     H <pid>     the save helper runs                -> if I die: kill it
  *     K           the backup acknowledged a checkpoint -> if I die: the backup fails over, so the
- *                                                        guest must not run here too: pause it
+ *                                                        guest must not run here too: pause it,
+ *                                                        named <name>--stale
  *     (before K)                                      -> if I die: the backup has nothing whole and
  *                                                        discards its copy: resume a suspended guest
+ *     with a tie-breaker (tie-breaker.ts), whatever came: the guest runs here if the primary's
+ *     claim wins, else it is paused as <name>--stale
+ *
+ *   receiver ... checkpointed [<tie-breaker JSON>], before G: a Remus backup's copy cannot run (its
+ *     vCPU state went with the restore helper): paused as <final name>--stale; a COLO secondary
+ *     that runs goes on as <final name> if the secondary's claim wins, is paused as --stale if it
+ *     loses, and is left as it is without a tie-breaker (xl's behaviour)
  *
  *   all: D = done, nothing more to do, exit.
  *
@@ -48,6 +56,7 @@ import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
 import {createHypervisor} from '../backends/index.js'
 import {MIGRATE_PERMISSION_TO_GO, MIGRATE_REPORT, encodeStatus} from './handshake.js'
 import {destroyDomain, domainInfo, renameDomain, resolveDomain} from '../libxl/index.js'
+import {claimLive, decodeTieBreaker, staleName, type TieBreakerSpec, type Verdict} from './tie-breaker.js'
 
 const SHUTDOWN_SUSPEND = 2
 
@@ -178,7 +187,7 @@ async function start(hv: Hypervisor, id: number, name: string, finalName: string
  * the sender permission to resume (so it never has to guess).
  */
 async function finishReceiver(hv: Hypervisor): Promise<void> {
-  const [incoming = '', finalName = '', pausedArg = '0', kind = 'plain'] = args
+  const [incoming = '', finalName = '', pausedArg = '0', kind = 'plain', tieBreakerArg = ''] = args
   // A checkpointed (Remus) stream has no handshake: nothing is read or written on it here.
   const stream = kind === 'plain' && haveStream()
   const afterReady = phase === 'ready'
@@ -201,6 +210,12 @@ async function finishReceiver(hv: Hypervisor): Promise<void> {
   const info = await infoOrUndefined(hv, id)
   // A domid reused since, or a domain renamed by someone else: not ours.
   if (!info || (info.name !== incoming && !(phase === 'go' && info.name === finalName))) {
+    closeStream()
+    return
+  }
+
+  if (kind === 'checkpointed' && phase !== 'go') {
+    await finishCheckpointedCopy(hv, id, info, finalName, tieBreakerArg)
     closeStream()
     return
   }
@@ -253,18 +268,71 @@ async function finishSender(hv: Hypervisor): Promise<void> {
   }
 }
 
+/**
+ * The tie-breaker the guarded side was given, asked for `side`: undefined when there is none (xl's
+ * behaviour); a spec that does not decode keeps the copy from going live.
+ */
+async function askTieBreaker(arg: string, side: 'primary' | 'secondary', domain: string): Promise<Verdict | undefined> {
+  let spec: TieBreakerSpec | undefined
+  try {
+    spec = decodeTieBreaker(arg)
+  } catch (err) {
+    return {live: false, why: `the tie-breaker it was given is not valid: ${(err as Error).message}`}
+  }
+  return spec ? claimLive(spec, {side, domain, checkpoint: 0}) : undefined
+}
+
+/** Pauses a copy that must not run and names it `<name>--stale`, so that list shows the live one. */
+async function keepStale(hv: Hypervisor, id: number, from: string, name: string): Promise<void> {
+  const info = await infoOrUndefined(hv, id)
+  if (info && !info.state.paused) await hv.pause(id)
+  await renameDomain(hv, id, staleName(name), {from}).catch((err: unknown) => say(`cannot rename domain ${id} to ${staleName(name)}: ${(err as Error).message}`))
+}
+
+/**
+ * The Remus or COLO receiver died before its failover. A Remus backup's copy cannot run: the last
+ * checkpoint's vCPU state went with the restore helper. A COLO secondary that runs between
+ * checkpoints can, if the tie-breaker lets it; without one it is left as it is (xl's behaviour).
+ */
+async function finishCheckpointedCopy(hv: Hypervisor, id: number, info: {state: {paused: boolean; shutdown: boolean}; name: string}, finalName: string, tieBreakerArg: string): Promise<void> {
+  const running = !info.state.paused && !info.state.shutdown
+  if (running) {
+    const verdict = await askTieBreaker(tieBreakerArg, 'secondary', finalName)
+    if (verdict === undefined) {
+      say(`the receiver died; domain ${info.name} (domid ${id}) runs on unguarded (no tie-breaker: the primary may resume too)`)
+      return
+    }
+    if (verdict.live) {
+      await renameDomain(hv, id, finalName, {from: info.name}).catch((err: unknown) => say(`cannot rename domain ${id} to ${finalName}: ${(err as Error).message}`))
+      say(`the receiver died; ${verdict.how}: domain ${finalName} (domid ${id}) runs on here`)
+      return
+    }
+    await keepStale(hv, id, info.name, finalName)
+    say(`the receiver died; ${verdict.why}: paused domain ${staleName(finalName)} (domid ${id}) here`)
+    return
+  }
+  await keepStale(hv, id, info.name, finalName)
+  say(`the receiver died before its failover; domain ${staleName(finalName)} (domid ${id}) holds no state it could run from and stays paused`)
+}
+
 /** The Remus primary died: no two copies may run once the backup holds a checkpoint. */
 async function finishRemusPrimary(hv: Hypervisor): Promise<void> {
-  const [domidArg = '', name = ''] = args
+  const [domidArg = '', name = '', tieBreakerArg = ''] = args
   killHelper()
   const id = Number(domidArg)
   const info = await infoOrUndefined(hv, id)
   if (!info || info.name !== name) return
   await logDirtyOff(hv, id)
   const suspended = info.state.shutdown && info.state.shutdownReason === SHUTDOWN_SUSPEND
-  if (acknowledged) {
-    if (!info.state.paused) await hv.pause(id)
-    say(`the Remus primary died; the backup holds a whole checkpoint and takes over: paused domain ${name} (domid ${id}) here`)
+  const verdict = await askTieBreaker(tieBreakerArg, 'primary', name)
+  if (verdict?.live) {
+    if (suspended) await hv.resume(id, {cancel: true})
+    if (info.state.paused) await hv.unpause(id)
+    say(`the Remus primary died; ${verdict.how}: domain ${name} (domid ${id}) runs on here`)
+  } else if (verdict || acknowledged) {
+    await keepStale(hv, id, name, name)
+    const why = verdict && !verdict.live ? verdict.why : 'the backup holds a whole checkpoint and takes over'
+    say(`the Remus primary died; ${why}: paused domain ${staleName(name)} (domid ${id}) here`)
   } else if (suspended) {
     await hv.resume(id, {cancel: true})
     say(`the Remus primary died before the backup held a checkpoint; resumed domain ${name} (domid ${id})`)

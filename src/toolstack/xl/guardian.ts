@@ -7,6 +7,7 @@ import {spawn, type ChildProcess} from 'node:child_process'
 
 import {entryPointFile, nodeProgramEnv} from '../entry-points.js'
 import {procStart} from '../process/index.js'
+import {encodeTieBreaker, type TieBreakerSpec} from './tie-breaker.js'
 
 export type GuardianRole =
   | {
@@ -21,10 +22,12 @@ export type GuardianRole =
       readonly stream?: {readonly inFd: number; readonly outFd: number}
       /** A Remus stream: there is no GO or report; G means the failover has begun. */
       readonly checkpointed?: boolean
+      /** Who decides whether the copy here may go live when we die (--witness, --fence). */
+      readonly tieBreaker?: TieBreakerSpec
     }
   | {readonly role: 'sender'; readonly domid: number; readonly name: string; readonly awayName: string}
   /** A Remus primary: once the backup holds a checkpoint, our death means its failover. */
-  | {readonly role: 'remus-primary'; readonly domid: number; readonly name: string}
+  | {readonly role: 'remus-primary'; readonly domid: number; readonly name: string; readonly tieBreaker?: TieBreakerSpec}
 
 /** What names the host a guardian acts on (as for the helper: libxl/helper-env.ts). */
 const HOST_ENV = ['XL_TS_BACKEND', 'XL_TS_ROOT'] as const
@@ -35,10 +38,10 @@ export function guardianScript(): string {
 
 function argv(r: GuardianRole): string[] {
   return r.role === 'receiver'
-    ? ['receiver', r.incomingName, r.finalName, r.leavePaused ? '1' : '0', r.checkpointed ? 'checkpointed' : 'plain']
+    ? ['receiver', r.incomingName, r.finalName, r.leavePaused ? '1' : '0', r.checkpointed ? 'checkpointed' : 'plain', encodeTieBreaker(r.tieBreaker)]
     : r.role === 'sender'
       ? ['sender', String(r.domid), r.name, r.awayName]
-      : ['remus-primary', String(r.domid), r.name]
+      : ['remus-primary', String(r.domid), r.name, encodeTieBreaker(r.tieBreaker)]
 }
 
 export class Guardian {

@@ -47,6 +47,7 @@ import {helperEnv} from '../libxl/index.js'
 import type {MigrationEventHandler} from './migration-events.js'
 import {receiveDomain, type SecondaryIo, type ReceiveResult} from '../libxl/index.js'
 import {createDomain, createDomainBuilt, destroyDomain, renameDomain} from '../libxl/index.js'
+import {claimLive, hasTieBreaker, staleName, type TieBreakerSpec} from './tie-breaker.js'
 import {readSavefileHeader} from './savefile-header.js'
 import {REMUS_ACK} from './remus-ack.js'
 import {checkpointHeldAt} from '../testing/index.js'
@@ -86,6 +87,8 @@ export interface MigrationReceiverOptions {
   readonly onConfig?: (config: DomainConfig) => void
   /** The guardian and helper started while the CLI loaded (receiver-early.ts), if any. */
   readonly early?: ReceiverEarlyStart
+  /** Remus/COLO: who decides, when the primary is lost, whether the copy here may go live. */
+  readonly tieBreaker?: TieBreakerSpec
 }
 
 export type ReceiveOutcome =
@@ -292,6 +295,10 @@ class MigrationReceiver {
   async #failover(domid: number): Promise<ReceiveMigrationResult> {
     const colo = this.#o.checkpointed === 'colo'
     const ha = colo ? 'COLO' : 'Remus'
+    // Before the copy runs here alone: the primary may have resumed after losing us too.
+    const verdict = await claimLive(this.#o.tieBreaker, {side: 'secondary', domain: this.#name!, checkpoint: this.#checkpoints})
+    if (!verdict.live) return this.#standDown(domid, ha, verdict.why)
+    if (hasTieBreaker(this.#o.tieBreaker)) this.#log('info', `${ha}: ${verdict.how}: the copy here goes live`)
     if (colo) {
       // The secondary has run since its last checkpoint (or is suspended for the next one): it
       // goes on from there, log-dirty off, without loading device state again.
@@ -344,6 +351,25 @@ class MigrationReceiver {
     return {outcome: 'started', exitCode: 0, domid, name}
   }
 
+  /**
+   * The primary went live first: the copy here never runs. It is paused (a COLO secondary runs
+   * between checkpoints) and named `<name>--stale`, so that list shows which copy is the live one.
+   */
+  async #standDown(domid: number, ha: string, why: string): Promise<ReceiveMigrationResult> {
+    const name = this.#name!
+    try {
+      const info = await this.#hv.info(domid)
+      if (!info.state.paused) await this.#hv.pause(domid)
+    } catch (err) {
+      this.#log('error', `cannot pause domain ${domid}: ${(err as Error).message}`)
+    }
+    await renameDomain(this.#hv, domid, staleName(name)).catch((err: unknown) => this.#log('error', `cannot rename domain ${domid} to ${staleName(name)}: ${(err as Error).message}`))
+    this.#line(`migration target (${ha}): the primary went live first (${why}); domain ${staleName(name)} (id: ${domid}) stays paused here`)
+    // Nothing of ours runs: the guardian has nothing to start.
+    await this.#guardian?.done()
+    return {outcome: 'failed', exitCode: 1, domid, name}
+  }
+
   /** The way back carries one CHECKPOINT_END record per whole checkpoint (xl-ts's Remus ack). */
   async #ack(n: number): Promise<void> {
     if (this.#ackBroken) return
@@ -391,6 +417,7 @@ class MigrationReceiver {
       leavePaused: this.#o.paused ?? false,
       stream: {inFd: this.#in, outFd: this.#out},
       checkpointed: this.#o.checkpointed !== undefined,
+      ...(this.#o.tieBreaker ? {tieBreaker: this.#o.tieBreaker} : {}),
     } as const
     if (this.#guardian?.alive) await this.#guardian.assign(role, env)
     else {

@@ -22,6 +22,8 @@ import {MIGRATE_RECEIVER_BANNER, RECEIVER_STREAM, readFixedMessage} from './hand
 import {helperEnv} from '../libxl/index.js'
 import {writeSavefileHeader} from './savefile-header.js'
 import {Guardian} from './guardian.js'
+import {renameDomain} from '../libxl/index.js'
+import {claimLive, hasTieBreaker, staleName, type TieBreakerSpec} from './tie-breaker.js'
 import {Transport} from './transport.js'
 import {Checkpointing, primaryMode, type LogLevel, type PrimaryMode, type RemusOutcome, type RemusPrimaryOptions, type RemusResult} from '../replication/index.js'
 
@@ -29,13 +31,18 @@ const ERROR_FAIL = -3
 /** How long the transport may take to go after the stream is closed. */
 const CHILD_REPORT_MS = 2000
 
-export async function runRemusPrimary(opts: RemusPrimaryOptions): Promise<RemusResult> {
+export interface RemusSessionOptions extends RemusPrimaryOptions {
+  /** Who decides, when the backup is lost, whether the guest may run here (--witness, --fence). */
+  readonly tieBreaker?: TieBreakerSpec
+}
+
+export async function runRemusPrimary(opts: RemusSessionOptions): Promise<RemusResult> {
   const startedAt = opts.startedAt ?? performance.now()
   return new PrimarySession(opts, primaryMode(opts, startedAt), startedAt).run()
 }
 
 class PrimarySession {
-  readonly #o: RemusPrimaryOptions
+  readonly #o: RemusSessionOptions
   readonly #mode: PrimaryMode
   readonly #started: number
   readonly #hv: Hypervisor
@@ -46,7 +53,7 @@ class PrimarySession {
   #sendFd = -1
   #transport: Transport | undefined
 
-  constructor(opts: RemusPrimaryOptions, mode: PrimaryMode, startedAt: number) {
+  constructor(opts: RemusSessionOptions, mode: PrimaryMode, startedAt: number) {
     this.#o = opts
     this.#mode = mode
     this.#started = startedAt
@@ -78,7 +85,7 @@ class PrimarySession {
     if (o.signal?.aborted) onSignal()
     // If this process dies: before the backup holds a checkpoint the guest must run here; after,
     // the backup takes over and the guest must not run here too.
-    this.#guardian = Guardian.start({role: 'remus-primary', domid: o.domid, name: o.name}, helperEnv(this.#hv, o.env ?? process.env), (why) =>
+    this.#guardian = Guardian.start({role: 'remus-primary', domid: o.domid, name: o.name, ...(o.tieBreaker ? {tieBreaker: o.tieBreaker} : {})}, helperEnv(this.#hv, o.env ?? process.env), (why) =>
       this.#log('warning', `cannot start the guardian of domain ${o.domid}: ${why}`),
     )
     let failure: unknown
@@ -174,10 +181,20 @@ class PrimarySession {
     if (this.#mode.secondaryMayRun()) {
       // We were silent longer than the secondary waits, so it may have failed over and run the
       // guest. Never a second running copy.
-      this.#line(`${ha}: the secondary may have taken over (no checkpoint request for longer than its heartbeat timeout); domain paused at primary so that two copies never run.`)
+      this.#line(`${ha}: the secondary may have taken over (no checkpoint request for longer than its heartbeat timeout); domain paused at primary as ${staleName(o.name)} so that two copies never run.`)
       await this.#pauseHere()
+      await this.#markStale()
       return done('backup-failed', 1)
     }
+    // Before the guest runs here alone: the backup may have gone live after losing us too.
+    const verdict = await claimLive(o.tieBreaker, {side: 'primary', domain: o.name, checkpoint: this.#checkpoints})
+    if (!verdict.live) {
+      this.#line(`${ha}: the backup went live first (${verdict.why}); domain paused at primary as ${staleName(o.name)} so that two copies never run.`)
+      await this.#pauseHere()
+      await this.#markStale()
+      return done('lost-tie', 1)
+    }
+    if (hasTieBreaker(o.tieBreaker)) this.#log('info', `${ha}: ${verdict.how}: the guest runs here`)
     this.#line(`${ha}: Backup failed? resuming domain at primary.`)
     await this.#resumeHere()
     return done('backup-failed', 1)
@@ -191,6 +208,15 @@ class PrimarySession {
       await this.#hv.logDirty(id).disable().catch(() => undefined)
     } catch (err) {
       this.#log('error', `cannot pause domain ${id}: ${(err as Error).message}`)
+    }
+  }
+
+  /** The copy that must not run is named so that `list` shows which copy is the live one. */
+  async #markStale(): Promise<void> {
+    try {
+      await renameDomain(this.#hv, this.#domid, staleName(this.#o.name), {from: this.#o.name})
+    } catch (err) {
+      this.#log('error', `cannot rename domain ${this.#domid} to ${staleName(this.#o.name)}: ${(err as Error).message}`)
     }
   }
 

@@ -15,6 +15,7 @@
  * ssh; tests use it to run `migrate-receive` on a second simulated host or in a network namespace):
  * there the host string is a shell command by the operator's choice and is not quoted.
  */
+import {hasTieBreaker, type TieBreakerSpec} from './tie-breaker.js'
 
 /** The receiving program's name on the remote host (xl uses `xl`). */
 export const RECEIVER_PROGRAM = 'xl-ts'
@@ -92,6 +93,18 @@ export interface RemusRuneOptions {
   readonly noDaemonize: boolean
   /** The remote program (default `xl-ts`). */
   readonly program?: string
+  /** xl-ts only, given only when the operator asks for one: the session's tie-breaker. */
+  readonly tieBreaker?: TieBreakerSpec
+}
+
+/** `--replication-session S [--witness DIR] [--fence CMD] [--fence-timeout MS]` for the receiver. */
+function tieBreakerWords(spec: TieBreakerSpec | undefined): string[] {
+  if (!hasTieBreaker(spec)) return []
+  const words = ['--replication-session', spec.session]
+  if (spec.witness !== undefined) words.push('--witness', spec.witness)
+  if (spec.fence !== undefined) words.push('--fence', spec.fence)
+  if (spec.fenceTimeoutMs !== undefined) words.push('--fence-timeout', String(spec.fenceTimeoutMs))
+  return words
 }
 
 /**
@@ -99,7 +112,7 @@ export interface RemusRuneOptions {
  * migrate-receive -r [-e]`, quoted as the migrate rune is; no -t/-T/-v are forwarded (as xl).
  */
 export function buildRemusRune(o: RemusRuneOptions): string {
-  return sshRune(o.sshCommand, o.host, [o.program ?? RECEIVER_PROGRAM, 'migrate-receive', '-r', ...(o.noDaemonize ? ['-e'] : [])])
+  return sshRune(o.sshCommand, o.host, [o.program ?? RECEIVER_PROGRAM, 'migrate-receive', '-r', ...tieBreakerWords(o.tieBreaker), ...(o.noDaemonize ? ['-e'] : [])])
 }
 
 export interface ColoRuneOptions extends RemusRuneOptions {
@@ -120,6 +133,7 @@ export function buildColoRune(o: ColoRuneOptions): string {
   if (o.coloftScript) words.push('--coloft-script', o.coloftScript)
   if (o.userspaceProxy) words.push('--userspace-colo-proxy')
   if (o.heartbeatTimeoutMs !== undefined) words.push('--heartbeat-timeout', String(o.heartbeatTimeoutMs))
+  words.push(...tieBreakerWords(o.tieBreaker))
   if (o.noDaemonize) words.push('-e')
   return sshRune(o.sshCommand, o.host, words)
 }

@@ -14,6 +14,7 @@
  *   time bound. With a witness as well, the fence runs only for the side that won the claim.
  * - neither: xl's behaviour, each side decides alone; `NO_TIE_BREAKER_WARNING` says so once.
  */
+import {spawn} from 'node:child_process'
 import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -142,18 +143,19 @@ function claimWitness(file: string, req: ClaimRequest): {won: boolean; holder: C
 
 async function runFence(spec: TieBreakerSpec, req: ClaimRequest): Promise<Verdict> {
   const timeout = spec.fenceTimeoutMs ?? DEFAULT_FENCE_TIMEOUT_MS
-  // Loaded when a fence runs: the guardians, which may run one, start without it (execa costs
-  // them about 9 ms of start-up: ../entry-points.ts).
-  const {execa} = await import('execa')
-  // In a process group of its own: at the time bound the whole command goes (a shell's `sleep`
-  // would otherwise keep its stderr open, and us waiting, after the shell was killed).
-  const child = execa('sh', ['-c', spec.fence!], {
-    reject: false,
+  // With node:child_process, not execa (the card's package): the guardians run fences too, and
+  // execa would cost their start about 9 ms (../entry-points.ts) and cannot go in their bundle
+  // (scripts/bundle.mjs refuses a bundled require()). In a process group of its own: at the time
+  // bound the whole command goes (a shell's `sleep` would otherwise hold its stderr, and us, open).
+  const child = spawn('sh', ['-c', spec.fence!], {
     detached: true,
-    stdin: 'ignore',
-    stdout: 'ignore',
-    stderr: 'pipe',
-    env: {XL_TS_FENCE_SIDE: req.side, XL_TS_FENCE_DOMAIN: req.domain, XL_TS_FENCE_CHECKPOINT: String(req.checkpoint), XL_TS_REPLICATION_SESSION: spec.session},
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: {...process.env, XL_TS_FENCE_SIDE: req.side, XL_TS_FENCE_DOMAIN: req.domain, XL_TS_FENCE_CHECKPOINT: String(req.checkpoint), XL_TS_REPLICATION_SESSION: spec.session},
+  })
+  let stderr = ''
+  child.stderr?.setEncoding('utf8')
+  child.stderr?.on('data', (chunk: string) => {
+    if (stderr.length < 4096) stderr += chunk
   })
   let timedOut = false
   const killGroup = (signal: NodeJS.Signals): void => {
@@ -168,9 +170,13 @@ async function runFence(spec: TieBreakerSpec, req: ClaimRequest): Promise<Verdic
     killGroup('SIGTERM')
     setTimeout(() => killGroup('SIGKILL'), 2000).unref()
   }, timeout)
-  const r = await child
+  const r = await new Promise<{exitCode: number | null; signal: NodeJS.Signals | null; error?: Error}>((resolve) => {
+    child.once('error', (error) => resolve({exitCode: null, signal: null, error}))
+    child.once('close', (exitCode, signal) => resolve({exitCode, signal}))
+  })
   clearTimeout(timer)
-  const said = String(r.stderr ?? '').trim().split('\n').pop() ?? ''
+  if (r.error) return {live: false, why: `the fence command could not run: ${r.error.message}`}
+  const said = stderr.trim().split('\n').pop() ?? ''
   if (timedOut) return {live: false, why: `the fence command did not finish within ${timeout} ms`}
   if (r.exitCode !== 0) return {live: false, why: `the fence command failed (${r.signal ?? `exit ${r.exitCode}`})${said ? `: ${said}` : ''}`}
   return {live: true, how: 'the fence command succeeded'}
