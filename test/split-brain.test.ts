@@ -32,9 +32,9 @@ const RUNS = 8
 type Victim = 'transport' | 'primary-helper' | 'receiver' | 'primary-cli' | 'restore-helper' | 'primary-host' | 'secondary-host'
 const VICTIMS: readonly Victim[] = ['transport', 'primary-helper', 'receiver', 'primary-cli', 'restore-helper', 'primary-host', 'secondary-host']
 
-function startRun(s: {a: string; b: string; tmp: string}, mode: 'remus' | 'colo', witness: string | undefined): ResultPromise<{reject: false}> {
+function startRun(s: {a: string; b: string; tmp: string}, mode: 'remus' | 'colo', witness: string | undefined, extra: string[] = []): ResultPromise<{reject: false}> {
   const modeArgs = mode === 'colo' ? ['-c', '-p', '--max-interval', '50'] : ['-i', '50']
-  return execa(NODE, [BIN, '--root', s.a, 'remus', '--json', ...modeArgs, ...(witness ? ['--witness', witness] : []), '-s', ssh.command, 'vm', s.b], {
+  return execa(NODE, [BIN, '--root', s.a, 'remus', '--json', ...modeArgs, ...(witness ? ['--witness', witness] : []), ...extra, '-s', ssh.command, 'vm', s.b], {
     env: {XL_TS_BACKEND: 'sim', ...runMarker(s.tmp).env, TMPDIR: s.tmp},
     reject: false,
     stdin: 'ignore',
@@ -46,6 +46,8 @@ function startRun(s: {a: string; b: string; tmp: string}, mode: 'remus' | 'colo'
 async function victims(victim: Victim, s: {a: string; b: string; marker: string; domid: number}, run: ResultPromise<{reject: false}>): Promise<number[]> {
   const marked = markedProcesses(s.marker)
   const pick = (test: (cmd: string) => boolean) => marked.filter((p) => test(p.cmd)).map((p) => p.pid)
+  // The primary's own command line names the stand-in ssh (-s) too.
+  const isTransport = (cmd: string) => cmd.includes('fake-ssh.mjs') && !/ remus /.test(cmd)
   const domainPids = async (root: string): Promise<number[]> => {
     const hv = sim(root)
     try {
@@ -56,7 +58,7 @@ async function victims(victim: Victim, s: {a: string; b: string; marker: string;
   }
   switch (victim) {
     case 'transport':
-      return pick((c) => c.includes('fake-ssh.mjs'))
+      return pick(isTransport)
     case 'primary-helper':
       return pick((c) => c.includes('--save-domain'))
     case 'receiver':
@@ -66,9 +68,10 @@ async function victims(victim: Victim, s: {a: string; b: string; marker: string;
     case 'restore-helper':
       return pick((c) => c.includes('--restore-domain'))
     case 'primary-host':
-      return [run.pid!, ...pick((c) => !isBackupProcess(c) && !c.includes('fake-ssh')), ...(await domainPids(s.a))]
+      // The ssh client runs on the primary's host; the remote shell and all it runs on the backup's.
+      return [run.pid!, ...pick((c) => !isBackupProcess(c)), ...(await domainPids(s.a))]
     case 'secondary-host':
-      return [...pick((c) => isBackupProcess(c) || c.includes('fake-ssh')), ...(await domainPids(s.b))]
+      return [...pick(isBackupProcess), ...(await domainPids(s.b))]
   }
 }
 
@@ -124,12 +127,52 @@ describe('without a witness (negative control)', () => {
     const s = await setup('sbneg', g)
     const run = startRun(s, 'remus', undefined)
     await untilCheckpoints(run, 2)
-    for (const pid of markedProcesses(s.marker).filter((p) => p.cmd.includes('fake-ssh.mjs')).map((p) => p.pid)) signal(pid, 'SIGKILL')
+    for (const pid of markedProcesses(s.marker).filter((p) => p.cmd.includes('fake-ssh.mjs') && !/ remus /.test(p.cmd)).map((p) => p.pid)) signal(pid, 'SIGKILL')
     const r = await run
     expect(await waitNoMarked(s.marker, 30_000)).toEqual([])
-    const running = [...(await guests(s.a)), ...(await guests(s.b))].filter(isRunning)
-    expect(running.map((d) => d.name)).toEqual(['vm', 'vm'])
+    const all = [...(await guests(s.a)), ...(await guests(s.b))]
+    const running = all.filter(isRunning)
+    expect(running.map((d) => d.name), `${JSON.stringify(all.map((d) => [d.name, d.state]))}\n${String(r.stderr).slice(-2500)}`).toEqual(['vm', 'vm'])
     expect(String(r.stderr)).toMatch(/^xl-ts: warning: no --witness or --fence: if the link between the hosts breaks/m)
+    await s.done()
+  })
+})
+
+describe('with a fence', () => {
+  /** Cuts the transport after checkpoint 2; the hosts' copies once everything has ended. */
+  async function cutWith(tag: string, fence: string[]) {
+    const g: GuestSpec = {name: 'vm', memMiB: 16, dirtyRate: 1500, workingSetMiB: 4, seed: 500 + tag.length}
+    const s = await setup(tag, g)
+    const run = startRun(s, 'remus', undefined, fence)
+    await untilCheckpoints(run, 2)
+    for (const pid of markedProcesses(s.marker).filter((p) => p.cmd.includes('fake-ssh.mjs') && !/ remus /.test(p.cmd)).map((p) => p.pid)) signal(pid, 'SIGKILL')
+    const r = await run
+    expect(await waitNoMarked(s.marker, 30_000)).toEqual([])
+    const copies = [...(await guests(s.a)).map((d) => ['a', d.name, isRunning(d)]), ...(await guests(s.b)).map((d) => ['b', d.name, isRunning(d)])]
+    return {s, r, copies}
+  }
+
+  it('goes live only where the command exits 0: here the secondary, the primary stays paused as vm--stale', {timeout: 120_000}, async () => {
+    const {s, r, copies} = await cutWith('sbfok', ['--fence', 'test "$XL_TS_FENCE_SIDE" = secondary'])
+    expect(copies, String(r.stderr)).toEqual([
+      ['a', 'vm--stale', false],
+      ['b', 'vm', true],
+    ])
+    expect(String(r.stderr)).toMatch(/^Remus: the backup went live first \(the fence command failed \(exit 1\)\); domain paused at primary as vm--stale/m)
+    expect(r.exitCode).toBe(1)
+    await s.done()
+  })
+
+  it('a failing command and a hanging one (timed out) keep both sides from going live', {timeout: 120_000}, async () => {
+    const fence = 'if [ "$XL_TS_FENCE_SIDE" = primary ]; then sleep 30; else echo "no quorum" >&2; exit 3; fi'
+    const t0 = performance.now()
+    const {s, r, copies} = await cutWith('sbfno', ['--fence', fence, '--fence-timeout', '500'])
+    expect(performance.now() - t0, 'the hanging fence did not hold the primary up').toBeLessThan(20_000)
+    expect(copies, String(r.stderr)).toEqual([
+      ['a', 'vm--stale', false],
+      ['b', 'vm--stale', false],
+    ])
+    expect(String(r.stderr)).toMatch(/the fence command did not finish within 500 ms/)
     await s.done()
   })
 })
