@@ -3,7 +3,8 @@
  * simulated hosts over a stand-in ssh, with a witness folder both reach. At a random point after
  * the second checkpoint one process is killed (the transport, either side's CLI or helper) or a
  * whole host; then, once everything has ended, exactly one copy of the guest runs, its memory is
- * consistent, and a copy that must not run is paused and named `vm--stale`. The negative control:
+ * consistent (a Remus backup that went live holds exactly the primary's memory of the checkpoint it
+ * failed over to), and a copy that must not run is paused and named `vm--stale`. The negative control:
  * without a witness, cutting the transport leaves two running copies (xl's behaviour, warned).
  */
 import * as fs from 'node:fs'
@@ -13,13 +14,14 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {listDomains, resolveDomain} from '../src/toolstack/libxl/index.js'
 import {NODE, ensureBuilt, fakeSsh, guests, isRunning, markedProcesses, runMarker, sim, waitNoMarked, type FakeSsh, type GuestSpec} from './support/migrate.js'
-import {cleanups, isBackupProcess, setup, signal, sleep, untilCheckpoints} from './support/remus.js'
-import {BIN} from './support/cli.js'
+import {cleanups, isBackupProcess, probeLines, setup, signal, sleep, untilCheckpoints} from './support/remus.js'
+import {TEST_BIN, testHooksEnv} from './support/test-hooks.js'
 
 let ssh: FakeSsh
 beforeAll(async () => {
   await ensureBuilt()
-  ssh = fakeSsh()
+  // Both sides run the test entry, so that the checkpoint probe records each side's memory.
+  ssh = fakeSsh({bin: TEST_BIN})
 })
 afterAll(async () => {
   for (const c of cleanups.splice(0)) await c()
@@ -34,8 +36,8 @@ const VICTIMS: readonly Victim[] = ['transport', 'primary-helper', 'receiver', '
 
 function startRun(s: {a: string; b: string; tmp: string}, mode: 'remus' | 'colo', witness: string | undefined, extra: string[] = []): ResultPromise<{reject: false}> {
   const modeArgs = mode === 'colo' ? ['-c', '-p', '--max-interval', '50'] : ['-i', '50']
-  return execa(NODE, [BIN, '--root', s.a, 'remus', '--json', ...modeArgs, ...(witness ? ['--witness', witness] : []), ...extra, '-s', ssh.command, 'vm', s.b], {
-    env: {XL_TS_BACKEND: 'sim', ...runMarker(s.tmp).env, TMPDIR: s.tmp},
+  return execa(NODE, [TEST_BIN, '--root', s.a, 'remus', '--json', ...modeArgs, ...(witness ? ['--witness', witness] : []), ...extra, '-s', ssh.command, 'vm', s.b], {
+    env: {XL_TS_BACKEND: 'sim', ...runMarker(s.tmp).env, TMPDIR: s.tmp, ...testHooksEnv({probe: {dir: s.tmp}})},
     reject: false,
     stdin: 'ignore',
     timeout: 120_000,
@@ -97,7 +99,10 @@ describe.each(['remus', 'colo'] as const)('%s with a witness', (mode) => {
           const run = startRun(s, mode, witness)
           await untilCheckpoints(run, 2)
           await sleep(delay)
-          for (const pid of await victims(victim, s, run)) signal(pid, 'SIGKILL')
+          // All at once, as when a host dies: stopped first, so that none of them reacts to another's end.
+          const pids = await victims(victim, s, run)
+          for (const pid of pids) signal(pid, 'SIGSTOP')
+          for (const pid of pids) signal(pid, 'SIGKILL')
           const r = await run
           expect(await waitNoMarked(s.marker, 30_000), 'every process of the run ended').toEqual([])
           const all = [...(await guests(s.a)).map((d) => ({...d, host: 'a'})), ...(await guests(s.b)).map((d) => ({...d, host: 'b'}))]
@@ -107,6 +112,14 @@ describe.each(['remus', 'colo'] as const)('%s with a witness', (mode) => {
           // A copy that must not run is paused and says so by its name.
           for (const d of all.filter((x) => !isRunning(x))) expect(d.name, where).toBe('vm--stale')
           const live = running[0]!
+          if (live.host === 'b' && mode === 'remus') {
+            // A backup that went live holds exactly one whole checkpoint of the primary: its last.
+            const failover = probeLines(path.join(s.tmp, 'secondary.ndjson')).find((p) => p.failover)
+            const primary = new Map(probeLines(path.join(s.tmp, 'primary.ndjson')).map((p) => [p.checkpoint, p.checksum]))
+            expect(failover, `${where}\nthe backup recorded its failover`).toBeDefined()
+            expect(failover!.checksum, `${where}\ncheckpoint ${failover!.checkpoint}`).toBe(primary.get(failover!.checkpoint))
+          }
+          // (The primary going live, or a COLO secondary, runs on from its own state: later than the last checkpoint.)
           const hv = sim(live.host === 'a' ? s.a : s.b)
           try {
             const report = await hv.verifyIntegrity(await resolveDomain(hv, 'vm'))
