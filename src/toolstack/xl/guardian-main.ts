@@ -56,7 +56,7 @@ import {HypervisorError, type Hypervisor} from '../hypervisor/index.js'
 import {createHypervisor} from '../backends/index.js'
 import {MIGRATE_PERMISSION_TO_GO, MIGRATE_REPORT, encodeStatus} from './handshake.js'
 import {destroyDomain, domainInfo, renameDomain, resolveDomain} from '../libxl/index.js'
-import {claimLive, decodeTieBreaker, staleName, type TieBreakerSpec, type Verdict} from './tie-breaker.js'
+import {claimLive, decodeTieBreaker, pauseAsStale, staleName, type TieBreakerSpec, type Verdict} from './tie-breaker.js'
 
 const SHUTDOWN_SUSPEND = 2
 
@@ -282,11 +282,8 @@ async function askTieBreaker(arg: string, side: 'primary' | 'secondary', domain:
   return spec ? claimLive(spec, {side, domain, checkpoint: 0}) : undefined
 }
 
-/** Pauses a copy that must not run and names it `<name>--stale`, so that list shows the live one. */
 async function keepStale(hv: Hypervisor, id: number, from: string, name: string): Promise<void> {
-  const info = await infoOrUndefined(hv, id)
-  if (info && !info.state.paused) await hv.pause(id)
-  await renameDomain(hv, id, staleName(name), {from}).catch((err: unknown) => say(`cannot rename domain ${id} to ${staleName(name)}: ${(err as Error).message}`))
+  for (const problem of await pauseAsStale(hv, id, name, from)) say(problem)
 }
 
 /**

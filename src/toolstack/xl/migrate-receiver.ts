@@ -47,7 +47,7 @@ import {helperEnv} from '../libxl/index.js'
 import type {MigrationEventHandler} from './migration-events.js'
 import {receiveDomain, type SecondaryIo, type ReceiveResult} from '../libxl/index.js'
 import {createDomain, createDomainBuilt, destroyDomain, renameDomain} from '../libxl/index.js'
-import {claimLive, hasTieBreaker, staleName, type TieBreakerSpec} from './tie-breaker.js'
+import {claimLive, hasTieBreaker, pauseAsStale, staleName, type TieBreakerSpec} from './tie-breaker.js'
 import {readSavefileHeader} from './savefile-header.js'
 import {REMUS_ACK} from './remus-ack.js'
 import {checkpointHeldAt} from '../testing/index.js'
@@ -357,13 +357,7 @@ class MigrationReceiver {
    */
   async #standDown(domid: number, ha: string, why: string): Promise<ReceiveMigrationResult> {
     const name = this.#name!
-    try {
-      const info = await this.#hv.info(domid)
-      if (!info.state.paused) await this.#hv.pause(domid)
-    } catch (err) {
-      this.#log('error', `cannot pause domain ${domid}: ${(err as Error).message}`)
-    }
-    await renameDomain(this.#hv, domid, staleName(name)).catch((err: unknown) => this.#log('error', `cannot rename domain ${domid} to ${staleName(name)}: ${(err as Error).message}`))
+    for (const problem of await pauseAsStale(this.#hv, domid, name, `${name}--incoming`)) this.#log('error', problem)
     this.#line(`migration target (${ha}): the primary went live first (${why}); domain ${staleName(name)} (id: ${domid}) stays paused here`)
     // Nothing of ours runs: the guardian has nothing to start.
     await this.#guardian?.done()

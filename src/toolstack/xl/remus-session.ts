@@ -22,8 +22,7 @@ import {MIGRATE_RECEIVER_BANNER, RECEIVER_STREAM, readFixedMessage} from './hand
 import {helperEnv} from '../libxl/index.js'
 import {writeSavefileHeader} from './savefile-header.js'
 import {Guardian} from './guardian.js'
-import {renameDomain} from '../libxl/index.js'
-import {claimLive, hasTieBreaker, staleName, type TieBreakerSpec} from './tie-breaker.js'
+import {claimLive, hasTieBreaker, pauseAsStale, staleName, type TieBreakerSpec} from './tie-breaker.js'
 import {Transport} from './transport.js'
 import {Checkpointing, primaryMode, type LogLevel, type PrimaryMode, type RemusOutcome, type RemusPrimaryOptions, type RemusResult} from '../replication/index.js'
 
@@ -211,13 +210,9 @@ class PrimarySession {
     }
   }
 
-  /** The copy that must not run is named so that `list` shows which copy is the live one. */
+  /** The copy that must not run is paused and named so that `list` shows which copy is the live one. */
   async #markStale(): Promise<void> {
-    try {
-      await renameDomain(this.#hv, this.#domid, staleName(this.#o.name), {from: this.#o.name})
-    } catch (err) {
-      this.#log('error', `cannot rename domain ${this.#domid} to ${staleName(this.#o.name)}: ${(err as Error).message}`)
-    }
+    for (const problem of await pauseAsStale(this.#hv, this.#domid, this.#o.name)) this.#log('error', problem)
   }
 
   async #exists(): Promise<boolean> {

@@ -20,6 +20,9 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
+import type {Hypervisor} from '../hypervisor/index.js'
+import {renameDomain} from '../libxl/index.js'
+
 export type ReplicationSide = 'primary' | 'secondary'
 
 /** How the sides of one replication session break a tie; travels in the rune and to the guardians. */
@@ -220,6 +223,26 @@ export function releaseClaim(spec: TieBreakerSpec | undefined): void {
 /** The name a copy that lost the tie takes, so that `list` shows which copy is not the live one. */
 export function staleName(name: string): string {
   return `${name}--stale`
+}
+
+/**
+ * What a side that must not run does with its copy: pauses it (a COLO secondary runs between
+ * checkpoints) and names it `<name>--stale` while it is still called `from` (an operator's rename
+ * meanwhile is kept). Never throws: what failed comes back as lines for the caller to report.
+ */
+export async function pauseAsStale(hv: Hypervisor, domid: number, name: string, from: string = name): Promise<string[]> {
+  const problems: string[] = []
+  try {
+    if (!(await hv.info(domid)).state.paused) await hv.pause(domid)
+  } catch (err) {
+    problems.push(`cannot pause domain ${domid}: ${(err as Error).message}`)
+  }
+  try {
+    await renameDomain(hv, domid, staleName(name), {from})
+  } catch (err) {
+    problems.push(`cannot rename domain ${domid} to ${staleName(name)}: ${(err as Error).message}`)
+  }
+  return problems
 }
 
 /** The spec as guardian argv carries it, and back. */
